@@ -1,0 +1,47 @@
+# Two commands set up a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+# Both create or refresh the project's own virtual environment (.venv) from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/holoport demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/holoport bench codec --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# System libraries the Python packages need: Open3D needs libusb-1.0; venv needs ensurepip.
+# Installed with apt when we are root (or have passwordless sudo); otherwise named once.
+system-deps:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "Holoport needs Python 3.10 or newer; '$(PYTHON)' is older. Run: make PYTHON=python3.11 ..."; exit 1; }
+	@missing=""; \
+	  $(PYTHON) -c 'import ctypes.util, sys; sys.exit(ctypes.util.find_library("usb-1.0") is None)' || missing="libusb-1.0-0"; \
+	  test -x $(BIN)/python || $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
+	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \
+	    else echo "Holoport needs these system packages:$$missing. Install them (Debian/Ubuntu: sudo apt-get install$$missing) and run make again."; exit 1; fi; \
+	    echo "Installing system packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  fi
+
+clean:
+	rm -rf $(VENV) holoport-demo .pytest_cache

@@ -1,0 +1,78 @@
+"""What every benchmark shares: data location, PLY loading, timing, and the three outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+#: Where the shared test data lives unless $HOLOPORT_DATA says otherwise.
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("HOLOPORT_DATA", DEFAULT_DATA))
+
+
+def add_output_arguments(parser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG plot")
+
+
+def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A coloured PLY as float32 positions and uint8 colours (Open3D reads it)."""
+    import open3d as o3d
+
+    cloud = o3d.io.read_point_cloud(str(path))
+    if not cloud.has_points():
+        raise ValueError(f"{path} holds no points")
+    positions = np.asarray(cloud.points, dtype=np.float32)
+    colors = np.clip(np.rint(np.asarray(cloud.colors) * 255), 0, 255).astype(np.uint8)
+    return positions, colors
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tuple[float, object]:
+    """Median wall time of ``fn`` in ms after warm-up, and its last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), result
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
+         console: Console | None = None) -> None:
+    """Print the table; write JSON and Markdown when asked."""
+    console = console or Console()
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("frame", "codec", "params") else "right")
+    for r in records:
+        table.add_row(*(_cell(r.get(c, "")) for c in columns))
+    console.print(table)
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(list(records), indent=2))
+        console.print(f"wrote {args.json}")
+    if getattr(args, "markdown", None):
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in records]
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {args.markdown}")

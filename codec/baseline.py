@@ -1,0 +1,133 @@
+"""The baseline codec: voxel quantization plus zstd, kept for good as the yardstick.
+
+Every later codec is compared with this one, so it stays deliberately simple: positions
+are quantized to a voxel grid inside a fixed capture volume, sorted (so that zstd sees long
+runs), stored as planar uint16 columns and compressed with zstd; colours follow in the same
+order, planar, also with zstd. Points outside the volume are dropped (the capture volume is
+the contract); duplicates are kept, so the decoded cloud has one point per input point
+inside the volume.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from codec import container
+from codec.errors import CodecError
+from codec.types import validate_cloud
+
+#: Points a stream may claim before the decoder refuses it (256 MB of decoded geometry).
+MAX_POINTS = 1 << 24
+
+_PARAMS = struct.Struct("<I4fBb")  # n_points, voxel_size, origin xyz, bits, zstd level
+
+
+@dataclass(frozen=True)
+class BaselineCodec:
+    """Voxel grid of ``2**bits`` cells per axis of ``voxel_size`` metres from ``origin``.
+
+    The default volume is ARCHITECTURE.md's 2.5 m cube around a participant (origin on the
+    floor under them) at 10 bits: 2.4 mm cells.
+    """
+
+    codec_id = 1
+    name = "baseline"
+
+    voxel_size: float = 2.5 / 1024
+    origin: tuple[float, float, float] = (-1.25, 0.0, -1.25)
+    bits: int = 10
+    level: int = 3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise ValueError(f"voxel_size must be a positive number of metres, got {self.voxel_size}")
+        if len(self.origin) != 3 or not all(math.isfinite(v) for v in self.origin):
+            raise ValueError(f"origin must be three finite numbers, got {self.origin}")
+        if not 1 <= self.bits <= 16:
+            raise ValueError(f"bits must be in 1..16, got {self.bits}")
+        if not 1 <= self.level <= 22:
+            raise ValueError(f"zstd level must be in 1..22, got {self.level}")
+        object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
+
+    # -- configuration (round-trips like numcodecs) ------------------------------------
+    def get_config(self) -> dict:
+        return {
+            "id": self.name,
+            "voxel_size": self.voxel_size,
+            "origin": list(self.origin),
+            "bits": self.bits,
+            "level": self.level,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> BaselineCodec:
+        cfg = {k: v for k, v in config.items() if k != "id"}
+        if "origin" in cfg:
+            cfg["origin"] = tuple(cfg["origin"])
+        return cls(**cfg)
+
+    @property
+    def max_error(self) -> float:
+        """Largest per-axis position error of a point inside the volume (half a cell)."""
+        return self.voxel_size / 2
+
+    # -- coding ------------------------------------------------------------------------
+    def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
+        positions, colors = validate_cloud(positions, colors)
+        origin = np.asarray(self.origin, dtype=np.float64)
+        q = np.floor((positions - origin) / self.voxel_size + 0.5)
+        inside = np.all((q >= 0) & (q < (1 << self.bits)), axis=1)
+        q = q[inside].astype(np.uint64)
+        rgb = colors[inside]
+        key = (q[:, 0] << np.uint64(2 * self.bits)) | (q[:, 1] << np.uint64(self.bits)) | q[:, 2]
+        order = np.argsort(key, kind="stable")
+        geom = np.ascontiguousarray(q[order].T.astype(np.uint16))
+        col = np.ascontiguousarray(rgb[order].T)
+        zc = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+        params = _PARAMS.pack(len(q), self.voxel_size, *self.origin, self.bits, self.level)
+        return container.pack(
+            self.codec_id, params, [zc.compress(geom.tobytes()), zc.compress(col.tobytes())]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a baseline stream; the parameters come from the stream itself."""
+        box = container.unpack(data)
+        if box.codec_id != cls.codec_id:
+            raise CodecError(f"codec id {box.codec_id} is not the baseline codec ({cls.codec_id})")
+        if len(box.params) != _PARAMS.size:
+            raise CodecError(f"baseline parameter block must be {_PARAMS.size} bytes")
+        n, voxel, ox, oy, oz, bits, level = _PARAMS.unpack(box.params)
+        try:
+            codec = cls(voxel_size=voxel, origin=(ox, oy, oz), bits=bits, level=level)
+        except ValueError as exc:
+            raise CodecError(f"invalid baseline parameters: {exc}") from exc
+        if n > MAX_POINTS:
+            raise CodecError(f"stream claims {n} points, more than the limit {MAX_POINTS}")
+        if len(box.sections) != 2:
+            raise CodecError(f"baseline stream needs 2 sections, found {len(box.sections)}")
+        geom = np.frombuffer(_inflate(box.sections[0], 6 * n), dtype=np.uint16).reshape(3, n)
+        if n and int(geom.max()) >= (1 << bits):
+            raise CodecError("quantized coordinate outside the declared grid")
+        col = np.frombuffer(_inflate(box.sections[1], 3 * n), dtype=np.uint8).reshape(3, n)
+        origin = np.asarray(codec.origin, dtype=np.float32)
+        positions = geom.T.astype(np.float32) * np.float32(codec.voxel_size) + origin
+        return positions, np.ascontiguousarray(col.T)
+
+
+def _inflate(section: memoryview, expected: int) -> bytes:
+    """zstd-decompress a section whose size the parameters fix, never allocating more."""
+    try:
+        if zstandard.frame_content_size(section) != expected:
+            raise CodecError(f"section does not declare the expected {expected} bytes")
+        out = zstandard.ZstdDecompressor().decompress(section, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"corrupt zstd section: {exc}") from exc
+    if len(out) != expected:
+        raise CodecError(f"section decompressed to {len(out)} bytes, expected {expected}")
+    return out

@@ -1,0 +1,3 @@
+from holoport.cli import main
+
+raise SystemExit(main())

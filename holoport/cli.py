@@ -1,0 +1,141 @@
+"""The ``holoport`` command: one subcommand per job, ``--help`` on each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from holoport import __version__
+
+DEFAULT_HUB = "tcp://127.0.0.1:5555"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320):
+        raise argparse.ArgumentTypeError(f"{w}x{h} is not a sensible image size")
+    return w, h
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="holoport",
+        description="Live holographic conferencing: capture, compress, transmit, composite.",
+    )
+    parser.add_argument("--version", action="version", version=f"holoport {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="a three-person meeting on this machine (no camera, no network)",
+                       description="Start a hub and N participant processes on loopback, each "
+                       "filming a synthetic person; write every seat's view and print statistics.")
+    p.add_argument("--participants", type=int, default=3, help="2..8 (default 3)")
+    p.add_argument("--duration", type=_positive, default=10.0, help="seconds (default 10)")
+    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
+    p.add_argument("--out", default="holoport-demo", help="output folder (default ./holoport-demo)")
+    p.add_argument("--view-size", type=_size, default=(640, 360), help="rendered view (default 640x360)")
+
+    p = sub.add_parser("hub", help="run a room hub", description="Serve rooms: admit participants, "
+                       "forward their frames to everyone else in the room.")
+    p.add_argument("--bind", default=DEFAULT_HUB, help=f"endpoint (default {DEFAULT_HUB})")
+    p.add_argument("--seats", type=int, default=6, help="seats per room, 2..16 (default 6)")
+    p.add_argument("--heartbeat-timeout", type=_positive, default=5.0,
+                   help="seconds of silence before a participant is dropped (default 5)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow binding to a non-loopback address without encryption")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
+                       "with a synthetic camera; render the room from your seat.")
+    p.add_argument("--hub", default=DEFAULT_HUB, help=f"hub endpoint (default {DEFAULT_HUB})")
+    p.add_argument("--room", default="main", help="room name (default main)")
+    p.add_argument("--name", default="", help="display name (default: the hub picks one)")
+    p.add_argument("--source", default="synthetic", choices=["synthetic"],
+                   help="where the RGB-D frames come from (default synthetic)")
+    p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
+    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
+    p.add_argument("--view-size", type=_size, default=(640, 360), help="rendered view size")
+    p.add_argument("--dump", type=int, default=0, metavar="N",
+                   help="also save the last N sent and received clouds (npz) to --out")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow an unencrypted connection to a hub on another machine")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    p = sub.add_parser("bench", help="run a benchmark", description="Benchmarks print a table and "
+                       "can write JSON records, a Markdown table and a PNG plot.")
+    bench = p.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    from benchmarks import codec_rd
+
+    codec_rd.add_arguments(bench.add_parser("codec", help="codec rate and speed on PLY frames",
+                                            description=codec_rd.__doc__))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return _dispatch(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"holoport {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from holoport.demo import run_demo
+
+        reports = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size)
+        return 0 if len(reports) == args.participants else 1
+    if args.command == "hub":
+        from holoport.endpoints import require_loopback
+        from holoport.hub import Hub
+
+        require_loopback(args.bind, args.insecure, "hub")
+        hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: hub.stop())
+        hub.open()
+        hub.run()
+        return 0
+    if args.command == "join":
+        from holoport.node import JoinError
+        from holoport.participant import ParticipantOptions, run_participant
+
+        if args.dump and not args.out:
+            raise ValueError("--dump needs --out to know where to write the clouds")
+        options = ParticipantOptions(
+            hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
+            duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
+            insecure=args.insecure)
+        try:
+            report = run_participant(options)
+        except JoinError as exc:
+            print(f"holoport join: {exc}", file=sys.stderr)
+            return 3
+        print(f"{report['name']}: sent {report['frames_sent']}, received {report['frames_received']} "
+              f"{report['received_by_sender']}")
+        return 0
+    if args.command == "bench":
+        from benchmarks import codec_rd
+
+        return codec_rd.run(args)
+    raise AssertionError(args.command)

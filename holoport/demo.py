@@ -1,0 +1,141 @@
+"""``holoport demo``: a hub and N participants, each in its own process, on loopback.
+
+Everything is real except the people: each participant films a synthetic person with a
+synthetic RGB-D camera, cuts them out, encodes, sends through the hub, receives and
+decodes everyone else and renders the room from its seat. At the end each participant
+has written its view and animation; the demo prints one table per participant and a
+montage of all the seats.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from holoport.endpoints import free_tcp_endpoint
+from holoport.stats import STAGES
+
+NAMES = ["ana", "ben", "chiara", "dev", "emeka", "fatima", "goro", "hana"]
+
+
+def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
+             out: str = "holoport-demo", view_size: tuple[int, int] = (640, 360),
+             console: Console | None = None) -> list[dict]:
+    if not 2 <= participants <= len(NAMES):
+        raise ValueError(f"the demo runs 2..{len(NAMES)} participants, got {participants}")
+    console = console or Console()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("seat*"):
+        old.unlink()
+    with console.status("Compiling kernels (first run only, about a minute)..."):
+        from holoport.warmup import warm_up
+
+        warm_up()
+    endpoint = free_tcp_endpoint()
+    py = [sys.executable, "-m", "holoport"]
+    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--seats", str(participants),
+                            "--quiet"])
+    procs: list[subprocess.Popen] = []
+    try:
+        time.sleep(0.3)
+        if hub.poll() is not None:
+            raise RuntimeError(f"the hub exited at start (code {hub.returncode}); see its message above")
+        for i in range(participants):
+            procs.append(subprocess.Popen([
+                *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
+                "--body", str(i), "--fps", str(fps), "--duration", str(duration),
+                "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
+            ]))
+        console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
+                      f"{duration:g} s at {fps:g} fps. Ctrl-C ends it early.")
+        _wait(procs, duration, console)
+    except KeyboardInterrupt:
+        console.print("Interrupted: asking everyone to finish...")
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        _reap(procs, 15)
+    finally:
+        if hub.poll() is None:
+            hub.send_signal(signal.SIGINT)
+        _reap([*procs, hub], 5)
+    reports = []
+    for path in sorted(out_dir.glob("seat*.json")):
+        reports.append(json.loads(path.read_text()))
+    if not reports:
+        raise RuntimeError("no participant finished; see the messages above")
+    _print_tables(reports, console)
+    montage = _montage(out_dir, reports)
+    console.print(f"Wrote each seat's view (seatN.png), animation (seatN.gif) and statistics "
+                  f"(seatN.json) to {out_dir}/" + (f", and all seats in {montage}" if montage else ""))
+    return reports
+
+
+def _wait(procs: list[subprocess.Popen], duration: float, console: Console) -> None:
+    with Progress(TextColumn("meeting"), BarColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("meeting", total=duration)
+        start = time.monotonic()
+        while any(p.poll() is None for p in procs):
+            bar.update(task, completed=min(duration, time.monotonic() - start))
+            time.sleep(0.2)
+    failed = [p.args for p in procs if p.returncode != 0]
+    if failed:
+        console.print(f"[red]{len(failed)} participant(s) exited with an error[/]")
+
+
+def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _print_tables(reports: list[dict], console: Console) -> None:
+    for r in reports:
+        table = Table(title=f"{r['name']} (seat {r['seat']})", title_justify="left")
+        table.add_column("sent", justify="right")
+        table.add_column("received (per sender)", justify="right")
+        table.add_column("fps sent / rendered", justify="right")
+        table.add_column("points/frame", justify="right")
+        table.add_column("Mbit/s up / down", justify="right")
+        per = ", ".join(f"{k}: {v}" for k, v in sorted(r["received_by_sender"].items()))
+        table.add_row(str(r["frames_sent"]), f"{r['frames_received']} ({per})",
+                      f"{r['fps_sent']:.1f} / {r['fps_rendered']:.1f}",
+                      f"{r['points_per_frame']:,.0f}",
+                      f"{r['mbps_sent']:.1f} / {r['mbps_received']:.1f}")
+        console.print(table)
+        lat = Table(title="latency ms", title_justify="left", show_edge=False)
+        lat.add_column("")
+        for stage in STAGES:
+            lat.add_column(stage.replace("_", " "), justify="right")
+        for q in ("p50_ms", "p95_ms"):
+            lat.add_row(q[:3], *(_fmt(r["latency"][s][q]) for s in STAGES))
+        console.print(lat)
+
+
+def _montage(out_dir: Path, reports: list[dict]) -> Path | None:
+    images = [iio.imread(out_dir / r["view"]["image"]) for r in reports if "view" in r]
+    if not images:
+        return None
+    path = out_dir / "meeting.png"
+    iio.imwrite(path, np.concatenate(images, axis=1))
+    return path

@@ -1,0 +1,255 @@
+"""The room hub: one ROUTER socket that admits participants to rooms and forwards frames.
+
+Each participant node is a DEALER. The hub answers a join with a welcome (the node's id,
+its seat and the room's size, so every node builds the same room) or a refusal that says
+why; it forwards each frame to every other member of the sender's room, stamping the
+sender's id and its own in/out times; it tells members when someone joins, leaves or goes
+silent. Malformed messages are dropped and counted, never fatal. Forwarding never blocks:
+a receiver whose queue is full loses that frame (counted), and nobody else waits for it.
+Per-(receiver, sender) newest-frame slots with credit, CURVE and keyframe caching arrive
+with the transport work (issue 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from holoport import wire
+from holoport.wire import MessageType
+
+log = logging.getLogger("holoport.hub")
+
+
+@dataclass
+class Member:
+    identity: bytes
+    id: int
+    name: str
+    room: str
+    seat: int
+    last_seen: float
+
+
+@dataclass
+class HubStats:
+    received: int = 0
+    forwarded: int = 0
+    forwarded_bytes: int = 0
+    dropped_malformed: int = 0
+    dropped_full: int = 0
+    refused: int = 0
+    timed_out: int = 0
+    joins: int = 0
+    by_reason: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Hub:
+    """``with Hub("tcp://127.0.0.1:5555") as hub:`` runs it in a thread; ``run()`` in front."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:5555",
+        seats: int = 6,
+        heartbeat_timeout: float = 5.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        queue_frames: int = 16,
+    ) -> None:
+        if not 2 <= seats <= 16:
+            raise ValueError(f"seats must be in 2..16, got {seats}")
+        self.bind = bind
+        self.seats = seats
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_message_bytes = max_message_bytes
+        self.queue_frames = queue_frames
+        self.stats = HubStats()
+        self.members: dict[bytes, Member] = {}
+        self._next_id = 1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self.endpoint: str | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def open(self) -> str:
+        """Bind the socket; returns the endpoint actually bound (port 0 picks one)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full -> an error we count
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        sock.setsockopt(zmq.SNDHWM, self.queue_frames)
+        sock.setsockopt(zmq.RCVHWM, 1000)
+        sock.bind(self.bind)
+        self._sock = sock
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        log.info("hub listening on %s (%d seats per room)", self.endpoint, self.seats)
+        return self.endpoint
+
+    def start(self) -> Hub:
+        if self._sock is None:
+            self.open()
+        self._thread = threading.Thread(target=self.run, name="holoport-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Hub:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or a signal handler calling it)."""
+        if self._sock is None:
+            self.open()
+        sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        next_sweep = time.monotonic() + 0.5
+        try:
+            while not self._stop.is_set():
+                if poller.poll(100):
+                    for _ in range(256):  # drain a burst, then sweep timeouts
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle(frames)
+                if time.monotonic() >= next_sweep:
+                    self._expire_silent()
+                    next_sweep = time.monotonic() + 0.5
+        finally:
+            sock.close(0)
+            self._sock = None
+            log.info("hub stopped: %s", self.stats.as_dict())
+
+    # -- messages ------------------------------------------------------------------------
+    def _handle(self, frames: list) -> None:
+        self.stats.received += 1
+        identity = frames[0].bytes
+        try:
+            msg = wire.decode(frames[1:])
+        except wire.VersionError as exc:
+            self._refuse(identity, str(exc))
+            return
+        except wire.WireError as exc:
+            self._drop(str(exc))
+            return
+        member = self.members.get(identity)
+        if member is not None:
+            member.last_seen = time.monotonic()
+        kind = msg.type
+        if kind == MessageType.JOIN:
+            self._join(identity, msg.header)
+        elif kind == MessageType.STATS:
+            self._send(identity, wire.header(MessageType.STATS, stats=self.snapshot()))
+        elif member is None:
+            self._drop(f"{kind} from a peer that has not joined")
+        elif kind == MessageType.FRAME:
+            self._forward(member, msg)
+        elif kind == MessageType.LEAVE:
+            self._remove(member, "left")
+        elif kind != MessageType.HEARTBEAT:
+            self._drop(f"unexpected {kind} from a participant")
+
+    def _join(self, identity: bytes, head: dict) -> None:
+        room, name = head.get("room"), head.get("name")
+        if not isinstance(room, str) or not room or len(room) > 64:
+            return self._refuse(identity, "join needs a room name of 1..64 characters")
+        if not isinstance(name, str) or len(name) > 64:
+            return self._refuse(identity, "join needs a display name of at most 64 characters")
+        member = self.members.get(identity)
+        if member is None:
+            taken = {m.seat for m in self.members.values() if m.room == room}
+            free = [s for s in range(self.seats) if s not in taken]
+            if not free:
+                return self._refuse(identity, f"room {room!r} is full ({self.seats} seats)")
+            member = Member(identity, self._next_id, name or f"guest-{self._next_id}", room,
+                            free[0], time.monotonic())
+            self._next_id += 1
+            self.members[identity] = member
+            self.stats.joins += 1
+            log.info("%s joined room %r at seat %d (id %d)", member.name, room, member.seat, member.id)
+            for other in self._room(member):
+                self._send(other.identity, wire.header(
+                    MessageType.JOINED, id=member.id, name=member.name, seat=member.seat))
+        members = [{"id": m.id, "name": m.name, "seat": m.seat} for m in self._room(member)]
+        self._send(identity, wire.header(
+            MessageType.WELCOME, room=room, id=member.id, name=member.name, seat=member.seat,
+            seats=self.seats, members=members))
+
+    def _forward(self, sender: Member, msg: wire.Message) -> None:
+        head = msg.header
+        ts = head.get("ts")
+        head["ts"] = dict(ts) if isinstance(ts, dict) else {}
+        head["ts"]["hub_in"] = time.time()
+        head["src"] = sender.id
+        head["room"] = sender.room
+        size = sum(len(p) for p in msg.payloads)
+        for receiver in self._room(sender):
+            head["ts"]["hub_out"] = time.time()
+            if self._send(receiver.identity, head, msg.payloads):
+                self.stats.forwarded += 1
+                self.stats.forwarded_bytes += size
+
+    def _send(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> bool:
+        try:
+            self._sock.send_multipart([identity, *wire.encode(head, payloads)],
+                                      zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:  # the receiver's queue is full: it loses this frame, not others
+            self.stats.dropped_full += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            member = self.members.get(identity)  # gone without saying goodbye
+            if member is not None:
+                self._remove(member, "unreachable")
+        return False
+
+    def _refuse(self, identity: bytes, reason: str) -> None:
+        self.stats.refused += 1
+        log.warning("refused a participant: %s", reason)
+        self._send(identity, wire.header(MessageType.REFUSED, reason=reason))
+
+    def _drop(self, reason: str) -> None:
+        self.stats.dropped_malformed += 1
+        key = reason.split(":")[0][:60]
+        self.stats.by_reason[key] = self.stats.by_reason.get(key, 0) + 1
+        log.debug("dropped a message: %s", reason)
+
+    def _remove(self, member: Member, why: str) -> None:
+        if self.members.pop(member.identity, None) is None:
+            return
+        log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
+        for other in self._room(member):
+            self._send(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
+
+    def _expire_silent(self) -> None:
+        deadline = time.monotonic() - self.heartbeat_timeout
+        for member in [m for m in self.members.values() if m.last_seen < deadline]:
+            self.stats.timed_out += 1
+            self._remove(member, "timed out of")
+
+    def _room(self, member: Member) -> list[Member]:
+        return [m for m in self.members.values() if m.room == member.room and m is not member]
+
+    def snapshot(self) -> dict:
+        rooms: dict[str, list] = {}
+        for m in self.members.values():
+            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat})
+        return {**self.stats.as_dict(), "rooms": rooms}

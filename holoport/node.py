@@ -1,0 +1,245 @@
+"""A participant node: joins a room on a hub, sends encoded clouds, yields decoded ones.
+
+Usable as a library::
+
+    with Node("tcp://127.0.0.1:5555", room="demo", name="ana") as node:
+        node.send(positions, colors)
+        for frame in node.poll(timeout=0.1):
+            print(frame.name, frame.positions.shape)
+
+``poll`` drains everything that arrived, keeps only the newest frame per sender (older
+ones are counted as skipped, never decoded), and decodes those; a frame that fails to
+decode is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+import codec
+from holoport import wire
+from holoport.endpoints import require_loopback
+from holoport.wire import MessageType
+
+log = logging.getLogger("holoport.node")
+
+
+class JoinError(RuntimeError):
+    """The node could not join: no hub answered, or the hub refused (the reason says why)."""
+
+
+@dataclass
+class RemoteFrame:
+    sender: int
+    name: str
+    seat: int
+    seq: int
+    positions: np.ndarray
+    colors: np.ndarray
+    ts: dict  # stage timestamps from the header, plus received and decoded
+    nbytes: int
+
+
+@dataclass
+class Peer:
+    id: int
+    name: str
+    seat: int
+
+
+@dataclass
+class NodeCounters:
+    sent: int = 0
+    sent_bytes: int = 0
+    received: int = 0
+    received_bytes: int = 0
+    skipped_stale: int = 0
+    decode_errors: int = 0
+    malformed: int = 0
+    received_by_sender: dict = field(default_factory=dict)
+
+
+class Node:
+    def __init__(
+        self,
+        hub: str = "tcp://127.0.0.1:5555",
+        room: str = "main",
+        name: str = "",
+        encoder=None,
+        join_timeout: float = 5.0,
+        insecure: bool = False,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        require_loopback(hub, insecure, "hub")
+        self.hub = hub
+        self.room = room
+        self.name = name
+        self.encoder = encoder or codec.get_codec("baseline")
+        self.join_timeout = join_timeout
+        self.max_message_bytes = max_message_bytes
+        self.id: int | None = None
+        self.seat: int | None = None
+        self.seats: int | None = None
+        self.peers: dict[int, Peer] = {}
+        self.counters = NodeCounters()
+        self._seq = 0
+        self._last_sent = 0.0
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> Node:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        sock.setsockopt(zmq.RCVHWM, 64)
+        sock.setsockopt(zmq.SNDHWM, 8)
+        sock.connect(self.hub)
+        self._sock = sock
+        try:
+            self._join()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _join(self) -> None:
+        self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name))
+        deadline = time.monotonic() + self.join_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(int(left * 1000) + 1):
+                continue
+            try:
+                msg = wire.decode(self._sock.recv_multipart())
+            except wire.WireError as exc:
+                raise JoinError(f"the hub at {self.hub} answered in another format: {exc}") from None
+            if msg.type == MessageType.REFUSED:
+                raise JoinError(f"the hub refused to admit us: {msg.header.get('reason')}")
+            if msg.type == MessageType.WELCOME:
+                h = msg.header
+                self.id, self.seat, self.seats = int(h["id"]), int(h["seat"]), int(h["seats"])
+                self.name = h.get("name", self.name)
+                for m in h.get("members", []):
+                    self.peers[m["id"]] = Peer(m["id"], m["name"], m["seat"])
+                log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
+                return
+        raise JoinError(
+            f"no hub answered at {self.hub} within {self.join_timeout:.0f} s; "
+            f"start one with `holoport hub --bind {self.hub}` or check the address"
+        )
+
+    def stop(self) -> None:
+        if self._sock is not None and self.id is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._send(wire.header(MessageType.LEAVE, room=self.room))
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, positions: np.ndarray, colors: np.ndarray, ts: dict | None = None) -> dict:
+        """Encode and send one cloud; returns the header it went out with."""
+        ts = dict(ts or {})
+        ts.setdefault("capture", time.time())
+        payload = self.encoder.encode(positions, colors)
+        ts["encoded"] = time.time()
+        self._seq += 1
+        head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts,
+                           points=len(positions))
+        ts["sent"] = time.time()
+        if self._send(head, [payload]):
+            self.counters.sent += 1
+            self.counters.sent_bytes += len(payload)
+        return head
+
+    def heartbeat(self, interval: float = 1.0) -> None:
+        """Tell the hub we are alive if nothing else was sent for ``interval`` seconds."""
+        if time.monotonic() - self._last_sent >= interval:
+            self._send(wire.header(MessageType.HEARTBEAT))
+
+    def _send(self, head: dict, payloads: list | tuple = ()) -> bool:
+        try:
+            self._sock.send_multipart(wire.encode(head, payloads), zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # the hub is not keeping up: drop this frame, never block capture
+            return False
+        self._last_sent = time.monotonic()
+        return True
+
+    # -- receiving -----------------------------------------------------------------------
+    def poll(self, timeout: float = 0.0) -> list[RemoteFrame]:
+        """Wait up to ``timeout`` s for messages, drain them, decode the newest per sender."""
+        newest: dict[int, wire.Message] = {}
+        if not self._sock.poll(int(timeout * 1000)):
+            return []
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            received = time.time()
+            try:
+                msg = wire.decode(frames)
+            except wire.WireError:
+                self.counters.malformed += 1
+                continue
+            if msg.type == MessageType.FRAME:
+                src = msg.header.get("src")
+                if not isinstance(src, int) or len(msg.payloads) != 1:
+                    self.counters.malformed += 1
+                    continue
+                msg.header.setdefault("ts", {})["received"] = received
+                if src in newest:
+                    self.counters.skipped_stale += 1
+                newest[src] = msg
+            else:
+                self._control(msg)
+        return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
+
+    def _decode(self, msg: wire.Message) -> RemoteFrame | None:
+        head = msg.header
+        payload = msg.payloads[0].buffer
+        try:
+            positions, colors = codec.decode(payload)
+        except codec.CodecError as exc:
+            self.counters.decode_errors += 1
+            log.warning("dropped an undecodable frame from %s: %s", head.get("src"), exc)
+            return None
+        ts = head["ts"]
+        ts["decoded"] = time.time()
+        src = head["src"]
+        peer = self.peers.get(src) or Peer(src, f"id{src}", -1)
+        c = self.counters
+        c.received += 1
+        c.received_bytes += len(payload)
+        c.received_by_sender[peer.name] = c.received_by_sender.get(peer.name, 0) + 1
+        return RemoteFrame(src, peer.name, peer.seat, int(head.get("seq", 0)), positions, colors,
+                           ts, len(payload))
+
+    def _control(self, msg: wire.Message) -> None:
+        h = msg.header
+        if msg.type in (MessageType.JOINED, MessageType.LEFT) and not isinstance(h.get("id"), int):
+            self.counters.malformed += 1
+            return
+        if msg.type == MessageType.JOINED:
+            self.peers[h["id"]] = Peer(h["id"], h.get("name", ""), h.get("seat", -1))
+            log.info("%s joined at seat %s", h.get("name"), h.get("seat"))
+        elif msg.type == MessageType.LEFT:
+            peer = self.peers.pop(h.get("id"), None)
+            log.info("%s left (%s)", peer.name if peer else h.get("id"), h.get("reason"))
+        elif msg.type == MessageType.REFUSED:
+            log.warning("the hub refused a message: %s", h.get("reason"))

@@ -1,0 +1,196 @@
+"""The participant's main loop: capture -> encode -> send; receive -> decode -> render.
+
+This is what ``holoport join`` and each of the demo's participants run. It paces capture
+at a set frame rate, renders the room from the participant's own seat whenever something
+new arrived, and at the end writes its view (PNG), an animation (GIF) and its statistics
+(JSON) into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from capture import BodyShape, SyntheticCamera, rgbd_to_points
+from holoport.node import Node, RemoteFrame
+from holoport.stats import LatencyLog
+from render import PlacedCloud, Renderer, Room
+
+
+@dataclass
+class ParticipantOptions:
+    hub: str = "tcp://127.0.0.1:5555"
+    room: str = "main"
+    name: str = ""
+    body: int = 0  # which synthetic person to film
+    fps: float = 15.0
+    duration: float = 10.0  # seconds; 0 = until interrupted
+    out: str | None = None  # folder for the view, animation and statistics
+    view_size: tuple[int, int] = (640, 360)
+    gif_every: int = 3  # keep every n-th rendered frame for the animation
+    dump: int = 0  # keep the last n sent and received clouds (npz) for inspection
+    insecure: bool = False
+
+
+class Participant:
+    def __init__(self, options: ParticipantOptions) -> None:
+        self.opt = options
+        self.camera = SyntheticCamera(BodyShape.preset(options.body), seed=options.body)
+        self.renderer = Renderer()
+        self.latency = LatencyLog()
+        self.stop_event = threading.Event()
+        self.remote: dict[int, RemoteFrame] = {}
+        self.frames_rendered = 0
+        self.points_sent: list[int] = []
+        self.animation: list[np.ndarray] = []
+        self.sent_dump: list[dict] = []
+        self.recv_dump: list[dict] = []
+        self.last_view = None
+        self.most_shown = 0
+
+    def run(self) -> dict:
+        opt = self.opt
+        with Node(opt.hub, opt.room, opt.name, insecure=opt.insecure) as node:
+            self.node = node
+            self.room = Room(node.seats)
+            w, h = opt.view_size
+            self.view_camera = self.room.seat_camera(node.seat, w, h)
+            period = 1.0 / opt.fps
+            started = time.monotonic()
+            next_tick = started
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if opt.duration and now - started >= opt.duration:
+                    break
+                if now >= next_tick:
+                    self._capture_and_send(node)
+                    next_tick += period
+                    if next_tick < now:  # fell behind: don't try to catch up with a burst
+                        next_tick = now + period
+                    node.heartbeat()
+                arrived = node.poll(timeout=max(0.0, next_tick - time.monotonic()))
+                if arrived:
+                    self._receive(arrived)
+                    self._render()
+            elapsed = time.monotonic() - started
+        return self._finish(elapsed)
+
+    def _capture_and_send(self, node: Node) -> None:
+        t0 = time.time()
+        frame = self.camera.read()
+        positions, colors = rgbd_to_points(frame)
+        t1 = time.time()
+        head = node.send(positions, colors, ts={"capture": t0, "captured": t1})
+        self.latency.add("capture", (t1 - t0) * 1e3)
+        self.latency.add("encode", (head["ts"]["encoded"] - t1) * 1e3)
+        self.points_sent.append(len(positions))
+        if self.opt.dump:
+            self.sent_dump = [*self.sent_dump[-(self.opt.dump - 1):],
+                              {"seq": head["seq"], "positions": positions, "colors": colors}]
+
+    def _receive(self, frames: list[RemoteFrame]) -> None:
+        for f in frames:
+            ts = f.ts
+            self.latency.add("network", (ts["received"] - ts["sent"]) * 1e3)
+            self.latency.add("decode", (ts["decoded"] - ts["received"]) * 1e3)
+            self.remote[f.sender] = f
+            if self.opt.dump:
+                self.recv_dump = [*self.recv_dump[-(3 * self.opt.dump - 1):],
+                                  {"sender": f.name, "seq": f.seq, "positions": f.positions,
+                                   "colors": f.colors}]
+        for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
+            del self.remote[gone]
+
+    def _render(self) -> None:
+        order = sorted(self.remote)
+        clouds = [PlacedCloud(self.remote[s].positions, self.remote[s].colors,
+                              self.room.seat_pose(self.remote[s].seat)) for s in order]
+        t0 = time.time()
+        view = self.renderer.render(self.view_camera, self.room, clouds)
+        t1 = time.time()
+        self.latency.add("render", (t1 - t0) * 1e3)
+        for s in order:
+            self.latency.add("end_to_end", (t1 - self.remote[s].ts["capture"]) * 1e3)
+        if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
+            self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
+            self.last_view = (view, [self.remote[s] for s in order])
+        if self.frames_rendered % self.opt.gif_every == 0:
+            self.animation.append(view.image)
+        self.frames_rendered += 1
+
+    def _finish(self, elapsed: float) -> dict:
+        c = self.node.counters
+        report = {
+            "name": self.node.name,
+            "id": self.node.id,
+            "seat": self.node.seat,
+            "seats": self.node.seats,
+            "seconds": elapsed,
+            "frames_sent": c.sent,
+            "frames_received": c.received,
+            "received_by_sender": c.received_by_sender,
+            "skipped_stale": c.skipped_stale,
+            "decode_errors": c.decode_errors,
+            "fps_sent": c.sent / elapsed if elapsed else 0.0,
+            "fps_rendered": self.frames_rendered / elapsed if elapsed else 0.0,
+            "points_per_frame": float(np.mean(self.points_sent)) if self.points_sent else 0.0,
+            "mbps_sent": c.sent_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
+            "mbps_received": c.received_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
+            "latency": self.latency.summary(),
+            "options": {k: v for k, v in asdict(self.opt).items() if k != "insecure"},
+        }
+        if self.opt.out:
+            self._write_outputs(Path(self.opt.out), report)
+        return report
+
+    def _write_outputs(self, out: Path, report: dict) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"seat{self.node.seat}"
+        if self.last_view is not None:
+            view, shown = self.last_view
+            iio.imwrite(out / f"{stem}.png", view.image)
+            np.save(out / f"{stem}_ids.npy", view.ids)
+            report["view"] = {
+                "image": f"{stem}.png",
+                "ids": f"{stem}_ids.npy",
+                "clouds": [{"index": i, "name": f.name, "seat": f.seat, "seq": f.seq}
+                           for i, f in enumerate(shown)],
+            }
+        if self.animation:
+            iio.imwrite(out / f"{stem}.gif", np.stack(self.animation),
+                        duration=1000 * self.opt.gif_every / self.opt.fps, loop=0)
+            report["animation"] = f"{stem}.gif"
+        if self.opt.dump:
+            _dump(out / f"{stem}_sent.npz", self.sent_dump)
+            _dump(out / f"{stem}_received.npz", self.recv_dump)
+        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+
+
+def _dump(path: Path, records: list[dict]) -> None:
+    arrays = {}
+    for i, r in enumerate(records):
+        for key, value in r.items():
+            arrays[f"{i}_{key}"] = np.asarray(value)
+    np.savez_compressed(path, **arrays)
+
+
+def run_participant(options: ParticipantOptions) -> dict:
+    """Run until the duration ends or SIGINT/SIGTERM arrives; either way, finish cleanly."""
+    participant = Participant(options)
+
+    def _stop(signum, _frame):
+        participant.stop_event.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return participant.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

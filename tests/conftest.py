@@ -1,0 +1,49 @@
+"""Shared fixtures: real data from ../shared/data (skipped when absent), real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import data_root
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared test data not found at {root} (set HOLOPORT_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mvub_frames(data_dir) -> list[Path]:
+    frames = sorted((data_dir / "pointclouds" / "mvub").glob("*.ply"))
+    if not frames:
+        pytest.skip("no MVUB PLY frames in the shared data")
+    return frames
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Compile numba kernels once, here, before any subprocess would race to."""
+    from holoport.warmup import warm_up
+
+    warm_up()
+
+
+def holoport_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "holoport", *args]
+
+
+def spawn(*args: str, **kwargs) -> subprocess.Popen:
+    """Start ``holoport ARGS`` as a real process with captured output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(holoport_cmd(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)

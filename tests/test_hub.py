@@ -1,0 +1,142 @@
+"""The hub and node over real ZeroMQ sockets on loopback (hub in a thread of this process)."""
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from holoport import wire
+from holoport.endpoints import free_tcp_endpoint
+from holoport.hub import Hub
+from holoport.node import JoinError, Node
+
+
+@pytest.fixture
+def hub():
+    with Hub(free_tcp_endpoint(), seats=3, heartbeat_timeout=1.0) as h:
+        yield h
+
+
+def _cloud(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform([-0.3, 0, -0.2], [0.3, 1.8, 0.2], (n, 3)).astype(np.float32),
+            rng.integers(0, 256, (n, 3), dtype=np.uint8))
+
+
+def _poll_until(node, want, timeout=5.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(got) < want:
+        got += node.poll(0.05)
+    return got
+
+
+def _raw_dealer(endpoint):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def test_join_gives_distinct_seats_and_frames_reach_the_others(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b, \
+            Node(hub.endpoint, "r", "c") as c:
+        assert sorted([a.seat, b.seat, c.seat]) == [0, 1, 2]
+        assert a.seats == b.seats == 3
+        positions, colors = _cloud()
+        a.send(positions, colors, ts={"capture": time.time()})
+        for receiver in (b, c):
+            frames = _poll_until(receiver, 1)
+            assert len(frames) == 1
+            f = frames[0]
+            assert f.sender == a.id and f.name == "a" and f.seat == a.seat
+            assert len(f.positions) == len(positions)
+            assert {"capture", "encoded", "sent", "hub_in", "hub_out", "received", "decoded"} <= set(f.ts)
+        assert _poll_until(a, 1, timeout=0.3) == []  # nobody receives their own frames
+
+
+def test_rooms_are_separate(hub):
+    with Node(hub.endpoint, "one", "a") as a, Node(hub.endpoint, "two", "b") as b:
+        assert a.seat == b.seat == 0
+        a.send(*_cloud())
+        assert _poll_until(b, 1, timeout=0.5) == []
+
+
+def test_a_full_room_refuses_with_a_reason(hub):
+    with Node(hub.endpoint, "r", "a"), Node(hub.endpoint, "r", "b"), Node(hub.endpoint, "r", "c"), \
+            pytest.raises(JoinError, match="full"):
+        Node(hub.endpoint, "r", "d").start()
+
+
+def test_another_protocol_version_is_refused_with_a_reason(hub):
+    sock = _raw_dealer(hub.endpoint)
+    sock.send(msgpack.packb({"v": wire.PROTOCOL_VERSION + 1, "type": "join", "room": "r", "name": "x"}))
+    assert sock.poll(3000)
+    msg = wire.decode(sock.recv_multipart())
+    assert msg.type == "refused"
+    assert f"protocol version {wire.PROTOCOL_VERSION + 1} is not supported" in msg.header["reason"]
+    assert hub.stats.refused == 1
+    sock.close()
+
+
+def test_no_hub_gives_a_clear_error_not_a_hang():
+    t0 = time.monotonic()
+    with pytest.raises(JoinError, match="no hub answered"):
+        Node(free_tcp_endpoint(), join_timeout=0.5).start()
+    assert time.monotonic() - t0 < 3
+
+
+def test_malformed_messages_are_dropped_counted_and_the_hub_keeps_serving(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
+        bad = _raw_dealer(hub.endpoint)
+        junk = [[b"\xc1\xc1"], [msgpack.packb([1, 2])], [msgpack.packb({"v": 1, "type": "frame"}), b"x"],
+                [b"x" * 70_000], [msgpack.packb({"v": 1, "type": "nope"})]]
+        for frames in junk:
+            bad.send_multipart(frames)
+        a.send(*_cloud())
+        assert len(_poll_until(b, 1)) == 1
+        deadline = time.monotonic() + 2
+        while hub.stats.dropped_malformed < len(junk) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.stats.dropped_malformed == len(junk)
+        bad.close()
+
+
+def test_an_undecodable_frame_is_counted_by_the_receiver_not_fatal(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
+        a._send(wire.header("frame", room="r", seq=1, ts={}), [b"HPCC-not-really"])
+        a.send(*_cloud())
+        got = _poll_until(b, 1)
+        # both may arrive in one poll (newest wins) or apart; the good one always decodes
+        assert len(got) == 1 and len(got[0].positions) == 2000
+        assert b.counters.decode_errors + b.counters.skipped_stale >= 1
+
+
+def test_silent_participants_time_out_and_the_others_are_told(hub):
+    with Node(hub.endpoint, "r", "a") as a:
+        silent = Node(hub.endpoint, "r", "quiet").start()
+        _poll_until(a, 1, timeout=0.3)
+        assert silent.id in a.peers
+        silent.close()  # vanish without a leave message
+        deadline = time.monotonic() + 4
+        while silent.id in a.peers and time.monotonic() < deadline:
+            a.heartbeat(0.2)
+            a.poll(0.1)
+        assert silent.id not in a.peers
+        assert hub.stats.timed_out == 1
+
+
+def test_leave_frees_the_seat(hub):
+    a = Node(hub.endpoint, "r", "a").start()
+    seat = a.seat
+    a.stop()
+    time.sleep(0.2)
+    with Node(hub.endpoint, "r", "b") as b:
+        assert b.seat == seat
+
+
+def test_unencrypted_off_machine_endpoints_need_insecure():
+    with pytest.raises(ValueError, match="--insecure"):
+        Node("tcp://192.0.2.1:5555")
