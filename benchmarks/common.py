@@ -52,6 +52,12 @@ def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tu
     return statistics.median(times), result
 
 
+def wide_console() -> Console:
+    """A console that keeps tables readable when output goes to a file or a pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
@@ -61,7 +67,7 @@ def _cell(value) -> str:
 def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
          console: Console | None = None) -> None:
     """Print the table; write JSON and Markdown when asked."""
-    console = console or Console()
+    console = console or wide_console()
     table = Table(title=title)
     for c in columns:
         table.add_column(c, justify="left" if c in ("frame", "codec", "params") else "right")

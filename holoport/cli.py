@@ -131,8 +131,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         except JoinError as exc:
             print(f"holoport join: {exc}", file=sys.stderr)
             return 3
-        print(f"{report['name']}: sent {report['frames_sent']}, received {report['frames_received']} "
-              f"{report['received_by_sender']}")
+        if not args.quiet:
+            print(f"{report['name']}: sent {report['frames_sent']}, received "
+                  f"{report['frames_received']} {report['received_by_sender']}")
         return 0
     if args.command == "bench":
         from benchmarks import codec_rd

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from benchmarks.common import wide_console
 from holoport.endpoints import free_tcp_endpoint
 from holoport.stats import STAGES
 
@@ -33,7 +34,7 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
              console: Console | None = None) -> list[dict]:
     if not 2 <= participants <= len(NAMES):
         raise ValueError(f"the demo runs 2..{len(NAMES)} participants, got {participants}")
-    console = console or Console()
+    console = console or wide_console()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("seat*"):

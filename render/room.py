@@ -52,9 +52,9 @@ class Room:
                     hfov_deg: float = 90.0, eye_height: float = 1.45) -> Camera:
         """First-person view: from just behind the seat's head, looking across the table."""
         p = self.seat_position(seat)
-        eye = p * (1.0 + 0.35 / self.seat_distance)
+        eye = p * (1.0 + 0.45 / self.seat_distance)
         eye[1] = eye_height
-        return Camera.look_at(eye, (0.0, 1.0, 0.0), width, height, hfov_deg)
+        return Camera.look_at(eye, (0.0, 0.92, 0.0), width, height, hfov_deg)
 
     def orbit_camera(self, angle: float, width: int = 1280, height: int = 720,
                      distance: float = 3.6, height_m: float = 2.4, hfov_deg: float = 70.0) -> Camera:

@@ -1,0 +1,42 @@
+"""Benchmarks run on any data and write records with named fields."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, holoport_cmd
+
+
+def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
+    import subprocess
+
+    data = tmp_path / "frames"
+    data.mkdir()
+    smallest = min(mvub_frames, key=lambda p: p.stat().st_size)
+    (data / smallest.name).symlink_to(smallest)
+    out = tmp_path / "codec.json"
+    result = subprocess.run(
+        holoport_cmd("bench", "codec", "--data", str(data), "--repeats", "1", "--json", str(out),
+                     "--markdown", str(tmp_path / "codec.md"), "--plot", str(tmp_path / "codec.png")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    codecs = {r["codec"] for r in records}
+    assert {"baseline", "draco"} <= codecs
+    for r in records:
+        assert {"frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp",
+                "encode_ms", "decode_ms"} <= set(r)
+        assert r["frame"] == smallest.stem and r["points"] > 10_000
+        assert r["lossless"] is True
+        assert 0 < r["geom_bpp"] < r["total_bpp"]
+        assert abs(r["geom_bpp"] + r["color_bpp"] - r["total_bpp"]) < 1e-9
+    assert (tmp_path / "codec.png").stat().st_size > 5_000
+    assert "| frame |" in (tmp_path / "codec.md").read_text()
+
+
+def test_codec_benchmark_explains_an_empty_folder(tmp_path):
+    import subprocess
+
+    result = subprocess.run(holoport_cmd("bench", "codec", "--data", str(tmp_path)), cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no PLY frames" in result.stderr

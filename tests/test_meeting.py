@@ -1,0 +1,174 @@
+"""End to end with real processes: `holoport hub` and `holoport join` talking over loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from codec import BaselineCodec
+from holoport import wire
+from holoport.endpoints import free_tcp_endpoint
+from render import Room
+from tests.conftest import spawn
+
+NAMES = ["ana", "ben", "chiara"]
+
+
+def _hub_stats(endpoint: str) -> dict:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send(msgpack.packb(wire.header("stats")))
+    assert sock.poll(3000), "the hub did not answer a stats request"
+    stats = wire.decode(sock.recv_multipart()).header["stats"]
+    sock.close()
+    return stats
+
+
+def _finish(procs, timeout=30):
+    outputs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=timeout)
+        outputs.append(out)
+    return outputs
+
+
+def _wait_for_members(endpoint: str, room: str, count: int, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = _hub_stats(endpoint)
+        if len(stats["rooms"].get(room, [])) == count:
+            return stats
+        time.sleep(0.2)
+    raise AssertionError(f"{count} members never joined room {room}: {stats}")
+
+
+@pytest.fixture(scope="module")
+def meeting(tmp_path_factory):
+    """Three participants meet for a few seconds; their outputs are what the tests read."""
+    out = tmp_path_factory.mktemp("meeting")
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "3")
+    time.sleep(0.5)
+    procs = [spawn("join", "--hub", endpoint, "--room", "e2e", "--name", name, "--body", str(i),
+                   "--fps", "10", "--duration", "6", "--out", str(out), "--dump", "40")
+             for i, name in enumerate(NAMES)]
+    outputs = _finish(procs, timeout=90)
+    hub_stats = _hub_stats(endpoint)
+    hub.send_signal(signal.SIGINT)
+    hub_out, _ = hub.communicate(timeout=10)
+    for p, text in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, text
+    assert hub.returncode == 0, hub_out
+    reports = {r["name"]: r for r in (json.loads(p.read_text()) for p in out.glob("seat*.json"))}
+    return out, reports, hub_stats
+
+
+def test_every_participant_received_and_decoded_frames_from_both_others(meeting):
+    _, reports, hub_stats = meeting
+    assert set(reports) == set(NAMES)
+    for name, r in reports.items():
+        others = set(NAMES) - {name}
+        assert set(r["received_by_sender"]) == others
+        for sender in others:
+            assert r["received_by_sender"][sender] >= 10, r["received_by_sender"]
+        assert r["decode_errors"] == 0
+        assert r["frames_sent"] >= 20
+    assert hub_stats["forwarded"] >= sum(r["frames_received"] for r in reports.values())
+    assert hub_stats["dropped_malformed"] == 0
+
+
+def test_decoded_clouds_match_what_was_sent_within_the_quantization_error(meeting):
+    out, reports, _ = meeting
+    tolerance = BaselineCodec().max_error * 1.001
+    seats = {name: r["seat"] for name, r in reports.items()}
+    matched = set()
+    for receiver in NAMES:
+        received = np.load(out / f"seat{seats[receiver]}_received.npz")
+        for i in range(len(received.files) // 4):
+            sender, seq = str(received[f"{i}_sender"]), int(received[f"{i}_seq"])
+            sent = np.load(out / f"seat{seats[sender]}_sent.npz")
+            for j in range(len(sent.files) // 3):
+                if int(sent[f"{j}_seq"]) != seq:
+                    continue
+                _assert_same_cloud(sent[f"{j}_positions"], sent[f"{j}_colors"],
+                                   received[f"{i}_positions"], received[f"{i}_colors"], tolerance)
+                matched.add((receiver, sender))
+    assert len(matched) == 6, f"only these (receiver, sender) pairs could be compared: {matched}"
+
+
+def _assert_same_cloud(pos_a, col_a, pos_b, col_b, tolerance):
+    assert len(pos_a) == len(pos_b) > 1000
+    codec = BaselineCodec()
+    def order(p, c):
+        q = np.floor((p - np.array(codec.origin)) / codec.voxel_size + 0.5).astype(np.int64)
+        return np.lexsort((c[:, 2], c[:, 1], c[:, 0], q[:, 2], q[:, 1], q[:, 0]))
+    a, b = order(pos_a, col_a), order(pos_b, col_b)
+    np.testing.assert_array_equal(col_a[a], col_b[b])
+    assert np.abs(pos_a[a] - pos_b[b]).max() <= tolerance
+
+
+def test_each_seat_sees_both_remote_participants_where_their_seats_are(meeting):
+    out, reports, _ = meeting
+    for name, r in reports.items():
+        view = r["view"]
+        ids = np.load(out / view["ids"])
+        h, w = ids.shape
+        assert len(view["clouds"]) == 2
+        room = Room(r["seats"])
+        camera = room.seat_camera(r["seat"], w, h)
+        for cloud in view["clouds"]:
+            assert cloud["name"] != name
+            assert np.count_nonzero(ids == cloud["index"]) > 2000  # a person, not a speck
+            u, v, _ = camera.project(room.seat_position(cloud["seat"])[None] + [0, 1.0, 0])[0]
+            window = ids[max(0, int(v) - 25):int(v) + 25, max(0, int(u) - 25):int(u) + 25]
+            assert (window == cloud["index"]).any(), f"{name} does not see {cloud['name']} at its seat"
+        assert Path(out / view["image"]).stat().st_size > 10_000
+        assert (out / r["animation"]).exists()
+
+
+def test_latency_is_measured_for_every_stage(meeting):
+    _, reports, _ = meeting
+    for r in reports.values():
+        for stage in ("capture", "encode", "network", "decode", "render", "end_to_end"):
+            p50, p95 = r["latency"][stage]["p50_ms"], r["latency"][stage]["p95_ms"]
+            assert p50 is not None and 0 <= p50 <= p95 < 5000, (stage, r["latency"][stage])
+
+
+def test_the_hub_survives_a_participant_killed_mid_meeting(tmp_path):
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "3", "--heartbeat-timeout", "1")
+    time.sleep(0.5)
+    procs = [spawn("join", "--hub", endpoint, "--room", "k", "--name", name, "--body", str(i),
+                   "--fps", "10", "--out", str(tmp_path)) for i, name in enumerate(NAMES)]
+    try:
+        _wait_for_members(endpoint, "k", 3)
+        time.sleep(1.5)
+        procs[0].send_signal(signal.SIGKILL)  # no leave message, possibly mid-send
+        procs[0].wait(5)
+        stats = _wait_for_members(endpoint, "k", 2, timeout=5)  # dropped: unreachable or silent
+        before = stats["forwarded"]
+        time.sleep(2.0)
+        after = _hub_stats(endpoint)["forwarded"]
+        assert after - before >= 20, "frames stopped flowing between the survivors"
+        for p in procs[1:]:
+            p.send_signal(signal.SIGINT)
+        outputs = _finish(procs[1:])
+        for p, text in zip(procs[1:], outputs, strict=True):
+            assert p.returncode == 0, text
+        survivors = {r["name"]: r for r in (json.loads(f.read_text()) for f in tmp_path.glob("*.json"))}
+        assert set(survivors) == {"ben", "chiara"}
+        assert survivors["ben"]["received_by_sender"]["chiara"] >= 20
+        assert survivors["chiara"]["received_by_sender"]["ben"] >= 20
+    finally:
+        for p in [*procs, hub]:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
