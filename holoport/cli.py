@@ -29,6 +29,17 @@ def _positive(text: str) -> float:
     return value
 
 
+def _add_meeting_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
+    p.add_argument("--view-size", type=_size, default=(640, 360),
+                   help="rendered view, WIDTHxHEIGHT (default 640x360)")
+
+
+def _add_process_options(p: argparse.ArgumentParser, insecure_help: str) -> None:
+    p.add_argument("--insecure", action="store_true", help=insecure_help)
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="holoport",
@@ -42,9 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "filming a synthetic person; write every seat's view and print statistics.")
     p.add_argument("--participants", type=int, default=3, help="2..8 (default 3)")
     p.add_argument("--duration", type=_positive, default=10.0, help="seconds (default 10)")
-    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
     p.add_argument("--out", default="holoport-demo", help="output folder (default ./holoport-demo)")
-    p.add_argument("--view-size", type=_size, default=(640, 360), help="rendered view (default 640x360)")
+    _add_meeting_options(p)
 
     p = sub.add_parser("hub", help="run a room hub", description="Serve rooms: admit participants, "
                        "forward their frames to everyone else in the room.")
@@ -52,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seats", type=int, default=6, help="seats per room, 2..16 (default 6)")
     p.add_argument("--heartbeat-timeout", type=_positive, default=5.0,
                    help="seconds of silence before a participant is dropped (default 5)")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow binding to a non-loopback address without encryption")
-    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    _add_process_options(p, "allow binding to a non-loopback address without encryption")
 
     p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
                        "with a synthetic camera; render the room from your seat.")
@@ -64,15 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="synthetic", choices=["synthetic"],
                    help="where the RGB-D frames come from (default synthetic)")
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
-    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
-    p.add_argument("--view-size", type=_size, default=(640, 360), help="rendered view size")
+    _add_meeting_options(p)
     p.add_argument("--dump", type=int, default=0, metavar="N",
                    help="also save the last N sent and received clouds (npz) to --out")
-    p.add_argument("--insecure", action="store_true",
-                   help="allow an unencrypted connection to a hub on another machine")
-    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("bench", help="run a benchmark", description="Benchmarks print a table and "
                        "can write JSON records, a Markdown table and a PNG plot.")

@@ -39,7 +39,7 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("seat*"):
         old.unlink()
-    with console.status("Compiling kernels (first run only, about a minute)..."):
+    with console.status("Compiling kernels (first run only, a few seconds)..."):
         from holoport.warmup import warm_up
 
         warm_up()

@@ -12,6 +12,7 @@ import json
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class ParticipantOptions:
     duration: float = 10.0  # seconds; 0 = until interrupted
     out: str | None = None  # folder for the view, animation and statistics
     view_size: tuple[int, int] = (640, 360)
-    gif_every: int = 3  # keep every n-th rendered frame for the animation
+    gif_fps: float = 10.0  # animation frames per second of meeting (real-time playback)
+    gif_seconds: float = 20.0  # the animation keeps the meeting's last this-many seconds
     dump: int = 0  # keep the last n sent and received clouds (npz) for inspection
     insecure: bool = False
 
@@ -49,7 +51,8 @@ class Participant:
         self.remote: dict[int, RemoteFrame] = {}
         self.frames_rendered = 0
         self.points_sent: list[int] = []
-        self.animation: list[np.ndarray] = []
+        self.animation: deque[np.ndarray] = deque(maxlen=max(1, int(options.gif_fps * options.gif_seconds)))
+        self._next_animation_frame = 0.0
         self.sent_dump: list[dict] = []
         self.recv_dump: list[dict] = []
         self.last_view = None
@@ -121,8 +124,9 @@ class Participant:
         if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])
-        if self.frames_rendered % self.opt.gif_every == 0:
+        if t1 >= self._next_animation_frame:
             self.animation.append(view.image)
+            self._next_animation_frame = max(self._next_animation_frame + 1 / self.opt.gif_fps, t1)
         self.frames_rendered += 1
 
     def _finish(self, elapsed: float) -> dict:
@@ -165,7 +169,7 @@ class Participant:
             }
         if self.animation:
             iio.imwrite(out / f"{stem}.gif", np.stack(self.animation),
-                        duration=1000 * self.opt.gif_every / self.opt.fps, loop=0)
+                        duration=1000 / self.opt.gif_fps, loop=0)
             report["animation"] = f"{stem}.gif"
         if self.opt.dump:
             _dump(out / f"{stem}_sent.npz", self.sent_dump)

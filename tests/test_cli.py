@@ -61,7 +61,10 @@ def test_the_demo_writes_views_animations_and_a_table(tmp_path):
 
 def test_ctrl_c_ends_the_demo_cleanly(tmp_path):
     demo = spawn("demo", "--duration", "120", "--fps", "10", "--out", str(tmp_path))
-    time.sleep(8)  # start-up and a few seconds of meeting
+    for line in demo.stdout:  # wait until the participants have started...
+        if line.startswith("Holoport demo:"):
+            break
+    time.sleep(4)  # ...and have met for a few seconds
     assert demo.poll() is None, "the demo ended before it was interrupted"
     demo.send_signal(signal.SIGINT)
     out, _ = demo.communicate(timeout=40)
