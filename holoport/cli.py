@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
     _add_meeting_options(p)
     p.add_argument("--dump", type=int, default=0, metavar="N",
-                   help="also save the last N sent and received clouds (npz) to --out")
+                   help="also save every N-th frame sent and received (npz, at most 60 each) to --out")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("bench", help="run a benchmark", description="Benchmarks print a table and "

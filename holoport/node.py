@@ -208,6 +208,8 @@ class Node:
                 newest[src] = msg
             else:
                 self._control(msg)
+                if msg.type == MessageType.LEFT:  # don't draw someone who has just left
+                    newest.pop(msg.header.get("id"), None)
         return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
 
     def _decode(self, msg: wire.Message) -> RemoteFrame | None:

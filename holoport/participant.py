@@ -24,6 +24,8 @@ from holoport.node import Node, RemoteFrame
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
 
+MAX_DUMPS = 60
+
 
 @dataclass
 class ParticipantOptions:
@@ -37,7 +39,7 @@ class ParticipantOptions:
     view_size: tuple[int, int] = (640, 360)
     gif_fps: float = 10.0  # animation frames per second of meeting (real-time playback)
     gif_seconds: float = 20.0  # the animation keeps the meeting's last this-many seconds
-    dump: int = 0  # keep the last n sent and received clouds (npz) for inspection
+    dump: int = 0  # save every n-th frame (by sequence number) sent and received, as npz
     insecure: bool = False
 
 
@@ -94,9 +96,13 @@ class Participant:
         self.latency.add("capture", (t1 - t0) * 1e3)
         self.latency.add("encode", (head["ts"]["encoded"] - t1) * 1e3)
         self.points_sent.append(len(positions))
-        if self.opt.dump:
-            self.sent_dump = [*self.sent_dump[-(self.opt.dump - 1):],
-                              {"seq": head["seq"], "positions": positions, "colors": colors}]
+        if self._dumps(head["seq"], self.sent_dump):
+            self.sent_dump.append({"seq": head["seq"], "positions": positions, "colors": colors})
+
+    def _dumps(self, seq: int, kept: list) -> bool:
+        """Sender and receivers pick the same frames by sequence number alone, so the saved
+        clouds can be compared after the meeting; at most MAX_DUMPS are kept in memory."""
+        return bool(self.opt.dump) and seq % self.opt.dump == 0 and len(kept) < MAX_DUMPS
 
     def _receive(self, frames: list[RemoteFrame]) -> None:
         for f in frames:
@@ -104,10 +110,9 @@ class Participant:
             self.latency.add("network", (ts["received"] - ts["sent"]) * 1e3)
             self.latency.add("decode", (ts["decoded"] - ts["received"]) * 1e3)
             self.remote[f.sender] = f
-            if self.opt.dump:
-                self.recv_dump = [*self.recv_dump[-(3 * self.opt.dump - 1):],
-                                  {"sender": f.name, "seq": f.seq, "positions": f.positions,
-                                   "colors": f.colors}]
+            if self._dumps(f.seq, self.recv_dump):
+                self.recv_dump.append({"sender": f.name, "seq": f.seq, "positions": f.positions,
+                                       "colors": f.colors})
         for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
             del self.remote[gone]
 

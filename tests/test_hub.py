@@ -140,3 +140,15 @@ def test_leave_frees_the_seat(hub):
 def test_unencrypted_off_machine_endpoints_need_insecure():
     with pytest.raises(ValueError, match="--insecure"):
         Node("tcp://192.0.2.1:5555")
+
+
+def test_a_frame_followed_by_its_senders_leave_is_not_drawn(hub):
+    with Node(hub.endpoint, "r", "b") as b:
+        a = Node(hub.endpoint, "r", "a").start()
+        _poll_until(b, 1, timeout=0.3)  # b learns that a joined
+        assert a.id in b.peers
+        a.send(*_cloud())
+        a.stop()
+        time.sleep(0.5)  # both the frame and the leave are now waiting at b
+        assert b.poll(0.5) == []
+        assert a.id not in b.peers

@@ -58,7 +58,7 @@ def meeting(tmp_path_factory):
     hub = spawn("hub", "--bind", endpoint, "--seats", "3")
     time.sleep(0.5)
     procs = [spawn("join", "--hub", endpoint, "--room", "e2e", "--name", name, "--body", str(i),
-                   "--fps", "10", "--duration", "6", "--out", str(out), "--dump", "40")
+                   "--fps", "10", "--duration", "6", "--out", str(out), "--dump", "4")
              for i, name in enumerate(NAMES)]
     outputs = _finish(procs, timeout=90)
     hub_stats = _hub_stats(endpoint)
