@@ -7,6 +7,8 @@
 
 from codec.baseline import BaselineCodec
 from codec.errors import CodecError
+from codec.octree import OctreeCodec
 from codec.registry import available, decode, from_config, get_codec
 
-__all__ = ["BaselineCodec", "CodecError", "available", "decode", "from_config", "get_codec"]
+__all__ = ["BaselineCodec", "CodecError", "OctreeCodec", "available", "decode", "from_config",
+           "get_codec"]

@@ -7,8 +7,10 @@ import numpy as np
 from codec import container
 from codec.baseline import BaselineCodec
 from codec.errors import CodecError
+from codec.octree import OctreeCodec
 
-_CODECS = {cls.name: cls for cls in (BaselineCodec,)}
+Codec = BaselineCodec | OctreeCodec
+_CODECS = {cls.name: cls for cls in (BaselineCodec, OctreeCodec)}
 _BY_ID = {cls.codec_id: cls for cls in _CODECS.values()}
 
 
@@ -16,7 +18,7 @@ def available() -> list[str]:
     return sorted(_CODECS)
 
 
-def codec_class(name: str) -> type[BaselineCodec]:
+def codec_class(name: str) -> type[Codec]:
     """The codec class registered under ``name``; unknown names list the known ones."""
     try:
         return _CODECS[name]
@@ -24,12 +26,12 @@ def codec_class(name: str) -> type[BaselineCodec]:
         raise ValueError(f"unknown codec {name!r}; available: {', '.join(available())}") from None
 
 
-def get_codec(name: str, **params) -> BaselineCodec:
+def get_codec(name: str, **params) -> Codec:
     """Build a codec by name with its parameters (validated by the codec)."""
     return codec_class(name)(**params)
 
 
-def from_config(config: dict) -> BaselineCodec:
+def from_config(config: dict) -> Codec:
     """Rebuild a codec from ``get_config()``'s output."""
     return codec_class(str(config.get("id"))).from_config(config)
 

@@ -1,0 +1,146 @@
+"""Adaptive binary arithmetic coding (a range coder in the style of LZMA's), in numba.
+
+Each context keeps two counts; the probability of a 0 is (n0 + 0.4) / (n + 0.8), taken to
+12 bits with a reciprocal table instead of a division, and the counts are halved when their
+sum passes ``COUNT_LIMIT`` so that the model keeps adapting.
+
+The coder state is a tuple of integers that the caller threads through its loop
+(``st = enc_bit(st, ...)``), so that numba keeps it in registers:
+
+    encoder: (low, range, cached byte, pending bytes, write position)
+    decoder: (code, range, read position, bytes read past the end)
+
+Reading past the end of the buffer yields zero bytes and counts an overrun, so a truncated
+or corrupted stream decodes to garbage that the caller rejects, never to a crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+COUNT_LIMIT = 250
+PROB_BITS = 12
+TOP = 1 << 24
+_RECIPROCAL = np.array([(1 << 30) // (10 * n + 8) for n in range(COUNT_LIMIT + 2)], np.int64)
+
+
+def new_counts(n_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed count tables; uint8 keeps thousands of contexts in the CPU's caches."""
+    return np.zeros(n_contexts, np.uint8), np.zeros(n_contexts, np.uint8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _prob0(c0, c1, ctx):
+    n0 = np.int64(c0[ctx])
+    p = ((10 * n0 + 4) * _RECIPROCAL[n0 + np.int64(c1[ctx])]) >> (30 - PROB_BITS)
+    return min(max(p, 1), (1 << PROB_BITS) - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _update(c0, c1, ctx, bit):
+    n0 = np.int64(c0[ctx]) + (1 - bit)
+    n1 = np.int64(c1[ctx]) + bit
+    if n0 + n1 > COUNT_LIMIT:
+        n0 = (n0 + 1) >> 1
+        n1 = (n1 + 1) >> 1
+    c0[ctx] = n0
+    c1[ctx] = n1
+
+
+def new_buffer(capacity: int) -> np.ndarray:
+    return np.empty(max(int(capacity), 64), np.uint8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def enc_start():
+    return (np.int64(0), np.int64(0xFFFFFFFF), np.int64(0), np.int64(1), np.int64(0))
+
+
+@njit(cache=True, nogil=True)
+def _grow(buf):
+    bigger = np.empty(buf.shape[0] * 2, np.uint8)
+    bigger[: buf.shape[0]] = buf
+    return bigger
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _shift_low(st, buf):
+    low, rng, cache, pending, pos = st
+    if low < 0xFF000000 or low >= 0x100000000:
+        carry = low >> 32
+        temp = cache
+        while True:
+            if pos >= buf.shape[0]:
+                buf = _grow(buf)
+            buf[pos] = (temp + carry) & 0xFF
+            pos += 1
+            temp = 0xFF
+            pending -= 1
+            if pending == 0:
+                break
+        cache = (low >> 24) & 0xFF
+    pending += 1
+    low = (low & 0x00FFFFFF) << 8
+    return (low, rng, cache, pending, pos), buf
+
+
+@njit(cache=True, nogil=True, inline="always")
+def enc_bit(st, buf, c0, c1, ctx, bit):
+    """Code one bit in context ``ctx``; returns the new state and the (maybe grown) buffer."""
+    low, rng, cache, pending, pos = st
+    bound = (rng >> PROB_BITS) * _prob0(c0, c1, ctx)
+    if bit:
+        low += bound
+        rng -= bound
+    else:
+        rng = bound
+    _update(c0, c1, ctx, bit)
+    st = (low, rng, cache, pending, pos)
+    while st[1] < TOP:
+        st = (st[0], st[1] << 8, st[2], st[3], st[4])
+        st, buf = _shift_low(st, buf)
+    return st, buf
+
+
+@njit(cache=True, nogil=True)
+def enc_finish(st, buf):
+    for _ in range(5):
+        st, buf = _shift_low(st, buf)
+    return buf[: st[4]]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _get(buf, pos, overrun):
+    if pos < buf.shape[0]:
+        return np.int64(buf[pos]), pos + 1, overrun
+    return np.int64(0), pos, overrun + 1
+
+
+@njit(cache=True, nogil=True)
+def dec_start(buf):
+    code, pos, overrun = np.int64(0), np.int64(0), np.int64(0)
+    for _ in range(5):
+        b, pos, overrun = _get(buf, pos, overrun)
+        code = ((code << 8) | b) & 0xFFFFFFFF
+    return (code, np.int64(0xFFFFFFFF), pos, overrun)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def dec_bit(st, buf, c0, c1, ctx):
+    """Decode one bit; returns (bit, new state)."""
+    code, rng, pos, overrun = st
+    bound = (rng >> PROB_BITS) * _prob0(c0, c1, ctx)
+    if code < bound:
+        rng = bound
+        bit = 0
+    else:
+        code -= bound
+        rng -= bound
+        bit = 1
+    _update(c0, c1, ctx, bit)
+    while rng < TOP:
+        rng <<= 8
+        b, pos, overrun = _get(buf, pos, overrun)
+        code = ((code << 8) | b) & 0xFFFFFFFF
+    return bit, (code, rng, pos, overrun)

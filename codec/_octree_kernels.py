@@ -1,0 +1,328 @@
+"""numba kernels of the octree geometry coder: Morton codes, voxel merging, occupancy coding.
+
+Breadth-first: level by level, each occupied node's 8-bit child occupancy is coded bit by
+bit with the adaptive binary range coder of ``_entropy``. The context of child bit i:
+- which of the 7 parent-level neighbours that touch child i (3 faces, 3 edges, 1 corner)
+  are occupied (the whole parent level is known to the decoder): 7 bits;
+- which already-coded child-level neighbours in -x, -y, -z are occupied: 3 bits, and how
+  many of the 4 causal edge/corner neighbours are (0..4). Every neighbour in
+  {-1, 0}^3 has a smaller Morton code, so it is either an earlier sibling or a child of an
+  earlier parent whose occupancy byte is already known: no child-level look-ups needed;
+- how many siblings are occupied so far (0, 1, 2+) and whether any of the parent's faces
+  opposite child i is occupied.
+These choices were measured on the MVUB frames (ideal code length, see docs/codec.md).
+Bit 7 is not coded when bits 0-6 are all zero (a node has at least one child).
+Child index i = (x << 2) | (y << 1) | z, matching the Morton interleave (x most significant).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from codec._entropy import dec_bit, dec_start, enc_bit, enc_finish, enc_start
+
+N_CONTEXTS = 128 * 8 * 5 * 3 * 2
+_EMPTY = np.int64(-1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spread(v):
+    v = v & 0x1FFFFF
+    v = (v | (v << 32)) & 0x1F00000000FFFF
+    v = (v | (v << 16)) & 0x1F0000FF0000FF
+    v = (v | (v << 8)) & 0x100F00F00F00F00F
+    v = (v | (v << 4)) & 0x10C30C30C30C30C3
+    v = (v | (v << 2)) & 0x1249249249249249
+    return v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _compact(v):
+    v = v & 0x1249249249249249
+    v = (v | (v >> 2)) & 0x10C30C30C30C30C3
+    v = (v | (v >> 4)) & 0x100F00F00F00F00F
+    v = (v | (v >> 8)) & 0x1F0000FF0000FF
+    v = (v | (v >> 16)) & 0x1F00000000FFFF
+    v = (v | (v >> 32)) & 0x1FFFFF
+    return v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def morton(x, y, z):
+    return (_spread(x) << 2) | (_spread(y) << 1) | _spread(z)
+
+
+@njit(cache=True, nogil=True)
+def morton_decode(codes):
+    out = np.empty((codes.shape[0], 3), np.int64)
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        out[i, 0] = _compact(c >> 2)
+        out[i, 1] = _compact(c >> 1)
+        out[i, 2] = _compact(c)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def radix_argsort(keys, bits):
+    """Stable argsort of non-negative keys below 2**bits: LSD radix, 11 bits a pass."""
+    n = keys.shape[0]
+    order = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    shift = 0
+    while shift < bits:
+        counts = np.zeros(2049, np.int64)
+        for i in range(n):
+            counts[((keys[i] >> shift) & 2047) + 1] += 1
+        for d in range(2048):
+            counts[d + 1] += counts[d]
+        for i in range(n):
+            j = order[i]
+            d = (keys[j] >> shift) & 2047
+            tmp[counts[d]] = j
+            counts[d] += 1
+        order, tmp = tmp, order
+        shift += 11
+    return order
+
+
+@njit(cache=True, nogil=True)
+def voxelize(positions, colors, origin, cell, depth):
+    """Grid cells of the points inside the volume: sorted unique Morton codes, the mean
+    colour of each cell's points, and how many points fell outside."""
+    n = positions.shape[0]
+    side = 1 << depth
+    codes = np.empty(n, np.int64)
+    keep = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        x = int(np.floor((positions[i, 0] - origin[0]) / cell))
+        y = int(np.floor((positions[i, 1] - origin[1]) / cell))
+        z = int(np.floor((positions[i, 2] - origin[2]) / cell))
+        if 0 <= x < side and 0 <= y < side and 0 <= z < side:
+            codes[m] = morton(x, y, z)
+            keep[m] = i
+            m += 1
+    codes = codes[:m]
+    order = radix_argsort(codes, 3 * depth)
+    uniq = np.empty(m, np.int64)
+    sums = np.zeros((m, 3), np.int64)
+    counts = np.zeros(m, np.int64)
+    u = -1
+    for j in range(m):
+        c = codes[order[j]]
+        if u < 0 or uniq[u] != c:
+            u += 1
+            uniq[u] = c
+        src = keep[order[j]]
+        for ch in range(3):
+            sums[u, ch] += colors[src, ch]
+        counts[u] += 1
+    u += 1
+    mean = np.empty((u, 3), np.uint8)
+    for j in range(u):
+        for ch in range(3):
+            mean[j, ch] = (sums[j, ch] + counts[j] // 2) // counts[j]
+    return uniq[:u], mean, n - m
+
+
+@njit(cache=True, nogil=True)
+def unique_shift(codes, shift):
+    """Sorted unique ``codes >> shift`` of sorted ``codes``."""
+    out = np.empty(codes.shape[0], np.int64)
+    m = 0
+    for i in range(codes.shape[0]):
+        c = codes[i] >> shift
+        if m == 0 or out[m - 1] != c:
+            out[m] = c
+            m += 1
+    return out[:m]
+
+
+@njit(cache=True, nogil=True)
+def _table(keys):
+    """Open-addressing hash table, key and index side by side in one array (one cache
+    line per probe): key -> index into ``keys``."""
+    size = 16
+    while size < 2 * keys.shape[0]:
+        size *= 2
+    table = np.full(2 * size, _EMPTY, np.int64)
+    mask = size - 1
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = ((k * np.int64(-7046029254386353131)) >> 17) & mask
+        while table[2 * h] != _EMPTY:
+            h = (h + 1) & mask
+        table[2 * h] = k
+        table[2 * h + 1] = i
+    return table
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lookup(table, k):
+    mask = (table.shape[0] >> 1) - 1
+    h = ((k * np.int64(-7046029254386353131)) >> 17) & mask
+    while True:
+        t = table[2 * h]
+        if t == k:
+            return table[2 * h + 1]
+        if t == _EMPTY:
+            return -1
+        h = (h + 1) & mask
+
+
+_MZ = np.int64(0x1249249249249249)  # the z bits of a Morton code; y = z << 1, x = z << 2
+
+
+@njit(cache=True, nogil=True)
+def _neighbours(p, level, table, nb):
+    """nb[(dx+1)*9 + (dy+1)*3 + dz+1] = index of the level's node at that offset, or -1.
+
+    Neighbour codes come from dilated-integer arithmetic on the Morton code itself (add or
+    subtract one in the bits of one axis), so no coordinate is decoded or re-encoded.
+    """
+    top = (np.int64(1) << (3 * level)) - 1
+    parts = np.empty(9, np.int64)  # per axis: the axis bits of coordinate -1, 0, +1
+    valid = np.empty(9, np.bool_)
+    for axis in range(3):
+        m = _MZ << (2 - axis)
+        one = np.int64(1) << (2 - axis)
+        v = p & m
+        parts[3 * axis] = ((v & m) - one) & m
+        parts[3 * axis + 1] = v
+        parts[3 * axis + 2] = ((v | ~m) + one) & m
+        valid[3 * axis] = v != 0
+        valid[3 * axis + 1] = True
+        valid[3 * axis + 2] = v != (m & top)
+    for a in range(3):
+        for b in range(3):
+            for c in range(3):
+                j = a * 9 + b * 3 + c
+                if j == 13 or not (valid[a] and valid[3 + b] and valid[6 + c]):
+                    nb[j] = -1
+                else:
+                    nb[j] = _lookup(table, parts[a] | parts[3 + b] | parts[6 + c])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _context(nb, occ, i, coded):
+    cx, cy, cz = (i >> 2) & 1, (i >> 1) & 1, i & 1
+    sx, sy, sz = 2 * cx - 1, 2 * cy - 1, 2 * cz - 1
+    a = 0
+    if nb[(sx + 1) * 9 + 4] >= 0:
+        a |= 1
+    if nb[13 + 3 * sy] >= 0:  # (0, sy, 0)
+        a |= 2
+    if nb[13 + sz] >= 0:
+        a |= 4
+    if nb[(sx + 1) * 9 + (sy + 1) * 3 + 1] >= 0:
+        a |= 8
+    if nb[(sx + 1) * 9 + 3 + sz + 1] >= 0:
+        a |= 16
+    if nb[9 + (sy + 1) * 3 + sz + 1] >= 0:
+        a |= 32
+    if nb[(sx + 1) * 9 + (sy + 1) * 3 + sz + 1] >= 0:
+        a |= 64
+    far = 0
+    if nb[(1 - sx) * 9 + 4] >= 0:
+        far += 1
+    if nb[13 - 3 * sy] >= 0:
+        far += 1
+    if nb[13 - sz] >= 0:
+        far += 1
+    k = 0
+    ke = 0
+    for dx in range(-1, 1):
+        for dy in range(-1, 1):
+            for dz in range(-1, 1):
+                if dx == 0 and dy == 0 and dz == 0:
+                    continue
+                ox = -1 if (cx == 0 and dx == -1) else 0
+                oy = -1 if (cy == 0 and dy == -1) else 0
+                oz = -1 if (cz == 0 and dz == -1) else 0
+                ncx = cx + dx if ox == 0 else 1
+                ncy = cy + dy if oy == 0 else 1
+                ncz = cz + dz if oz == 0 else 1
+                ni = (ncx << 2) | (ncy << 1) | ncz
+                if ox == 0 and oy == 0 and oz == 0:
+                    bit = (coded >> ni) & 1
+                else:
+                    idx = nb[(ox + 1) * 9 + (oy + 1) * 3 + oz + 1]
+                    bit = (occ[idx] >> ni) & 1 if idx >= 0 else 0
+                if bit:
+                    if dx + dy + dz == -1:
+                        k |= 1 if dx else (2 if dy else 4)
+                    else:
+                        ke += 1
+    nsib = 0
+    for j in range(i):
+        nsib += (coded >> j) & 1
+    return (((a * 8 + k) * 5 + ke) * 3 + min(nsib, 2)) * 2 + (1 if far >= 1 else 0)
+
+
+@njit(cache=True, nogil=True)
+def encode_levels(leaves, depth, start, stop, buf):
+    """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
+    the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
+    st = enc_start()
+    c0 = np.zeros(N_CONTEXTS, np.uint8)
+    c1 = np.zeros(N_CONTEXTS, np.uint8)
+    nb = np.empty(27, np.int64)
+    par = unique_shift(leaves, 3 * (depth - start))
+    for level in range(start, stop):
+        chi = unique_shift(leaves, 3 * (depth - level - 1))
+        occ = np.zeros(par.shape[0], np.int64)
+        j = 0
+        for ci in range(chi.shape[0]):
+            while par[j] != chi[ci] >> 3:
+                j += 1
+            occ[j] |= 1 << (chi[ci] & 7)
+        table = _table(par)
+        for pi in range(par.shape[0]):
+            _neighbours(par[pi], level, table, nb)
+            o = occ[pi]
+            coded = 0
+            for i in range(8):
+                if i == 7 and coded == 0:
+                    break
+                bit = (o >> i) & 1
+                st, buf = enc_bit(st, buf, c0, c1, _context(nb, occ, i, coded), bit)
+                coded |= bit << i
+        par = chi
+    return enc_finish(st, buf)
+
+
+@njit(cache=True, nogil=True)
+def decode_levels(buf, roots, start, stop, max_nodes):
+    """Inverse of ``encode_levels``: the node codes at level ``stop`` (or fewer levels when
+    ``stop`` is lower), and a status: 0 ok, 1 too many nodes, 2 read past the end."""
+    st = dec_start(buf)
+    c0 = np.zeros(N_CONTEXTS, np.uint8)
+    c1 = np.zeros(N_CONTEXTS, np.uint8)
+    nb = np.empty(27, np.int64)
+    par = roots.copy()
+    for level in range(start, stop):
+        table = _table(par)
+        occ = np.zeros(par.shape[0], np.int64)
+        n_children = 0
+        chi = np.empty(min(8 * par.shape[0], max_nodes + 8), np.int64)
+        for pi in range(par.shape[0]):
+            _neighbours(par[pi], level, table, nb)
+            coded = 0
+            for i in range(8):
+                if i == 7 and coded == 0:
+                    bit = 1
+                else:
+                    bit, st = dec_bit(st, buf, c0, c1, _context(nb, occ, i, coded))
+                coded |= bit << i
+                if bit:
+                    if n_children >= max_nodes:
+                        return chi[:0], 1
+                    chi[n_children] = (par[pi] << 3) | i
+                    n_children += 1
+            occ[pi] = coded
+            if st[3] > 8:
+                return chi[:0], 2
+        par = chi[:n_children]
+    return par, 0 if st[3] <= 8 else 2

@@ -1,0 +1,270 @@
+"""The octree codec: lossless octree geometry and DPCM colour, arithmetic coded, in slices.
+
+Positions are voxelized to a ``2**depth`` grid inside a cube of ``size`` metres whose
+corner is ``origin`` (duplicates merged, colours averaged); each occupied cell decodes to
+its centre. Geometry is a breadth-first octree whose occupancy bits are coded with
+neighbour contexts (``_octree_kernels``); colour is coded in the same Morton order
+(``_color_kernels``), losslessly at ``color_step=1`` and coarser as the step grows.
+
+The tree is cut at a small level into ``slices`` independent subtrees, each with its own
+geometry and colour streams, so that both cores encode and decode (the kernels release the
+GIL) and a decoder can work on slices separately. Stream sections::
+
+    0            top of the tree: occupancy of levels 0 .. slice_level - 1
+    1            slice table: per slice, u32 root count and u32 voxel count
+    2 .. 2+k-1   geometry of each slice (levels slice_level .. depth - 1)
+    2+k .. 2+2k-1  colour of each slice
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from codec import container
+from codec._color_kernels import decode_colors, encode_colors
+from codec._entropy import new_buffer
+from codec._octree_kernels import decode_levels, encode_levels, morton_decode, unique_shift, voxelize
+from codec.errors import CodecError
+from codec.types import validate_cloud
+
+MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder allocate
+MAX_DEPTH = 16
+MAX_SLICES = 31
+
+_PARAMS = struct.Struct("<IBB4fBBB")  # voxels, depth, slice level, origin xyz, size, step, slices, 0
+_pool: ThreadPoolExecutor | None = None
+
+
+def _map(fn, items: list) -> list:
+    """Run ``fn`` over ``items`` on up to one thread per core (numba kernels drop the GIL)."""
+    global _pool
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="codec")
+    return list(_pool.map(fn, items))
+
+
+@dataclass(frozen=True)
+class OctreeCodec:
+    codec_id = 2
+    name = "octree"
+
+    depth: int = 10
+    origin: tuple[float, float, float] = (-1.25, 0.0, -1.25)
+    size: float = 2.5
+    color_step: int = 1
+    slices: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be in 1..{MAX_DEPTH}, got {self.depth}")
+        if len(self.origin) != 3 or not all(math.isfinite(v) for v in self.origin):
+            raise ValueError(f"origin must be three finite numbers, got {self.origin}")
+        if not (math.isfinite(self.size) and self.size > 0):
+            raise ValueError(f"size must be a positive number of metres, got {self.size}")
+        if not 1 <= self.color_step <= 255:
+            raise ValueError(f"color_step must be in 1..255 (1 = lossless), got {self.color_step}")
+        if not 1 <= self.slices <= MAX_SLICES:
+            raise ValueError(f"slices must be in 1..{MAX_SLICES}, got {self.slices}")
+        object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
+
+    @property
+    def cell(self) -> float:
+        return self.size / (1 << self.depth)
+
+    @property
+    def max_error(self) -> float:
+        """Largest per-axis position error of a point inside the volume (half a cell)."""
+        return self.cell / 2
+
+    def get_config(self) -> dict:
+        return {"id": self.name, "depth": self.depth, "origin": list(self.origin),
+                "size": self.size, "color_step": self.color_step, "slices": self.slices}
+
+    @classmethod
+    def from_config(cls, config: dict) -> OctreeCodec:
+        cfg = {k: v for k, v in config.items() if k != "id"}
+        if "origin" in cfg:
+            cfg["origin"] = tuple(cfg["origin"])
+        return cls(**cfg)
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
+        positions, colors = validate_cloud(positions, colors)
+        codes, means, _outside = voxelize(np.ascontiguousarray(positions, dtype=np.float64),
+                                          np.ascontiguousarray(colors), np.array(self.origin),
+                                          self.cell, self.depth)
+        if len(codes) > MAX_POINTS:
+            raise ValueError(f"{len(codes)} occupied cells exceed the limit of {MAX_POINTS}")
+        level, bounds = _plan_slices(codes, self.depth, self.slices)
+        top = encode_levels(codes, self.depth, 0, level, new_buffer(64))
+        roots = unique_shift(codes, 3 * (self.depth - level))
+        table, jobs = [], []
+        for lo, hi in bounds:
+            n_roots = len(unique_shift(codes[lo:hi], 3 * (self.depth - level)))
+            table += [n_roots, hi - lo]
+            jobs.append((codes[lo:hi], means[lo:hi]))
+        assert sum(table[0::2]) == len(roots)
+
+        def work(job):
+            leaves, rgb = job
+            geometry = encode_levels(leaves, self.depth, level, self.depth, new_buffer(len(leaves) // 4))
+            return geometry.tobytes(), encode_colors(rgb, self.color_step, new_buffer(len(rgb))).tobytes()
+
+        coded = _map(work, jobs)
+        params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
+                              self.color_step, len(jobs), 0)
+        sections = [top.tobytes(), struct.pack(f"<{len(table)}I", *table)]
+        sections += [g for g, _ in coded] + [c for _, c in coded]
+        return container.pack(self.codec_id, params, sections)
+
+    # -- decoding ------------------------------------------------------------------------
+    @classmethod
+    def decode(cls, data: bytes, level: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a stream; with ``level`` < depth, the cloud voxelized at that depth (cell
+        centres, colours averaged over each cell)."""
+        codec, stream = cls._open(data)
+        codes, colors = stream.decode(colors=True)
+        if level is not None and level != codec.depth:
+            codes, colors = _coarsen(codes, colors, codec.depth, codec._check_level(level))
+            return codec._positions(codes, level), colors
+        return codec._positions(codes, codec.depth), colors
+
+    @classmethod
+    def decode_geometry(cls, data: bytes, level: int | None = None) -> np.ndarray:
+        """Only the positions, decoding the octree no deeper than ``level``."""
+        codec, stream = cls._open(data)
+        level = codec.depth if level is None else codec._check_level(level)
+        return codec._positions(stream.geometry(level), level)
+
+    @classmethod
+    def _open(cls, data: bytes) -> tuple[OctreeCodec, _Stream]:
+        box = container.unpack(data)
+        if box.codec_id != cls.codec_id:
+            raise CodecError(f"codec id {box.codec_id} is not the octree codec ({cls.codec_id})")
+        if len(box.params) != _PARAMS.size:
+            raise CodecError(f"octree parameter block must be {_PARAMS.size} bytes")
+        n, depth, level, ox, oy, oz, size, step, n_slices, reserved = _PARAMS.unpack(box.params)
+        try:
+            codec = cls(depth=depth, origin=(ox, oy, oz), size=size, color_step=step,
+                        slices=max(1, n_slices))
+        except ValueError as exc:
+            raise CodecError(f"invalid octree parameters: {exc}") from exc
+        if reserved or n_slices < 1 or level > depth or level > 8 or n > MAX_POINTS:
+            raise CodecError("octree parameters out of range")
+        if len(box.sections) != 2 + 2 * n_slices or len(box.sections[1]) != 8 * n_slices:
+            raise CodecError(f"octree stream with {n_slices} slices has the wrong sections")
+        table = np.frombuffer(box.sections[1], dtype="<u4").astype(np.int64).reshape(n_slices, 2)
+        if int(table[:, 1].sum()) != n or (n > 0 and (table[:, 1] < 1).any()):
+            raise CodecError("slice table does not add up to the voxel count")
+        return codec, _Stream(codec, level, n, table, box.sections)
+
+    def _check_level(self, level: int) -> int:
+        if not 0 <= level <= self.depth:
+            raise ValueError(f"level must be in 0..{self.depth}, got {level}")
+        return level
+
+    def _positions(self, codes: np.ndarray, level: int) -> np.ndarray:
+        cell = self.size / (1 << level)
+        xyz = morton_decode(codes).astype(np.float64)
+        return ((xyz + 0.5) * cell + np.asarray(self.origin)).astype(np.float32)
+
+
+@dataclass
+class _Stream:
+    """A validated octree stream, decoded slice by slice."""
+
+    codec: OctreeCodec
+    level: int  # where the slices start
+    n: int
+    table: np.ndarray  # (slices, 2): root count, voxel count
+    sections: tuple
+
+    def _roots(self) -> list[np.ndarray]:
+        n_roots = int(self.table[:, 0].sum())
+        if n_roots > min(self.n, 8**self.level) or (self.n > 0) != (n_roots > 0):
+            raise CodecError("slice table claims an impossible number of subtrees")
+        top = np.frombuffer(self.sections[0], np.uint8)
+        roots, status = decode_levels(top, np.zeros(1, np.int64), 0, self.level, n_roots)
+        if status or len(roots) != n_roots:
+            raise CodecError("the top of the octree is corrupt")
+        return np.split(roots, np.cumsum(self.table[:-1, 0]))
+
+    def geometry(self, stop: int) -> np.ndarray:
+        """Node codes at level ``stop`` of the whole tree."""
+        if stop <= self.level:
+            top = np.frombuffer(self.sections[0], np.uint8)
+            codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop))
+            if status:
+                raise CodecError("the top of the octree is corrupt")
+            return codes
+        k = len(self.table)
+
+        def work(j):
+            buf = np.frombuffer(self.sections[2 + j], np.uint8)
+            codes, status = decode_levels(buf, roots[j], self.level, stop, int(self.table[j, 1]))
+            if status or (stop == self.codec.depth and len(codes) != self.table[j, 1]):
+                raise CodecError(f"slice {j} of the octree is corrupt")
+            return codes
+
+        roots = self._roots()
+        return np.concatenate(_map(work, list(range(k)))) if k else np.zeros(0, np.int64)
+
+    def decode(self, colors: bool) -> tuple[np.ndarray, np.ndarray]:
+        roots = self._roots() if self.n else []
+        depth, k = self.codec.depth, len(self.table)
+
+        def work(j):
+            n_j = int(self.table[j, 1])
+            buf = np.frombuffer(self.sections[2 + j], np.uint8)
+            codes, status = decode_levels(buf, roots[j], self.level, depth, n_j)
+            if status or len(codes) != n_j:
+                raise CodecError(f"slice {j} geometry is corrupt")
+            rgb, status = decode_colors(np.frombuffer(self.sections[2 + k + j], np.uint8), n_j,
+                                        self.codec.color_step)
+            if status:
+                raise CodecError(f"slice {j} colour is corrupt")
+            return codes, rgb
+
+        if self.n == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
+        parts = _map(work, list(range(k)))
+        return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
+
+
+def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[tuple[int, int]]]:
+    """The level to cut at and contiguous ranges of ``codes`` of about equal size, each a
+    whole number of subtrees at that level."""
+    if len(codes) == 0:
+        return 0, [(0, 0)]  # one empty slice keeps the stream layout uniform
+    level = 0
+    while level < min(depth, 8) and len(unique_shift(codes, 3 * (depth - level))) < 4 * slices:
+        level += 1
+    if slices == 1:
+        return level, [(0, len(codes))]
+    parents = codes >> (3 * (depth - level))
+    starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])  # first voxel of each subtree
+    bounds, lo = [], 0
+    for j in range(1, slices):
+        target = len(codes) * j // slices
+        cut = int(starts[np.searchsorted(starts, target)]) if target <= starts[-1] else len(codes)
+        if lo < cut < len(codes):
+            bounds.append((lo, cut))
+            lo = cut
+    bounds.append((lo, len(codes)))
+    return level, bounds
+
+
+def _coarsen(codes: np.ndarray, colors: np.ndarray, depth: int, level: int):
+    parents = codes >> (3 * (depth - level))
+    starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
+    counts = np.diff(np.r_[starts, len(codes)])
+    sums = np.add.reduceat(colors.astype(np.int64), starts, axis=0)
+    return parents[starts], ((sums + counts[:, None] // 2) // counts[:, None]).astype(np.uint8)

@@ -1,0 +1,148 @@
+"""The octree codec: lossless geometry, colour quality, levels of detail, slices, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import codec
+from codec import CodecError, OctreeCodec
+from codec._octree_kernels import morton_decode, radix_argsort, voxelize
+
+
+def _person(n=20_000, seed=0):
+    """A noisy cylinder-and-sphere 'person' in metres, in the default capture volume."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2 * np.pi, n)
+    h = rng.uniform(0, 1.5, n)
+    body = np.stack([0.2 * np.cos(t), h, 0.15 * np.sin(t)], 1)
+    head = rng.normal(size=(n // 5, 3))
+    head = head / np.linalg.norm(head, axis=1, keepdims=True) * 0.1 + [0, 1.65, 0]
+    pos = np.vstack([body, head]).astype(np.float32)
+    col = np.clip(rng.normal(128, 40, (len(pos), 3)), 0, 255).astype(np.uint8)
+    return pos, col
+
+
+def _reference_voxelization(pos, col, c: OctreeCodec, depth: int):
+    """What the codec must reproduce, computed independently with numpy."""
+    idx = np.floor((pos.astype(np.float64) - c.origin) / (c.size / 2**depth)).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < 2**depth), axis=1)
+    idx, col = idx[inside], col[inside].astype(np.int64)
+    cells, inverse, counts = np.unique(idx, axis=0, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(cells), 3), np.int64)
+    np.add.at(sums, inverse.ravel(), col)
+    means = (sums + counts[:, None] // 2) // counts[:, None]
+    centres = (cells + 0.5) * (c.size / 2**depth) + np.array(c.origin)
+    return centres, means
+
+
+def _sorted(pos, col):
+    order = np.lexsort((pos[:, 2], pos[:, 1], pos[:, 0]))
+    return pos[order], col[order]
+
+
+@pytest.mark.parametrize("slices", [1, 2, 5])
+def test_lossless_round_trip_is_the_voxelization(slices):
+    pos, col = _person()
+    c = OctreeCodec(depth=9, slices=slices)
+    dec_pos, dec_col = codec.decode(c.encode(pos, col))
+    ref_pos, ref_col = _reference_voxelization(pos, col, c, 9)
+    a, b = _sorted(dec_pos, dec_col), _sorted(ref_pos.astype(np.float32), ref_col)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_every_point_is_within_half_a_cell_of_its_voxel():
+    pos, col = _person(3000)
+    c = OctreeCodec(depth=10)
+    dec_pos, _ = codec.decode(c.encode(pos, col))
+    from codec import _kdtree
+
+    _, d2 = _kdtree.nearest(dec_pos.astype(np.float64), _kdtree.build(dec_pos.astype(np.float64)),
+                            pos.astype(np.float64))
+    assert np.sqrt(d2.max()) <= np.sqrt(3) * c.max_error * 1.0001
+
+
+@pytest.mark.parametrize("level", [0, 3, 6, 8])
+def test_a_lower_level_of_detail_is_exactly_the_coarser_voxelization(level):
+    pos, col = _person()
+    c = OctreeCodec(depth=9, slices=3)
+    data = c.encode(pos, col)
+    ref_pos, ref_col = _reference_voxelization(pos, col, c, level)
+    geo = OctreeCodec.decode_geometry(data, level)
+    np.testing.assert_allclose(_sorted(geo, np.zeros_like(geo))[0], _sorted(ref_pos, ref_pos)[0], atol=1e-5)
+    lod_pos, lod_col = OctreeCodec.decode(data, level=level)
+    assert len(lod_pos) == len(ref_pos) == len(lod_col)
+
+
+def test_lossy_colour_trades_bits_for_error():
+    pos, col = _person()
+    sizes, errors = [], []
+    for step in (1, 4, 16):
+        data = OctreeCodec(depth=9, color_step=step).encode(pos, col)
+        dec_pos, dec_col = codec.decode(data)
+        ref_pos, ref_col = _reference_voxelization(pos, col, OctreeCodec(depth=9), 9)
+        a, b = _sorted(dec_pos, dec_col), _sorted(ref_pos.astype(np.float32), ref_col)
+        sizes.append(len(data))
+        errors.append(np.abs(a[1].astype(int) - b[1]).mean())
+    assert errors[0] == 0 and errors[0] < errors[1] < errors[2]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_real_frame_geometry_is_lossless_and_compact(mvub_frames):
+    from benchmarks.codec_rd import grid_bits
+    from benchmarks.common import read_ply
+
+    pos, col = read_ply(next(f for f in mvub_frames if "ricardo" in f.name))
+    bits = grid_bits(pos)
+    c = OctreeCodec(depth=bits, origin=(-0.5, -0.5, -0.5), size=float(2**bits), slices=2)
+    data = c.encode(pos, col)
+    dec_pos, dec_col = codec.decode(data)
+    a = np.unique(np.hstack([pos, col]).astype(np.int64), axis=0)
+    b = np.unique(np.hstack([dec_pos, dec_col]).astype(np.int64), axis=0)
+    np.testing.assert_array_equal(a, b)
+    geometry_only = OctreeCodec(depth=bits, origin=(-0.5,) * 3, size=float(2**bits)).encode(
+        pos, np.zeros_like(col))
+    assert len(geometry_only) * 8 / len(pos) < 1.35  # G-PCC: 1.03 bpp on this frame
+
+
+def test_empty_and_single_point_clouds():
+    for n in (0, 1):
+        pos = np.full((n, 3), 0.5, np.float32)
+        col = np.full((n, 3), 7, np.uint8)
+        dec_pos, dec_col = codec.decode(OctreeCodec().encode(pos, col))
+        assert len(dec_pos) == n and (dec_col == 7).all()
+
+
+def test_config_round_trips_and_parameters_are_validated():
+    c = OctreeCodec(depth=11, origin=(-1, -1, -1), size=3.0, color_step=8, slices=4)
+    assert codec.from_config(c.get_config()) == c
+    for bad in ({"depth": 0}, {"depth": 17}, {"size": -1.0}, {"color_step": 0},
+                {"slices": 0}, {"slices": 32}, {"origin": (0, float("inf"), 0)}):
+        with pytest.raises(ValueError):
+            OctreeCodec(**bad)
+
+
+def test_radix_argsort_and_voxel_merging():
+    keys = np.random.default_rng(3).integers(0, 2**40, 10_000)
+    np.testing.assert_array_equal(keys[radix_argsort(keys, 40)], np.sort(keys))
+    pos = np.array([[0.1, 0.1, 0.1], [0.2, 0.2, 0.2], [1.5, 0.1, 0.1]])
+    col = np.array([[0, 0, 0], [255, 255, 255], [9, 9, 9]], np.uint8)
+    codes, means, outside = voxelize(pos, col, np.zeros(3), 1.0, 1)
+    assert outside == 0 and len(codes) == 2
+    np.testing.assert_array_equal(morton_decode(codes), [[0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(means, [[128, 128, 128], [9, 9, 9]])
+
+
+def test_malformed_streams_raise_codec_error_only():
+    pos, col = _person(2000)
+    data = OctreeCodec(depth=9, slices=2, color_step=4).encode(pos, col)
+    rng = np.random.default_rng(7)
+    for cut in rng.choice(len(data), 300, replace=False):
+        with pytest.raises(CodecError):
+            codec.decode(data[:cut])
+    for _ in range(300):
+        buf = bytearray(data)
+        buf[int(rng.integers(len(buf)))] ^= 1 << int(rng.integers(8))
+        with pytest.raises(CodecError):
+            codec.decode(bytes(buf))
