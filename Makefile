@@ -4,20 +4,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# numba caches a compiled kernel beside its source and checks only that file's time stamp,
+# so a kernel that inlines another module's kernel would keep a stale copy: drop every
+# cached kernel whenever any kernel module changes.
+KERNELS := $(wildcard capture/_*.py codec/_*.py render/_*.py)
+KCACHE  := $(VENV)/.kernels
 
 .PHONY: demo test lint bench system-deps clean
 
-demo: $(STAMP)
+demo: $(STAMP) $(KCACHE)
 	$(BIN)/holoport demo
 
-test: $(STAMP)
+test: $(STAMP) $(KCACHE)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) $(KCACHE)
 	$(BIN)/holoport bench codec --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
 
 $(STAMP): pyproject.toml
@@ -26,6 +31,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(KCACHE): $(KERNELS) | $(STAMP)
+	@find capture codec render -name '*.nb[ic]' -delete
+	@touch $@
 
 # System libraries the Python packages need: Open3D needs libusb-1.0; venv needs ensurepip.
 # Installed with apt when we are root (or have passwordless sudo); otherwise named once.

@@ -1,10 +1,13 @@
-"""Codec rate and speed on real PLY frames: the project's codecs beside Draco, same run.
+"""Codec rate, distortion and speed on real PLY frames: Holoport's codecs beside Draco.
 
-For every PLY in --data (default: the MVUB frames in ../shared/data), each codec encodes the
-frame on its own integer grid (voxel = 1 grid unit, so geometry is lossless) and decodes it;
-the records give bits per input point for geometry and colour, and median encode and decode
-times after a warm-up. Draco (DracoPy) uses quantization bits = grid bits, range 2^bits - 1,
-origin 0, so its geometry is lossless too.
+For every PLY in --data (default: the MVUB frames in ../shared/data) each codec encodes the
+frame on its own integer grid and decodes it; geometry is lossless for all of them (the
+octree codec and the baseline voxelize on the frame's grid; Draco uses quantization bits =
+grid bits, range 2^bits - 1, origin 0). The octree codec runs losslessly and at several
+colour steps (RAHT) in one slice, and losslessly in two slices (one per core: faster,
+slightly larger); Draco at compression levels 1 and 7. Records give bits per input point
+for geometry, colour and in total, D1 PSNR and Y-PSNR (codec.metrics, as pc_error), and
+median encode and decode times after a warm-up; ratios are to Draco level 7 in this run.
 
 Run: holoport bench codec --json codec.json --markdown codec.md --plot codec.png
 """
@@ -19,16 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import add_output_arguments, data_root, emit, median_ms, read_ply
-from codec import BaselineCodec, container
+from codec import BaselineCodec, OctreeCodec, container
+from codec.metrics import estimate_normals, quality
 
-COLUMNS = ["frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp",
-           "lossless", "encode_ms", "decode_ms"]
+COLUMNS = ["frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp", "d1_psnr",
+           "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco", "encode_vs_draco", "decode_vs_draco"]
+DEFAULT_STEPS = (8, 16, 24, 32, 48)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of PLY frames (default: <data>/pointclouds/mvub)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
+                        help="octree colour steps to run besides lossless (default 8 16 24 32 48)")
     parser.add_argument("--no-draco", action="store_true", help="skip Draco")
     add_output_arguments(parser)
 
@@ -37,49 +44,70 @@ def grid_bits(positions: np.ndarray) -> int:
     return max(1, math.ceil(math.log2(float(positions.max()) + 1)))
 
 
-def _same_cloud(a_pos, a_col, b_pos, b_col) -> bool:
-    """Equal as sets of (position, colour) rows, whatever the order."""
-    if len(a_pos) != len(b_pos):
-        return False
-    a = np.unique(np.hstack([np.rint(a_pos), a_col]).astype(np.int64), axis=0)
-    b = np.unique(np.hstack([np.rint(b_pos), b_col]).astype(np.int64), axis=0)
-    return a.shape == b.shape and bool(np.array_equal(a, b))
+def _finite(v: float) -> float | None:
+    return None if math.isinf(v) else round(v, 3)  # JSON has no infinity: null = lossless
 
 
-def bench_baseline(name, positions, colors, bits, repeats) -> dict:
-    codec = BaselineCodec(voxel_size=1.0, origin=(0.0, 0.0, 0.0), bits=bits)
-    enc_ms, data = median_ms(lambda: codec.encode(positions, colors), repeats)
-    dec_ms, (pos2, col2) = median_ms(lambda: BaselineCodec.decode(data), repeats)
-    sections = container.unpack(data).sections
-    n = len(positions)
-    return {"frame": name, "codec": "baseline", "params": f"bits={bits} zstd={codec.level}",
-            "points": n, "geom_bpp": (len(data) - len(sections[1])) * 8 / n,
-            "color_bpp": len(sections[1]) * 8 / n, "total_bpp": len(data) * 8 / n,
-            "lossless": _same_cloud(positions, colors, pos2, col2),
-            "encode_ms": enc_ms, "decode_ms": dec_ms}
+class Frame:
+    """One PLY frame and what every codec is measured against."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = path.stem
+        self.positions, self.colors = read_ply(path)
+        self.points = len(self.positions)
+        self.bits = grid_bits(self.positions)
+        self._normals = None
+
+    def record(self, codec: str, params: str, geom_bytes: int, total_bytes: int, decoded,
+               encode_ms: float, decode_ms: float) -> dict:
+        if self._normals is None:
+            self._normals = estimate_normals(self.positions)
+        q = quality(self.positions, self.colors, decoded[0], decoded[1], self.bits, self._normals)
+        n = self.points
+        return {"frame": self.name, "codec": codec, "params": params, "points": n,
+                "geom_bpp": geom_bytes * 8 / n, "color_bpp": (total_bytes - geom_bytes) * 8 / n,
+                "total_bpp": total_bytes * 8 / n, "d1_psnr": _finite(q.d1_psnr),
+                "y_psnr": _finite(q.y_psnr), "encode_ms": encode_ms, "decode_ms": decode_ms}
 
 
-def bench_draco(name, positions, colors, bits, repeats, level=7) -> dict:
+def bench_octree(frame: Frame, step: int, repeats: int, slices: int = 1) -> dict:
+    codec = OctreeCodec(depth=frame.bits, origin=(-0.5, -0.5, -0.5), size=float(2**frame.bits),
+                        color_step=step, slices=slices)
+    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats)
+    dec_ms, decoded = median_ms(lambda: OctreeCodec.decode(data), repeats)
+    k = (len(container.unpack(data).sections) - 2) // 2
+    color = sum(len(s) for s in container.unpack(data).sections[2 + k:])
+    label = "lossless" if step == 1 else f"step={step}"
+    return frame.record("octree", f"{label} slices={slices}", len(data) - color, len(data), decoded,
+                        enc_ms, dec_ms)
+
+
+def bench_baseline(frame: Frame, repeats: int) -> dict:
+    codec = BaselineCodec(voxel_size=1.0, origin=(0.0, 0.0, 0.0), bits=frame.bits)
+    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats)
+    dec_ms, decoded = median_ms(lambda: BaselineCodec.decode(data), repeats)
+    color = len(container.unpack(data).sections[1])
+    return frame.record("baseline", f"bits={frame.bits} zstd={codec.level}", len(data) - color,
+                        len(data), decoded, enc_ms, dec_ms)
+
+
+def bench_draco(frame: Frame, level: int, repeats: int) -> dict:
     import DracoPy
 
-    opts = {"quantization_bits": bits, "quantization_range": float(2**bits - 1),
+    opts = {"quantization_bits": frame.bits, "quantization_range": float(2**frame.bits - 1),
             "quantization_origin": [0.0, 0.0, 0.0], "compression_level": level}
-    geom_only = DracoPy.encode(positions, **opts)
-    enc_ms, data = median_ms(lambda: DracoPy.encode(positions, colors=colors, **opts), repeats)
+    geometry = DracoPy.encode(frame.positions, **opts)
+    enc_ms, data = median_ms(lambda: DracoPy.encode(frame.positions, colors=frame.colors, **opts),
+                             repeats)
     dec_ms, mesh = median_ms(lambda: DracoPy.decode(data), repeats)
-    n = len(positions)
-    return {"frame": name, "codec": "draco", "params": f"bits={bits} level={level}", "points": n,
-            "geom_bpp": len(geom_only) * 8 / n, "color_bpp": (len(data) - len(geom_only)) * 8 / n,
-            "total_bpp": len(data) * 8 / n,
-            "lossless": _same_cloud(positions, colors, np.asarray(mesh.points),
-                                    np.asarray(mesh.colors)[:, :3]),
-            "encode_ms": enc_ms, "decode_ms": dec_ms}
+    decoded = (np.asarray(mesh.points, np.float32), np.asarray(mesh.colors, np.uint8)[:, :3])
+    return frame.record("draco", f"level={level}", len(geometry), len(data), decoded, enc_ms, dec_ms)
 
 
 def run(args: argparse.Namespace) -> int:
     folder = args.data or data_root() / "pointclouds" / "mvub"
-    frames = sorted(Path(folder).glob("*.ply"))
-    if not frames:
+    paths = sorted(Path(folder).glob("*.ply"))
+    if not paths:
         print(f"no PLY frames in {folder}; pass --data DIR or set HOLOPORT_DATA", file=sys.stderr)
         return 1
     draco = not args.no_draco
@@ -92,20 +120,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import track
 
     records = []
-    for path in track(frames, description="encoding frames"):
-        positions, colors = read_ply(path)
-        bits = grid_bits(positions)
-        records.append(bench_baseline(path.stem, positions, colors, bits, args.repeats))
+    for path in track(paths, description="benchmarking frames"):
+        frame = Frame(path)
+        for step in [1, *args.steps]:
+            records.append(bench_octree(frame, step, args.repeats))
+        records.append(bench_octree(frame, 1, args.repeats, slices=2))  # both cores
+        records.append(bench_baseline(frame, args.repeats))
         if draco:
-            records.append(bench_draco(path.stem, positions, colors, bits, args.repeats))
-    if draco:  # ratios to Draco, measured in this same run
-        by_frame = {r["frame"]: r for r in records if r["codec"] == "draco"}
+            records += [bench_draco(frame, level, args.repeats) for level in (1, 7)]
+    if draco:  # ratios to Draco level 7, measured in this same run
+        ref = {r["frame"]: r for r in records if r["codec"] == "draco" and r["params"] == "level=7"}
         for r in records:
-            d = by_frame[r["frame"]]
+            d = ref[r["frame"]]
             r["bpp_vs_draco"] = r["total_bpp"] / d["total_bpp"]
             r["encode_vs_draco"] = r["encode_ms"] / d["encode_ms"]
-    emit(records, COLUMNS + (["bpp_vs_draco", "encode_vs_draco"] if draco else []),
-         "Codec rate and speed (lossless geometry)", args)
+            r["decode_vs_draco"] = r["decode_ms"] / d["decode_ms"]
+    emit(records, COLUMNS if draco else COLUMNS[:-3], "Codec rate, distortion and speed", args)
     if args.plot:
         plot(records, args.plot)
         print(f"wrote {args.plot}")
@@ -113,27 +143,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot(records: list[dict], path: str) -> None:
+    """Rate-distortion: total bpp against Y-PSNR, one curve per codec, one panel per frame."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frames = sorted({r["frame"] for r in records})
-    codecs = sorted({r["codec"] for r in records})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / len(codecs)
-    for i, c in enumerate(codecs):
-        rows = {r["frame"]: r for r in records if r["codec"] == c}
-        x = np.arange(len(frames)) + i * width
-        axes[0].bar(x, [rows[f]["total_bpp"] for f in frames], width, label=c)
-        axes[1].bar(x, [rows[f]["encode_ms"] for f in frames], width, label=c)
-    for ax, label in zip(axes, ["total bits per point", "encode ms (median)"], strict=True):
-        ax.set_xticks(np.arange(len(frames)) + 0.4 - width / 2, frames, rotation=30, ha="right")
-        ax.set_ylabel(label)
-        ax.legend()
-    fig.suptitle("Lossless geometry + colour on MVUB frames")
+    cols = min(3, len(frames))
+    rows = math.ceil(len(frames) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, frame in zip(axes.flat, frames, strict=False):
+        mine = [r for r in records if r["frame"] == frame]
+        top = max([r["y_psnr"] for r in mine if r["y_psnr"] is not None] + [40]) + 4
+        for label in sorted({(r["codec"], r["params"] if r["codec"] == "draco" else "") for r in mine}):
+            rows_ = [r for r in mine if (r["codec"], r["params"] if r["codec"] == "draco" else "") == label]
+            rows_.sort(key=lambda r: r["total_bpp"])
+            y = [top if r["y_psnr"] is None else r["y_psnr"] for r in rows_]
+            ax.plot([r["total_bpp"] for r in rows_], y, "o-", label=" ".join(p for p in label if p))
+        ax.axhline(top, color="grey", lw=0.5, ls=":")
+        ax.set_title(f"{frame} (top line = lossless)", fontsize=9)
+        ax.set_xlabel("total bits per input point")
+        ax.set_ylabel("Y-PSNR dB")
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(frames):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,8 @@ def wide_console() -> Console:
 
 
 def _cell(value) -> str:
+    if value is None:
+        return "inf"  # a PSNR of a lossless result (JSON null)
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)

@@ -66,8 +66,12 @@ def peek_codec_id(data: bytes | bytearray | memoryview) -> int:
 
 
 def unpack(data: bytes | bytearray | memoryview) -> Container:
-    """Validate the container and return its parts; raises :class:`CodecError`."""
-    buf = memoryview(data).cast("B")
+    """Validate the container and return its parts; raises :class:`CodecError`.
+
+    Sections are read-only views whatever the input (bytes, a ZeroMQ frame's buffer, a
+    bytearray), so numba compiles each decoding kernel for one array type only.
+    """
+    buf = memoryview(data).cast("B").toreadonly()
     n = len(buf)
     if n < _MIN_SIZE:
         raise CodecError(f"stream of {n} bytes is shorter than the {_MIN_SIZE}-byte minimum")

@@ -1,10 +1,12 @@
-"""The octree codec: lossless octree geometry and DPCM colour, arithmetic coded, in slices.
+"""The octree codec: lossless octree geometry and RAHT or DPCM colour, arithmetic coded, in slices.
 
 Positions are voxelized to a ``2**depth`` grid inside a cube of ``size`` metres whose
 corner is ``origin`` (duplicates merged, colours averaged); each occupied cell decodes to
 its centre. Geometry is a breadth-first octree whose occupancy bits are coded with
-neighbour contexts (``_octree_kernels``); colour is coded in the same Morton order
-(``_color_kernels``), losslessly at ``color_step=1`` and coarser as the step grows.
+neighbour contexts (``_octree_kernels``). Colour at ``color_step=1`` is lossless (YCoCg-R
+and DPCM in Morton order, ``_color_kernels``); above 1 it is the RAHT transform of BT.709
+Y Cb Cr quantized with that step (Cb and Cr with ``CHROMA_FACTOR`` times it,
+``_raht_kernels``).
 
 The tree is cut at a small level into ``slices`` independent subtrees, each with its own
 geometry and colour streams, so that both cores encode and decode (the kernels release the
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import container
+from codec import _raht_kernels, container
 from codec._color_kernels import decode_colors, encode_colors
 from codec._entropy import new_buffer
 from codec._octree_kernels import decode_levels, encode_levels, morton_decode, unique_shift, voxelize
@@ -36,6 +38,7 @@ from codec.types import validate_cloud
 MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder allocate
 MAX_DEPTH = 16
 MAX_SLICES = 31
+CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
 
 _PARAMS = struct.Struct("<IBB4fBBB")  # voxels, depth, slice level, origin xyz, size, step, slices, 0
 _pool: ThreadPoolExecutor | None = None
@@ -113,17 +116,32 @@ class OctreeCodec:
             jobs.append((codes[lo:hi], means[lo:hi]))
         assert sum(table[0::2]) == len(roots)
 
-        def work(job):
-            leaves, rgb = job
-            geometry = encode_levels(leaves, self.depth, level, self.depth, new_buffer(len(leaves) // 4))
-            return geometry.tobytes(), encode_colors(rgb, self.color_step, new_buffer(len(rgb))).tobytes()
+        def work(task):  # geometry and colour of a slice are independent: one task each
+            kind, (leaves, rgb) = task
+            if kind == "geometry":
+                return encode_levels(leaves, self.depth, level, self.depth,
+                                     new_buffer(len(leaves) // 4)).tobytes()
+            return self._encode_colors(leaves, rgb).tobytes()
 
-        coded = _map(work, jobs)
+        coded = _map(work, [("geometry", job) for job in jobs] + [("colour", job) for job in jobs])
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
                               self.color_step, len(jobs), 0)
         sections = [top.tobytes(), struct.pack(f"<{len(table)}I", *table)]
-        sections += [g for g, _ in coded] + [c for _, c in coded]
+        sections += coded  # geometry of every slice, then colour of every slice
         return container.pack(self.codec_id, params, sections)
+
+    def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        if self.color_step == 1:  # lossless: YCoCg-R and DPCM in Morton order
+            return encode_colors(rgb, 1, new_buffer(len(rgb)))
+        return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
+                                    CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2))
+
+    def _decode_colors(self, section, leaves: np.ndarray) -> tuple[np.ndarray, int]:
+        buf = np.frombuffer(section, np.uint8)
+        if self.color_step == 1:
+            return decode_colors(buf, len(leaves), 1)
+        return _raht_kernels.decode(buf, leaves, self.depth, float(self.color_step),
+                                    CHROMA_FACTOR * self.color_step)
 
     # -- decoding ------------------------------------------------------------------------
     @classmethod
@@ -218,24 +236,37 @@ class _Stream:
         return np.concatenate(_map(work, list(range(k)))) if k else np.zeros(0, np.int64)
 
     def decode(self, colors: bool) -> tuple[np.ndarray, np.ndarray]:
-        roots = self._roots() if self.n else []
+        if self.n == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
+        roots = self._roots()
         depth, k = self.codec.depth, len(self.table)
+        lossless = self.codec.color_step == 1  # DPCM colour needs no geometry to decode
 
-        def work(j):
+        def geometry(j):
             n_j = int(self.table[j, 1])
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
             codes, status = decode_levels(buf, roots[j], self.level, depth, n_j)
             if status or len(codes) != n_j:
                 raise CodecError(f"slice {j} geometry is corrupt")
-            rgb, status = decode_colors(np.frombuffer(self.sections[2 + k + j], np.uint8), n_j,
-                                        self.codec.color_step)
+            return codes
+
+        def colour(j, codes):
+            rgb, status = self.codec._decode_colors(self.sections[2 + k + j], codes)
             if status:
                 raise CodecError(f"slice {j} colour is corrupt")
-            return codes, rgb
+            return rgb
 
-        if self.n == 0:
-            return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
-        parts = _map(work, list(range(k)))
+        def work(task):
+            kind, j = task
+            if kind == "colour":  # lossless: codes only give the count
+                return colour(j, np.empty(int(self.table[j, 1]), np.int64))
+            codes = geometry(j)
+            return codes if lossless else (codes, colour(j, codes))
+
+        if lossless:
+            parts = _map(work, [("geometry", j) for j in range(k)] + [("colour", j) for j in range(k)])
+            return np.concatenate(parts[:k]), np.concatenate(parts[k:])
+        parts = _map(work, [("both", j) for j in range(k)])
         return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
 
 

@@ -30,6 +30,10 @@ def _positive(text: str) -> float:
 
 
 def _add_meeting_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", default="baseline", choices=["baseline", "octree"],
+                   help="point cloud codec (default baseline)")
+    p.add_argument("--color-step", type=int, default=8,
+                   help="octree colour quantization step, 1 = lossless (default 8)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
     p.add_argument("--view-size", type=_size, default=(640, 360),
                    help="rendered view, WIDTHxHEIGHT (default 640x360)")
@@ -108,7 +112,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from holoport.demo import run_demo
 
-        reports = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size)
+        reports = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size,
+                           codec=args.codec, color_step=args.color_step)
         return 0 if len(reports) == args.participants else 1
     if args.command == "hub":
         from holoport.endpoints import require_loopback
@@ -130,7 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         options = ParticipantOptions(
             hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
             duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
-            insecure=args.insecure)
+            insecure=args.insecure, codec=args.codec, color_step=args.color_step)
         try:
             report = run_participant(options)
         except JoinError as exc:

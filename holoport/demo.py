@@ -31,7 +31,8 @@ NAMES = ["ana", "ben", "chiara", "dev", "emeka", "fatima", "goro", "hana"]
 
 def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
              out: str = "holoport-demo", view_size: tuple[int, int] = (640, 360),
-             console: Console | None = None) -> list[dict]:
+             console: Console | None = None, codec: str = "baseline",
+             color_step: int = 8) -> list[dict]:
     if not 2 <= participants <= len(NAMES):
         raise ValueError(f"the demo runs 2..{len(NAMES)} participants, got {participants}")
     console = console or wide_console()
@@ -57,9 +58,10 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
                 *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
                 "--body", str(i), "--fps", str(fps), "--duration", str(duration),
                 "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
+                "--codec", codec, "--color-step", str(color_step),
             ]))
         console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
-                      f"{duration:g} s at {fps:g} fps. Ctrl-C ends it early.")
+                      f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
         _wait(procs, duration, console)
     except KeyboardInterrupt:
         console.print("Interrupted: asking everyone to finish...")

@@ -19,6 +19,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+import codec
 from capture import BodyShape, SyntheticCamera, rgbd_to_points
 from holoport.node import Node, RemoteFrame
 from holoport.stats import LatencyLog
@@ -41,6 +42,8 @@ class ParticipantOptions:
     gif_seconds: float = 20.0  # the animation keeps the meeting's last this-many seconds
     dump: int = 0  # save every n-th frame (by sequence number) sent and received, as npz
     insecure: bool = False
+    codec: str = "baseline"  # a name from codec.available()
+    color_step: int = 8  # octree colour quantization step (1 = lossless)
 
 
 class Participant:
@@ -62,7 +65,8 @@ class Participant:
 
     def run(self) -> dict:
         opt = self.opt
-        with Node(opt.hub, opt.room, opt.name, insecure=opt.insecure) as node:
+        with Node(opt.hub, opt.room, opt.name, encoder=make_encoder(opt.codec, opt.color_step),
+                  insecure=opt.insecure) as node:
             self.node = node
             self.room = Room(node.seats)
             w, h = opt.view_size
@@ -188,6 +192,14 @@ def _dump(path: Path, records: list[dict]) -> None:
         for key, value in r.items():
             arrays[f"{i}_{key}"] = np.asarray(value)
     np.savez_compressed(path, **arrays)
+
+
+def make_encoder(name: str, color_step: int = 8):
+    """The codec a participant sends with, configured for a person in the 2.5 m capture
+    volume of ARCHITECTURE.md (2.4 mm cells at depth 10)."""
+    if name == "octree":
+        return codec.OctreeCodec(depth=10, color_step=color_step, slices=1)
+    return codec.get_codec(name)
 
 
 def run_participant(options: ParticipantOptions) -> dict:

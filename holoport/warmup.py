@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codec
 from capture import BodyShape, Intrinsics, SyntheticCamera, rgbd_to_points
 from render import PlacedCloud, Renderer, Room
 
@@ -15,6 +16,8 @@ def warm_up() -> None:
     """
     small = Intrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
     positions, colors = rgbd_to_points(SyntheticCamera(BodyShape(), small).read(0.0))
+    codec.decode(codec.OctreeCodec(depth=6, color_step=1).encode(positions, colors))
+    codec.decode(codec.OctreeCodec(depth=6, color_step=8).encode(positions, colors))
     room = Room(3)
     Renderer().render(room.seat_camera(0, 64, 36), room,
                       [PlacedCloud(positions, colors, room.seat_pose(1))])

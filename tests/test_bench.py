@@ -16,20 +16,29 @@ def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
     (data / smallest.name).symlink_to(smallest)
     out = tmp_path / "codec.json"
     result = subprocess.run(
-        holoport_cmd("bench", "codec", "--data", str(data), "--repeats", "1", "--json", str(out),
-                     "--markdown", str(tmp_path / "codec.md"), "--plot", str(tmp_path / "codec.png")),
+        holoport_cmd("bench", "codec", "--data", str(data), "--repeats", "1", "--steps", "16",
+                     "--json", str(out), "--markdown", str(tmp_path / "codec.md"),
+                     "--plot", str(tmp_path / "codec.png")),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     records = json.loads(out.read_text())
-    codecs = {r["codec"] for r in records}
-    assert {"baseline", "draco"} <= codecs
+    configs = {(r["codec"], r["params"]) for r in records}
+    assert {("octree", "lossless slices=1"), ("octree", "step=16 slices=1"),
+            ("octree", "lossless slices=2"), ("baseline", "bits=8 zstd=3"),
+            ("draco", "level=1"), ("draco", "level=7")} <= configs
     for r in records:
         assert {"frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp",
-                "encode_ms", "decode_ms"} <= set(r)
+                "d1_psnr", "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco"} <= set(r)
         assert r["frame"] == smallest.stem and r["points"] > 10_000
-        assert r["lossless"] is True
+        assert r["d1_psnr"] is None  # every codec here keeps the geometry lossless
         assert 0 < r["geom_bpp"] < r["total_bpp"]
         assert abs(r["geom_bpp"] + r["color_bpp"] - r["total_bpp"]) < 1e-9
+        lossless = r["codec"] != "octree" or r["params"].startswith("lossless")
+        assert (r["y_psnr"] is None) == lossless
+        if not lossless:
+            assert 30 < r["y_psnr"] < 60
+    draco7 = next(r for r in records if r["params"] == "level=7")
+    assert draco7["bpp_vs_draco"] == 1.0
     assert (tmp_path / "codec.png").stat().st_size > 5_000
     assert "| frame |" in (tmp_path / "codec.md").read_text()
 

@@ -172,3 +172,39 @@ def test_the_hub_survives_a_participant_killed_mid_meeting(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
+
+
+def test_a_meeting_with_the_octree_codec_delivers_the_voxelized_clouds(tmp_path):
+    from codec import OctreeCodec, _kdtree
+
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "2")
+    time.sleep(0.5)
+    procs = [spawn("join", "--hub", endpoint, "--room", "oct", "--name", name, "--body", str(i),
+                   "--fps", "10", "--duration", "5", "--out", str(tmp_path), "--dump", "3",
+                   "--codec", "octree", "--color-step", "1") for i, name in enumerate(NAMES[:2])]
+    outputs = _finish(procs, timeout=60)
+    hub.send_signal(signal.SIGINT)
+    hub.communicate(timeout=10)
+    for p, text in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, text
+    reports = {r["name"]: r for r in (json.loads(f.read_text()) for f in tmp_path.glob("seat*.json"))}
+    half_diagonal = np.sqrt(3) * OctreeCodec(depth=10).max_error * 1.001
+    compared = 0
+    for receiver, sender in (("ana", "ben"), ("ben", "ana")):
+        assert reports[receiver]["received_by_sender"][sender] >= 8
+        got = np.load(tmp_path / f"seat{reports[receiver]['seat']}_received.npz")
+        sent = np.load(tmp_path / f"seat{reports[sender]['seat']}_sent.npz")
+        sent_by_seq = {int(sent[f"{j}_seq"]): j for j in range(len(sent.files) // 3)}
+        for i in range(len(got.files) // 4):
+            j = sent_by_seq.get(int(got[f"{i}_seq"]))
+            if j is None:
+                continue
+            a = sent[f"{j}_positions"].astype(np.float64)
+            b = got[f"{i}_positions"].astype(np.float64)
+            assert len(b) <= len(a)  # cells merge points, never add any
+            for src, dst in ((a, b), (b, a)):  # every point has a partner within one cell
+                _, d2 = _kdtree.nearest(dst, _kdtree.build(dst), src)
+                assert np.sqrt(d2.max()) <= half_diagonal
+            compared += 1
+    assert compared >= 2

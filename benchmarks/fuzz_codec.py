@@ -1,0 +1,122 @@
+"""Fuzz the codec decoders with random bytes, truncations and bit flips of real streams.
+
+Every input must either decode or raise ``codec.CodecError``: any other exception, a decode
+slower than --max-seconds, or a peak resident memory above --max-rss-mb is a failure.
+Half of the bit-flip inputs get a recomputed container checksum, so that the mutation
+reaches the codec's own parsing and entropy decoding instead of stopping at the CRC.
+
+Run: python -m benchmarks.fuzz_codec --inputs 100000 [--data DIR] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+import codec
+from benchmarks.common import data_root, read_ply
+
+
+def seed_streams(data: Path | None, points: int) -> list[bytes]:
+    """Streams of every codec configuration, from a real frame cut down to ``points``."""
+    frames = sorted((data or data_root() / "pointclouds" / "mvub").glob("*.ply"))
+    if frames:
+        pos, col = read_ply(frames[0])
+        pos = pos / (pos.max() + 1) * 2.0 + np.array([-1.0, 0.0, -1.0], np.float32)
+    else:  # no data: a random blob still exercises every parser
+        rng = np.random.default_rng(0)
+        pos = (rng.uniform(-0.5, 0.5, (points, 3)) + np.array([0.0, 1.0, 0.0])).astype(np.float32)
+        col = rng.integers(0, 256, (points, 3), dtype=np.uint8)
+    keep = np.random.default_rng(1).choice(len(pos), min(points, len(pos)), replace=False)
+    pos, col = pos[keep], col[keep]
+    codecs = [codec.BaselineCodec(), codec.OctreeCodec(depth=9, slices=1),
+              codec.OctreeCodec(depth=9, slices=3, color_step=16)]
+    return [c.encode(pos, col) for c in codecs]
+
+
+def with_crc(buf: bytearray) -> bytes:
+    body = bytes(buf[:-4])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def mutations(streams: list[bytes], n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        kind = i % 4
+        s = streams[int(rng.integers(len(streams)))]
+        if kind == 0:
+            yield "random", rng.integers(0, 256, int(rng.integers(0, 2048)), dtype=np.uint8).tobytes()
+        elif kind == 1:
+            yield "truncated", s[: int(rng.integers(0, len(s)))]
+        else:
+            buf = bytearray(s)
+            for _ in range(int(rng.integers(1, 8))):
+                j = int(rng.integers(len(buf)))
+                buf[j] ^= 1 << int(rng.integers(8))
+            yield ("flipped", bytes(buf)) if kind == 2 else ("flipped+crc", with_crc(buf))
+
+
+def run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: float,
+        max_rss_mb: float, progress: bool = True) -> dict:
+    streams = seed_streams(data, points)
+    for s in streams:  # the seeds themselves decode
+        codec.decode(s)
+    counts: dict[str, dict[str, int]] = {}
+    failures: list[str] = []
+    slowest = 0.0
+    it = mutations(streams, inputs, seed)
+    if progress:
+        from rich.progress import track
+
+        it = track(it, total=inputs, description="fuzzing decoders")
+    for kind, blob in it:
+        t0 = time.perf_counter()
+        try:
+            codec.decode(blob)
+            outcome = "decoded"
+        except codec.CodecError:
+            outcome = "rejected"
+        except Exception as exc:
+            outcome = "crashed"
+            failures.append(f"{kind}: {type(exc).__name__}: {exc}")
+        dt = time.perf_counter() - t0
+        slowest = max(slowest, dt)
+        if dt > max_seconds:
+            failures.append(f"{kind}: decode took {dt:.2f} s")
+        counts.setdefault(kind, {}).setdefault(outcome, 0)
+        counts[kind][outcome] += 1
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if peak_mb > max_rss_mb:
+        failures.append(f"peak resident memory {peak_mb:.0f} MB exceeds {max_rss_mb:.0f} MB")
+    return {"inputs": inputs, "counts": counts, "slowest_s": slowest, "peak_rss_mb": peak_mb,
+            "failures": failures[:50], "failed": len(failures)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", type=int, default=100_000)
+    parser.add_argument("--data", type=Path, default=None, help="folder of PLY frames to seed from")
+    parser.add_argument("--points", type=int, default=3000, help="points in the seed streams")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=2.0, help="slowest decode allowed")
+    parser.add_argument("--max-rss-mb", type=float, default=1024.0, help="peak memory allowed")
+    parser.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    args = parser.parse_args(argv)
+    summary = run(args.inputs, args.data, args.points, args.seed, args.max_seconds, args.max_rss_mb)
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
