@@ -23,7 +23,6 @@ from numba import njit
 from codec._entropy import dec_bit, dec_start, enc_bit, enc_finish, enc_start
 
 N_CONTEXTS = 128 * 8 * 5 * 3 * 2
-_EMPTY = np.int64(-1)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -140,69 +139,76 @@ def unique_shift(codes, shift):
     return out[:m]
 
 
-@njit(cache=True, nogil=True)
-def _table(keys):
-    """Open-addressing hash table, key and index side by side in one array (one cache
-    line per probe): key -> index into ``keys``."""
-    size = 16
-    while size < 2 * keys.shape[0]:
-        size *= 2
-    table = np.full(2 * size, _EMPTY, np.int64)
-    mask = size - 1
-    for i in range(keys.shape[0]):
-        k = keys[i]
-        h = ((k * np.int64(-7046029254386353131)) >> 17) & mask
-        while table[2 * h] != _EMPTY:
-            h = (h + 1) & mask
-        table[2 * h] = k
-        table[2 * h + 1] = i
-    return table
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _lookup(table, k):
-    mask = (table.shape[0] >> 1) - 1
-    h = ((k * np.int64(-7046029254386353131)) >> 17) & mask
-    while True:
-        t = table[2 * h]
-        if t == k:
-            return table[2 * h + 1]
-        if t == _EMPTY:
-            return -1
-        h = (h + 1) & mask
-
-
-_MZ = np.int64(0x1249249249249249)  # the z bits of a Morton code; y = z << 1, x = z << 2
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
 
 
 @njit(cache=True, nogil=True)
-def _neighbours(p, level, table, nb):
-    """nb[(dx+1)*9 + (dy+1)*3 + dz+1] = index of the level's node at that offset, or -1.
+def root_neighbours(nodes, level):
+    """26-neighbourhoods of the sorted ``nodes`` of ``level`` by binary search: used once,
+    where a subtree starts (a few nodes), before ``child_neighbours`` takes over."""
+    n = nodes.shape[0]
+    out = np.full((n, 27), -1, np.int32)
+    side = 1 << level
+    for i in range(n):
+        x, y, z = _compact(nodes[i] >> 2), _compact(nodes[i] >> 1), _compact(nodes[i])
+        for dx in range(-1, 2):
+            for dy in range(-1, 2):
+                for dz in range(-1, 2):
+                    j = (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
+                    qx, qy, qz = x + dx, y + dy, z + dz
+                    if j == 13 or min(qx, qy, qz) < 0 or max(qx, qy, qz) >= side:
+                        continue
+                    q = morton(qx, qy, qz)
+                    k = np.searchsorted(nodes, q)
+                    if k < n and nodes[k] == q:
+                        out[i, j] = k
+    return out
 
-    Neighbour codes come from dilated-integer arithmetic on the Morton code itself (add or
-    subtract one in the bits of one axis), so no coordinate is decoded or re-encoded.
+
+@njit(cache=True, nogil=True)
+def child_neighbours(nbrs, occ):
+    """The 26-neighbourhoods of the next level's nodes, from this level's.
+
+    ``nbrs[i, j]`` is the index (in this level's sorted node list) of node i's neighbour at
+    offset j = (dx+1)*9 + (dy+1)*3 + dz+1, or -1; ``occ`` are the nodes' child occupancy
+    bytes. A child's neighbours are children of its parent or of the parent's neighbours,
+    and a child's index is where its parent's children start plus the occupied children
+    before it, so the whole level is derived without a single search or hash look-up.
     """
-    top = (np.int64(1) << (3 * level)) - 1
-    parts = np.empty(9, np.int64)  # per axis: the axis bits of coordinate -1, 0, +1
-    valid = np.empty(9, np.bool_)
-    for axis in range(3):
-        m = _MZ << (2 - axis)
-        one = np.int64(1) << (2 - axis)
-        v = p & m
-        parts[3 * axis] = ((v & m) - one) & m
-        parts[3 * axis + 1] = v
-        parts[3 * axis + 2] = ((v | ~m) + one) & m
-        valid[3 * axis] = v != 0
-        valid[3 * axis + 1] = True
-        valid[3 * axis + 2] = v != (m & top)
-    for a in range(3):
-        for b in range(3):
-            for c in range(3):
-                j = a * 9 + b * 3 + c
-                if j == 13 or not (valid[a] and valid[3 + b] and valid[6 + c]):
-                    nb[j] = -1
-                else:
-                    nb[j] = _lookup(table, parts[a] | parts[3 + b] | parts[6 + c])
+    m = occ.shape[0]
+    start = np.empty(m + 1, np.int64)
+    start[0] = 0
+    for i in range(m):
+        start[i + 1] = start[i] + _POPCOUNT[occ[i]]
+    out = np.full((start[m], 27), -1, np.int32)
+    for pi in range(m):
+        o = occ[pi]
+        for ci in range(8):
+            if not (o >> ci) & 1:
+                continue
+            me = start[pi] + _POPCOUNT[o & ((1 << ci) - 1)]
+            cx, cy, cz = (ci >> 2) & 1, (ci >> 1) & 1, ci & 1
+            for dx in range(-1, 2):
+                gx = cx + dx
+                ox, ncx = (-1 if gx < 0 else (1 if gx > 1 else 0)), gx & 1
+                for dy in range(-1, 2):
+                    gy = cy + dy
+                    oy, ncy = (-1 if gy < 0 else (1 if gy > 1 else 0)), gy & 1
+                    for dz in range(-1, 2):
+                        j = (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
+                        if j == 13:
+                            continue
+                        gz = cz + dz
+                        oz, ncz = (-1 if gz < 0 else (1 if gz > 1 else 0)), gz & 1
+                        pj = (ox + 1) * 9 + (oy + 1) * 3 + oz + 1
+                        pn = pi if pj == 13 else nbrs[pi, pj]
+                        if pn < 0:
+                            continue
+                        nci = (ncx << 2) | (ncy << 1) | ncz
+                        po = occ[pn]
+                        if (po >> nci) & 1:
+                            out[me, j] = start[pn] + _POPCOUNT[po & ((1 << nci) - 1)]
+    return out
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -268,8 +274,8 @@ def encode_levels(leaves, depth, start, stop, buf):
     st = enc_start()
     c0 = np.zeros(N_CONTEXTS, np.uint8)
     c1 = np.zeros(N_CONTEXTS, np.uint8)
-    nb = np.empty(27, np.int64)
     par = unique_shift(leaves, 3 * (depth - start))
+    nbrs = root_neighbours(par, start)
     for level in range(start, stop):
         chi = unique_shift(leaves, 3 * (depth - level - 1))
         occ = np.zeros(par.shape[0], np.int64)
@@ -278,9 +284,8 @@ def encode_levels(leaves, depth, start, stop, buf):
             while par[j] != chi[ci] >> 3:
                 j += 1
             occ[j] |= 1 << (chi[ci] & 7)
-        table = _table(par)
         for pi in range(par.shape[0]):
-            _neighbours(par[pi], level, table, nb)
+            nb = nbrs[pi]
             o = occ[pi]
             coded = 0
             for i in range(8):
@@ -289,6 +294,8 @@ def encode_levels(leaves, depth, start, stop, buf):
                 bit = (o >> i) & 1
                 st, buf = enc_bit(st, buf, c0, c1, _context(nb, occ, i, coded), bit)
                 coded |= bit << i
+        if level + 1 < stop:
+            nbrs = child_neighbours(nbrs, occ)
         par = chi
     return enc_finish(st, buf)
 
@@ -300,15 +307,14 @@ def decode_levels(buf, roots, start, stop, max_nodes):
     st = dec_start(buf)
     c0 = np.zeros(N_CONTEXTS, np.uint8)
     c1 = np.zeros(N_CONTEXTS, np.uint8)
-    nb = np.empty(27, np.int64)
     par = roots.copy()
+    nbrs = root_neighbours(par, start)
     for level in range(start, stop):
-        table = _table(par)
         occ = np.zeros(par.shape[0], np.int64)
         n_children = 0
         chi = np.empty(min(8 * par.shape[0], max_nodes + 8), np.int64)
         for pi in range(par.shape[0]):
-            _neighbours(par[pi], level, table, nb)
+            nb = nbrs[pi]
             coded = 0
             for i in range(8):
                 if i == 7 and coded == 0:
@@ -324,5 +330,7 @@ def decode_levels(buf, roots, start, stop, max_nodes):
             occ[pi] = coded
             if st[3] > 8:
                 return chi[:0], 2
+        if level + 1 < stop:
+            nbrs = child_neighbours(nbrs, occ)
         par = chi[:n_children]
     return par, 0 if st[3] <= 8 else 2

@@ -135,9 +135,28 @@ def forward(attrs, codes, depth):
 @njit(cache=True, nogil=True)
 def inverse(coeffs, codes, depth):
     """Attributes (n, 3) from coefficients in ``forward``'s order."""
-    n = codes.shape[0]
     weights, paired, offsets = _structure(codes, depth)
-    levels = 3 * depth
+    return _inverse(coeffs, codes.shape[0], weights, paired, offsets, 3 * depth)
+
+
+@njit(cache=True, nogil=True)
+def _levels_of(n, paired, offsets, levels):
+    """The binary level of each coefficient in ``forward``'s (coarse to fine) order."""
+    level_of = np.empty(n, np.int64)
+    if n == 0:
+        return level_of
+    level_of[0] = levels
+    k = 1
+    for lv in range(levels - 1, -1, -1):
+        for i in range(offsets[lv], offsets[lv + 1]):
+            if paired[i]:
+                level_of[k] = lv
+                k += 1
+    return level_of
+
+
+@njit(cache=True, nogil=True)
+def _inverse(coeffs, n, weights, paired, offsets, levels):
     x = np.empty((n, 3), np.float64)
     if n == 0:
         return x
@@ -259,8 +278,9 @@ def decode(buf, codes, depth, step, chroma_step):
     c1 = np.zeros(N_CONTEXTS, np.uint8)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
-    # the coefficient levels follow from the geometry alone
-    _, level_of = forward(np.zeros((n, 3)), codes, depth)
+    # the merge plan, and so each coefficient's level, follow from the geometry alone
+    weights, paired, offsets = _structure(codes, depth)
+    level_of = _levels_of(n, paired, offsets, levels)
     coeffs = np.zeros((n, 3), np.float64)
     rgb = np.empty((n, 3), np.uint8)
     prev = np.zeros(3, np.int64)
@@ -305,7 +325,7 @@ def decode(buf, codes, depth, step, chroma_step):
             return rgb[:0], 2
     if st[3] > 8:
         return rgb[:0], 2
-    attrs = inverse(coeffs, codes, depth)
+    attrs = _inverse(coeffs, n, weights, paired, offsets, levels)
     for i in range(n):
         for c in range(3):
             v = _INV[c, 0] * attrs[i, 0] + _INV[c, 1] * attrs[i, 1] + _INV[c, 2] * attrs[i, 2]
