@@ -28,6 +28,13 @@ from codec.metrics import estimate_normals, quality
 COLUMNS = ["frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp", "d1_psnr",
            "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco", "encode_vs_draco", "decode_vs_draco"]
 DEFAULT_STEPS = (8, 16, 24, 32, 48)
+#: G-PCC (TMC13 v23) as ../shared/data/README.md publishes it for the MVUB frames:
+#: (lossless geometry bpp, total bpp at QP 28, Y-PSNR dB at QP 28). Plotted for reference.
+GPCC_PUBLISHED = {
+    "andrew_8bit": (1.186, 2.740, 34.95), "david_8bit": (1.233, 1.742, 36.90),
+    "phil_8bit": (1.169, 2.770, 34.90), "ricardo_8bit": (1.029, 1.378, 39.61),
+    "sarah_8bit": (1.087, 1.560, 39.23), "sarah_9bit": (1.044, 1.298, 40.64),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +155,7 @@ def plot(records: list[dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     frames = sorted({r["frame"] for r in records})
     cols = min(3, len(frames))
@@ -161,11 +169,15 @@ def plot(records: list[dict], path: str) -> None:
             rows_.sort(key=lambda r: r["total_bpp"])
             y = [top if r["y_psnr"] is None else r["y_psnr"] for r in rows_]
             ax.plot([r["total_bpp"] for r in rows_], y, "o-", label=" ".join(p for p in label if p))
+        if frame in GPCC_PUBLISHED:
+            _, bpp, psnr = GPCC_PUBLISHED[frame]
+            ax.plot([bpp], [psnr], "k*", ms=10, label="G-PCC QP28 (published)")
         ax.axhline(top, color="grey", lw=0.5, ls=":")
         ax.set_title(f"{frame} (top line = lossless)", fontsize=9)
         ax.set_xlabel("total bits per input point")
         ax.set_ylabel("Y-PSNR dB")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(frames):]:
         ax.axis("off")
