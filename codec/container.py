@@ -65,8 +65,11 @@ def peek_codec_id(data: bytes | bytearray | memoryview) -> int:
     return buf[5]
 
 
-def unpack(data: bytes | bytearray | memoryview) -> Container:
+def unpack(data: bytes | bytearray | memoryview, verify_checksum: bool = True) -> Container:
     """Validate the container and return its parts; raises :class:`CodecError`.
+
+    ``verify_checksum=False`` still checks the whole layout but not the CRC: for codecs
+    that carry checksums of their own parts and can salvage the undamaged ones.
 
     Sections are read-only views whatever the input (bytes, a ZeroMQ frame's buffer, a
     bytearray), so numba compiles each decoding kernel for one array type only.
@@ -102,7 +105,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Container:
             f"section lengths add up to {sum(lengths)} bytes but {n - pos - 4} are present"
         )
     (crc,) = struct.unpack_from("<I", buf, n - 4)
-    if zlib.crc32(buf[: n - 4]) != crc:
+    if verify_checksum and zlib.crc32(buf[: n - 4]) != crc:
         raise CodecError("checksum mismatch: the stream is corrupted")
     sections = []
     for length in lengths:

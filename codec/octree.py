@@ -13,7 +13,8 @@ geometry and colour streams, so that both cores encode and decode (the kernels r
 GIL) and a decoder can work on slices separately. Stream sections::
 
     0            top of the tree: occupancy of levels 0 .. slice_level - 1
-    1            slice table: per slice, u32 root count and u32 voxel count
+    1            slice table: per slice, u32 root count, u32 voxel count and the CRC-32 of
+                 its two sections; then the CRC-32 of parameters, top and table
     2 .. 2+k-1   geometry of each slice (levels slice_level .. depth - 1)
     2+k .. 2+2k-1  colour of each slice
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -109,12 +111,11 @@ class OctreeCodec:
         level, bounds = _plan_slices(codes, self.depth, self.slices)
         top = encode_levels(codes, self.depth, 0, level, new_buffer(64))
         roots = unique_shift(codes, 3 * (self.depth - level))
-        table, jobs = [], []
+        counts, jobs = [], []
         for lo, hi in bounds:
-            n_roots = len(unique_shift(codes[lo:hi], 3 * (self.depth - level)))
-            table += [n_roots, hi - lo]
+            counts.append((len(unique_shift(codes[lo:hi], 3 * (self.depth - level))), hi - lo))
             jobs.append((codes[lo:hi], means[lo:hi]))
-        assert sum(table[0::2]) == len(roots)
+        assert sum(r for r, _ in counts) == len(roots)
 
         def work(task):  # geometry and colour of a slice are independent: one task each
             kind, (leaves, rgb) = task
@@ -126,8 +127,12 @@ class OctreeCodec:
         coded = _map(work, [("geometry", job) for job in jobs] + [("colour", job) for job in jobs])
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
                               self.color_step, len(jobs), 0)
-        sections = [top.tobytes(), struct.pack(f"<{len(table)}I", *table)]
-        sections += coded  # geometry of every slice, then colour of every slice
+        k = len(jobs)
+        table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
+                         for j, (r, v) in enumerate(counts))
+        top = top.tobytes()
+        table += struct.pack("<I", zlib.crc32(params + top + table))
+        sections = [top, table, *coded]  # then geometry of every slice, colour of every slice
         return container.pack(self.codec_id, params, sections)
 
     def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -163,8 +168,23 @@ class OctreeCodec:
         return codec._positions(stream.geometry(level), level)
 
     @classmethod
-    def _open(cls, data: bytes) -> tuple[OctreeCodec, _Stream]:
-        box = container.unpack(data)
+    def decode_damaged(cls, data: bytes) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Decode what survived damage: slices whose own checksum fails are left out.
+
+        For streams that may arrive corrupted (a lossy link, a damaged recording). The
+        parameters, the top of the tree and the slice table must be intact (they carry a
+        checksum of their own); returns positions, colours and the skipped slices.
+        """
+        codec, stream = cls._open(data, strict=False)
+        k = len(stream.table)
+        skipped = [j for j in range(k) if zlib.crc32(
+            bytes(stream.sections[2 + j]) + bytes(stream.sections[2 + k + j])) != stream.crcs[j]]
+        codes, colors = stream.decode(colors=True, skip=skipped)
+        return codec._positions(codes, codec.depth), colors, skipped
+
+    @classmethod
+    def _open(cls, data: bytes, strict: bool = True) -> tuple[OctreeCodec, _Stream]:
+        box = container.unpack(data, verify_checksum=strict)
         if box.codec_id != cls.codec_id:
             raise CodecError(f"codec id {box.codec_id} is not the octree codec ({cls.codec_id})")
         if len(box.params) != _PARAMS.size:
@@ -177,12 +197,17 @@ class OctreeCodec:
             raise CodecError(f"invalid octree parameters: {exc}") from exc
         if reserved or n_slices < 1 or level > depth or level > 8 or n > MAX_POINTS:
             raise CodecError("octree parameters out of range")
-        if len(box.sections) != 2 + 2 * n_slices or len(box.sections[1]) != 8 * n_slices:
+        if len(box.sections) != 2 + 2 * n_slices or len(box.sections[1]) != 12 * n_slices + 4:
             raise CodecError(f"octree stream with {n_slices} slices has the wrong sections")
-        table = np.frombuffer(box.sections[1], dtype="<u4").astype(np.int64).reshape(n_slices, 2)
+        raw = bytes(box.sections[1])
+        if zlib.crc32(bytes(box.params) + bytes(box.sections[0]) + raw[:-4]) != \
+                struct.unpack("<I", raw[-4:])[0]:
+            raise CodecError("the octree header (parameters, top or slice table) is corrupt")
+        entries = np.frombuffer(raw[:-4], dtype="<u4").astype(np.int64).reshape(n_slices, 3)
+        table, crcs = entries[:, :2], entries[:, 2]
         if int(table[:, 1].sum()) != n or (n > 0 and (table[:, 1] < 1).any()):
             raise CodecError("slice table does not add up to the voxel count")
-        return codec, _Stream(codec, level, n, table, box.sections)
+        return codec, _Stream(codec, level, n, table, box.sections, crcs)
 
     def _check_level(self, level: int) -> int:
         if not 0 <= level <= self.depth:
@@ -204,6 +229,7 @@ class _Stream:
     n: int
     table: np.ndarray  # (slices, 2): root count, voxel count
     sections: tuple
+    crcs: np.ndarray  # per slice, CRC-32 of its geometry and colour sections
 
     def _roots(self) -> list[np.ndarray]:
         n_roots = int(self.table[:, 0].sum())
@@ -235,7 +261,7 @@ class _Stream:
         roots = self._roots()
         return np.concatenate(_map(work, list(range(k)))) if k else np.zeros(0, np.int64)
 
-    def decode(self, colors: bool) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, colors: bool, skip: list[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         if self.n == 0:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
         roots = self._roots()
@@ -263,10 +289,13 @@ class _Stream:
             codes = geometry(j)
             return codes if lossless else (codes, colour(j, codes))
 
+        keep = [j for j in range(k) if j not in skip]
+        if not keep:
+            return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
         if lossless:
-            parts = _map(work, [("geometry", j) for j in range(k)] + [("colour", j) for j in range(k)])
-            return np.concatenate(parts[:k]), np.concatenate(parts[k:])
-        parts = _map(work, [("both", j) for j in range(k)])
+            parts = _map(work, [("geometry", j) for j in keep] + [("colour", j) for j in keep])
+            return np.concatenate(parts[: len(keep)]), np.concatenate(parts[len(keep):])
+        parts = _map(work, [("both", j) for j in keep])
         return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
 
 

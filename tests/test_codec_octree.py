@@ -146,3 +146,32 @@ def test_malformed_streams_raise_codec_error_only():
         buf[int(rng.integers(len(buf)))] ^= 1 << int(rng.integers(8))
         with pytest.raises(CodecError):
             codec.decode(bytes(buf))
+
+
+def test_a_damaged_slice_does_not_take_the_frame_with_it():
+    from codec import container
+
+    pos, col = _person()
+    data = OctreeCodec(depth=9, slices=4, color_step=8).encode(pos, col)
+    full_pos, _ = codec.decode(data)
+    box = container.unpack(data)
+    sections = box.sections
+    # damage slice 2's geometry: flip a byte in the middle of its section
+    offset = len(data) - 4 - sum(len(s) for s in sections[2 + 2:])  # start of section 4
+    offset -= len(sections[2 + 2 - 1]) // 2 + 1  # inside section 3 = slice 1's geometry
+    damaged = bytearray(data)
+    damaged[offset] ^= 0x55
+    with pytest.raises(CodecError, match="checksum"):
+        codec.decode(bytes(damaged))  # the strict decoder refuses the frame
+    kept_pos, kept_col, skipped = OctreeCodec.decode_damaged(bytes(damaged))
+    assert skipped == [1]
+    assert len(kept_col) == len(kept_pos) < len(full_pos)
+    n_slice = int(np.frombuffer(bytes(sections[1])[:-4], "<u4").reshape(4, 3)[1, 1])
+    assert len(kept_pos) == len(full_pos) - n_slice
+    full = {tuple(p) for p in np.round(full_pos, 5)}
+    assert all(tuple(p) in full for p in np.round(kept_pos, 5))
+    # damage to the header is not salvageable, and says so
+    header = bytearray(data)
+    header[12] ^= 0x01  # inside the parameter block
+    with pytest.raises(CodecError):
+        OctreeCodec.decode_damaged(bytes(header))
