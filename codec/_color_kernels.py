@@ -66,12 +66,10 @@ def _base(ch, cls):
 
 
 @njit(cache=True, nogil=True)
-def encode_colors(colors, step, buf):
+def encode_colors(colors, step, buf, c0, c1):
     """Code uint8 RGB (N, 3) in the given (Morton) order; ``step`` >= 1 quantizes."""
     ycc = rgb_to_ycocg(colors)
     st = enc_start()
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     eg = 3 * _CLASSES * (2 + _UNARY)
     pred = np.array([128, 0, 0], np.int64)
     prev = np.zeros(3, np.int64)
@@ -108,11 +106,9 @@ def encode_colors(colors, step, buf):
 
 
 @njit(cache=True, nogil=True)
-def decode_colors(buf, n, step):
+def decode_colors(buf, n, step, c0, c1):
     """Inverse of ``encode_colors``; returns (RGB (n, 3), status: 0 ok, 2 corrupt)."""
     st = dec_start(buf)
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     eg = 3 * _CLASSES * (2 + _UNARY)
     pred = np.array([128, 0, 0], np.int64)
     prev = np.zeros(3, np.int64)

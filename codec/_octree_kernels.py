@@ -268,12 +268,10 @@ def _context(nb, occ, i, coded):
 
 
 @njit(cache=True, nogil=True)
-def encode_levels(leaves, depth, start, stop, buf):
+def encode_levels(leaves, depth, start, stop, buf, c0, c1):
     """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
     the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
     st = enc_start()
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     par = unique_shift(leaves, 3 * (depth - start))
     nbrs = root_neighbours(par, start)
     for level in range(start, stop):
@@ -301,12 +299,10 @@ def encode_levels(leaves, depth, start, stop, buf):
 
 
 @njit(cache=True, nogil=True)
-def decode_levels(buf, roots, start, stop, max_nodes):
+def decode_levels(buf, roots, start, stop, max_nodes, c0, c1):
     """Inverse of ``encode_levels``: the node codes at level ``stop`` (or fewer levels when
     ``stop`` is lower), and a status: 0 ok, 1 too many nodes, 2 read past the end."""
     st = dec_start(buf)
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     par = roots.copy()
     nbrs = root_neighbours(par, start)
     for level in range(start, stop):

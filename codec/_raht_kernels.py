@@ -213,7 +213,7 @@ def _bucket(level, levels):
 
 
 @njit(cache=True, nogil=True)
-def encode(colors, codes, depth, step, chroma_step, buf):
+def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
     n = codes.shape[0]
     attrs = np.empty((n, 3), np.float64)
     for i in range(n):
@@ -223,8 +223,6 @@ def encode(colors, codes, depth, step, chroma_step, buf):
     coeffs, level_of = forward(attrs, codes, depth)
     levels = 3 * depth
     st = enc_start()
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     prev = np.zeros(3, np.int64)
@@ -269,13 +267,11 @@ def encode(colors, codes, depth, step, chroma_step, buf):
 
 
 @njit(cache=True, nogil=True)
-def decode(buf, codes, depth, step, chroma_step):
+def decode(buf, codes, depth, step, chroma_step, c0, c1):
     """Inverse of ``encode``: RGB (n, 3) uint8 and a status (0 ok, 2 corrupt)."""
     n = codes.shape[0]
     levels = 3 * depth
     st = dec_start(buf)
-    c0 = np.zeros(N_CONTEXTS, np.uint8)
-    c1 = np.zeros(N_CONTEXTS, np.uint8)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     # the merge plan, and so each coefficient's level, follow from the geometry alone

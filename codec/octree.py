@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import _raht_kernels, container
+from codec import _color_kernels, _raht_kernels, container
 from codec._color_kernels import decode_colors, encode_colors
-from codec._entropy import new_buffer
+from codec._entropy import new_buffer, new_counts
+from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
 from codec._octree_kernels import decode_levels, encode_levels, morton_decode, unique_shift, voxelize
 from codec.errors import CodecError
 from codec.types import validate_cloud
@@ -42,7 +43,9 @@ MAX_DEPTH = 16
 MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
 
-_PARAMS = struct.Struct("<IBB4fBBB")  # voxels, depth, slice level, origin xyz, size, step, slices, 0
+# voxels, depth, slice level, origin xyz, size, colour step, slices, 0, frame, reference frame
+_PARAMS = struct.Struct("<IBB4fBBBII")
+KEYFRAME = 0xFFFFFFFF  # the reference of a frame that needs no earlier one
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -102,6 +105,14 @@ class OctreeCodec:
 
     # -- encoding ------------------------------------------------------------------------
     def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
+        """One self-contained frame (a keyframe); ``OctreeEncoder`` codes sequences."""
+        return self._encode(positions, colors, None, 0)[0]
+
+    def _encode(self, positions, colors, state: list | None, frame: int,
+                ref: int = KEYFRAME) -> tuple[bytes, list]:
+        """Code a frame, continuing the slices' adaptive statistics from ``state`` (one
+        (geometry c0, c1, colour c0, c1) per slice) unless it is None; returns the stream
+        and the statistics after it."""
         positions, colors = validate_cloud(positions, colors)
         codes, means, _outside = voxelize(np.ascontiguousarray(positions, dtype=np.float64),
                                           np.ascontiguousarray(colors), np.array(self.origin),
@@ -109,44 +120,56 @@ class OctreeCodec:
         if len(codes) > MAX_POINTS:
             raise ValueError(f"{len(codes)} occupied cells exceed the limit of {MAX_POINTS}")
         level, bounds = _plan_slices(codes, self.depth, self.slices)
-        top = encode_levels(codes, self.depth, 0, level, new_buffer(64))
+        if state is not None and len(state) != len(bounds):
+            raise ValueError("the slice count changed: this frame must be a keyframe")
+        if state is None:
+            ref = KEYFRAME
+            state = [self._fresh_state() for _ in bounds]
+        else:
+            state = [tuple(a.copy() for a in st) for st in state]
+        top = encode_levels(codes, self.depth, 0, level, new_buffer(64), *new_counts(N_GEOMETRY))
         roots = unique_shift(codes, 3 * (self.depth - level))
         counts, jobs = [], []
-        for lo, hi in bounds:
+        for j, (lo, hi) in enumerate(bounds):
             counts.append((len(unique_shift(codes[lo:hi], 3 * (self.depth - level))), hi - lo))
-            jobs.append((codes[lo:hi], means[lo:hi]))
+            jobs.append((codes[lo:hi], means[lo:hi], state[j]))
         assert sum(r for r, _ in counts) == len(roots)
 
         def work(task):  # geometry and colour of a slice are independent: one task each
-            kind, (leaves, rgb) = task
+            kind, (leaves, rgb, (g0, g1, k0, k1)) = task
             if kind == "geometry":
                 return encode_levels(leaves, self.depth, level, self.depth,
-                                     new_buffer(len(leaves) // 4)).tobytes()
-            return self._encode_colors(leaves, rgb).tobytes()
+                                     new_buffer(len(leaves) // 4), g0, g1).tobytes()
+            return self._encode_colors(leaves, rgb, k0, k1).tobytes()
 
         coded = _map(work, [("geometry", job) for job in jobs] + [("colour", job) for job in jobs])
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
-                              self.color_step, len(jobs), 0)
+                              self.color_step, len(jobs), 0, frame, ref)
         k = len(jobs)
         table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
                          for j, (r, v) in enumerate(counts))
         top = top.tobytes()
         table += struct.pack("<I", zlib.crc32(params + top + table))
         sections = [top, table, *coded]  # then geometry of every slice, colour of every slice
-        return container.pack(self.codec_id, params, sections)
+        return container.pack(self.codec_id, params, sections), state
 
-    def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    def _fresh_state(self) -> tuple[np.ndarray, ...]:
+        n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS
+        return (*new_counts(N_GEOMETRY), *new_counts(n_colour))
+
+    def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, c0, c1) -> np.ndarray:
         if self.color_step == 1:  # lossless: YCoCg-R and DPCM in Morton order
-            return encode_colors(rgb, 1, new_buffer(len(rgb)))
+            return encode_colors(rgb, 1, new_buffer(len(rgb)), c0, c1)
         return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
-                                    CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2))
+                                    CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
+                                    c0, c1)
 
-    def _decode_colors(self, section, leaves: np.ndarray) -> tuple[np.ndarray, int]:
+    def _decode_colors(self, section, leaves: np.ndarray, c0, c1) -> tuple[np.ndarray, int]:
         buf = np.frombuffer(section, np.uint8)
         if self.color_step == 1:
-            return decode_colors(buf, len(leaves), 1)
+            return decode_colors(buf, len(leaves), 1, c0, c1)
         return _raht_kernels.decode(buf, leaves, self.depth, float(self.color_step),
-                                    CHROMA_FACTOR * self.color_step)
+                                    CHROMA_FACTOR * self.color_step, c0, c1)
 
     # -- decoding ------------------------------------------------------------------------
     @classmethod
@@ -154,6 +177,7 @@ class OctreeCodec:
         """Decode a stream; with ``level`` < depth, the cloud voxelized at that depth (cell
         centres, colours averaged over each cell)."""
         codec, stream = cls._open(data)
+        stream.require_keyframe()
         codes, colors = stream.decode(colors=True)
         if level is not None and level != codec.depth:
             codes, colors = _coarsen(codes, colors, codec.depth, codec._check_level(level))
@@ -164,6 +188,7 @@ class OctreeCodec:
     def decode_geometry(cls, data: bytes, level: int | None = None) -> np.ndarray:
         """Only the positions, decoding the octree no deeper than ``level``."""
         codec, stream = cls._open(data)
+        stream.require_keyframe()
         level = codec.depth if level is None else codec._check_level(level)
         return codec._positions(stream.geometry(level), level)
 
@@ -176,6 +201,7 @@ class OctreeCodec:
         checksum of their own); returns positions, colours and the skipped slices.
         """
         codec, stream = cls._open(data, strict=False)
+        stream.require_keyframe()
         k = len(stream.table)
         skipped = [j for j in range(k) if zlib.crc32(
             bytes(stream.sections[2 + j]) + bytes(stream.sections[2 + k + j])) != stream.crcs[j]]
@@ -189,7 +215,8 @@ class OctreeCodec:
             raise CodecError(f"codec id {box.codec_id} is not the octree codec ({cls.codec_id})")
         if len(box.params) != _PARAMS.size:
             raise CodecError(f"octree parameter block must be {_PARAMS.size} bytes")
-        n, depth, level, ox, oy, oz, size, step, n_slices, reserved = _PARAMS.unpack(box.params)
+        (n, depth, level, ox, oy, oz, size, step, n_slices, reserved, frame,
+         ref) = _PARAMS.unpack(box.params)
         try:
             codec = cls(depth=depth, origin=(ox, oy, oz), size=size, color_step=step,
                         slices=max(1, n_slices))
@@ -207,7 +234,7 @@ class OctreeCodec:
         table, crcs = entries[:, :2], entries[:, 2]
         if int(table[:, 1].sum()) != n or (n > 0 and (table[:, 1] < 1).any()):
             raise CodecError("slice table does not add up to the voxel count")
-        return codec, _Stream(codec, level, n, table, box.sections, crcs)
+        return codec, _Stream(codec, level, n, table, box.sections, crcs, frame, ref)
 
     def _check_level(self, level: int) -> int:
         if not 0 <= level <= self.depth:
@@ -230,13 +257,22 @@ class _Stream:
     table: np.ndarray  # (slices, 2): root count, voxel count
     sections: tuple
     crcs: np.ndarray  # per slice, CRC-32 of its geometry and colour sections
+    frame: int = 0
+    ref: int = KEYFRAME
+
+    def require_keyframe(self) -> None:
+        if self.ref != KEYFRAME:
+            raise MissingReference(
+                f"frame {self.frame} continues frame {self.ref}: decode the sequence with an "
+                f"OctreeDecoder, or ask the sender for a keyframe")
 
     def _roots(self) -> list[np.ndarray]:
         n_roots = int(self.table[:, 0].sum())
         if n_roots > min(self.n, 8**self.level) or (self.n > 0) != (n_roots > 0):
             raise CodecError("slice table claims an impossible number of subtrees")
         top = np.frombuffer(self.sections[0], np.uint8)
-        roots, status = decode_levels(top, np.zeros(1, np.int64), 0, self.level, n_roots)
+        roots, status = decode_levels(top, np.zeros(1, np.int64), 0, self.level, n_roots,
+                                      *new_counts(N_GEOMETRY))
         if status or len(roots) != n_roots:
             raise CodecError("the top of the octree is corrupt")
         return np.split(roots, np.cumsum(self.table[:-1, 0]))
@@ -245,7 +281,8 @@ class _Stream:
         """Node codes at level ``stop`` of the whole tree."""
         if stop <= self.level:
             top = np.frombuffer(self.sections[0], np.uint8)
-            codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop))
+            codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop),
+                                          *new_counts(N_GEOMETRY))
             if status:
                 raise CodecError("the top of the octree is corrupt")
             return codes
@@ -253,7 +290,8 @@ class _Stream:
 
         def work(j):
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
-            codes, status = decode_levels(buf, roots[j], self.level, stop, int(self.table[j, 1]))
+            codes, status = decode_levels(buf, roots[j], self.level, stop, int(self.table[j, 1]),
+                                          *new_counts(N_GEOMETRY))
             if status or (stop == self.codec.depth and len(codes) != self.table[j, 1]):
                 raise CodecError(f"slice {j} of the octree is corrupt")
             return codes
@@ -261,23 +299,28 @@ class _Stream:
         roots = self._roots()
         return np.concatenate(_map(work, list(range(k)))) if k else np.zeros(0, np.int64)
 
-    def decode(self, colors: bool, skip: list[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, colors: bool, skip: list[int] = (), state: list | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Decode every slice not in ``skip``; ``state`` holds each slice's statistics
+        (fresh ones when None) and is updated in place."""
         if self.n == 0:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
         roots = self._roots()
         depth, k = self.codec.depth, len(self.table)
+        if state is None:
+            state = [self.codec._fresh_state() for _ in range(k)]
         lossless = self.codec.color_step == 1  # DPCM colour needs no geometry to decode
 
         def geometry(j):
             n_j = int(self.table[j, 1])
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
-            codes, status = decode_levels(buf, roots[j], self.level, depth, n_j)
+            codes, status = decode_levels(buf, roots[j], self.level, depth, n_j, *state[j][:2])
             if status or len(codes) != n_j:
                 raise CodecError(f"slice {j} geometry is corrupt")
             return codes
 
         def colour(j, codes):
-            rgb, status = self.codec._decode_colors(self.sections[2 + k + j], codes)
+            rgb, status = self.codec._decode_colors(self.sections[2 + k + j], codes, *state[j][2:])
             if status:
                 raise CodecError(f"slice {j} colour is corrupt")
             return rgb
@@ -297,6 +340,69 @@ class _Stream:
             return np.concatenate(parts[: len(keep)]), np.concatenate(parts[len(keep):])
         parts = _map(work, [("both", j) for j in keep])
         return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
+
+
+class MissingReference(CodecError):
+    """A frame coded against an earlier frame that this decoder has not decoded."""
+
+
+class OctreeEncoder:
+    """Codes a sequence: each frame continues the previous frame's adaptive statistics,
+    so the coder starts every frame already knowing what a person looks like.
+
+    A keyframe (fresh statistics) goes out first, every ``keyframe_interval`` frames, when
+    :meth:`request_keyframe` was called (a receiver lost a frame), and when the slice count
+    changes. Frames carry their number and their reference's, so a decoder that missed
+    one says so instead of decoding garbage.
+    """
+
+    def __init__(self, codec: OctreeCodec | None = None, keyframe_interval: int = 30) -> None:
+        if keyframe_interval < 1:
+            raise ValueError(f"keyframe_interval must be at least 1, got {keyframe_interval}")
+        self.codec = codec or OctreeCodec()
+        self.keyframe_interval = keyframe_interval
+        self.frame = 0
+        self._state: list | None = None
+        self._since_key = 0
+
+    def request_keyframe(self) -> None:
+        self._state = None
+
+    def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
+        state = self._state if self._since_key < self.keyframe_interval else None
+        try:
+            data, new_state = self.codec._encode(positions, colors, state, self.frame,
+                                                 (self.frame - 1) & 0x7FFFFFFF)
+        except ValueError as exc:
+            if state is None or "slice count" not in str(exc):
+                raise
+            data, new_state = self.codec._encode(positions, colors, None, self.frame)
+            state = None
+        self._since_key = 1 if state is None else self._since_key + 1
+        self._state = new_state
+        self.frame = (self.frame + 1) & 0x7FFFFFFF
+        return data
+
+
+class OctreeDecoder:
+    """Decodes what an :class:`OctreeEncoder` sends, keeping the same statistics."""
+
+    def __init__(self) -> None:
+        self._state: list | None = None
+        self._last: tuple[OctreeCodec, int] | None = None  # codec of, and number of, the last frame
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        codec, stream = OctreeCodec._open(data)
+        if stream.ref == KEYFRAME:
+            state = [codec._fresh_state() for _ in range(len(stream.table))]
+        elif self._last == (codec, stream.ref) and len(self._state) == len(stream.table):
+            state = [tuple(a.copy() for a in st) for st in self._state]
+        else:
+            raise MissingReference(f"frame {stream.frame} needs frame {stream.ref}, which this "
+                                   f"decoder has not decoded: ask the sender for a keyframe")
+        codes, colors = stream.decode(colors=True, state=state)
+        self._state, self._last = state, (codec, stream.frame)  # only after a clean decode
+        return codec._positions(codes, codec.depth), colors
 
 
 def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[tuple[int, int]]]:

@@ -175,3 +175,57 @@ def test_a_damaged_slice_does_not_take_the_frame_with_it():
     header[12] ^= 0x01  # inside the parameter block
     with pytest.raises(CodecError):
         OctreeCodec.decode_damaged(bytes(header))
+
+
+def _sequence(frames=6):
+    base_pos, base_col = _person(15_000)
+    for t in range(frames):  # the person sways a little from frame to frame
+        yield base_pos + np.float32(0.004 * t) * np.array([1, 0, 0], np.float32), base_col
+
+
+def test_a_sequence_decodes_frame_by_frame_and_costs_less_than_keyframes():
+    from codec import OctreeDecoder, OctreeEncoder
+
+    c = OctreeCodec(depth=9, slices=2, color_step=16)
+    enc, dec = OctreeEncoder(c, keyframe_interval=100), OctreeDecoder()
+    stream_bytes = keyframe_bytes = 0
+    for pos, col in _sequence():
+        data = enc.encode(pos, col)
+        got_pos, got_col = dec.decode(data)
+        ref_pos, ref_col = codec.decode(c.encode(pos, col))  # the same frame as a keyframe
+        np.testing.assert_array_equal(got_pos, ref_pos)
+        np.testing.assert_array_equal(got_col, ref_col)
+        stream_bytes += len(data)
+        keyframe_bytes += len(c.encode(pos, col))
+    assert stream_bytes < 0.99 * keyframe_bytes  # carried statistics: ~3% here
+
+
+def test_a_missed_frame_is_named_and_a_keyframe_recovers():
+    from codec import MissingReference, OctreeDecoder, OctreeEncoder
+
+    enc, dec = OctreeEncoder(OctreeCodec(depth=8), keyframe_interval=100), OctreeDecoder()
+    frames = list(_sequence(4))
+    dec.decode(enc.encode(*frames[0]))  # keyframe
+    enc.encode(*frames[1])  # lost on the way
+    with pytest.raises(MissingReference, match="needs frame 1"):
+        dec.decode(enc.encode(*frames[2]))
+    with pytest.raises(MissingReference, match="OctreeDecoder"):
+        codec.decode(enc.encode(*frames[3]))  # a stateless decoder cannot take a delta frame
+    enc.request_keyframe()
+    assert len(dec.decode(enc.encode(*frames[0]))[0]) > 0
+    assert len(dec.decode(enc.encode(*frames[1]))[0]) > 0  # and the chain continues
+
+
+def test_keyframes_come_at_the_interval():
+    from codec import OctreeEncoder
+
+    enc = OctreeEncoder(OctreeCodec(depth=8), keyframe_interval=3)
+    decodable = []
+    for pos, col in _sequence(7):
+        data = enc.encode(pos, col)
+        try:
+            codec.decode(data)
+            decodable.append(True)
+        except codec.MissingReference:
+            decodable.append(False)
+    assert decodable == [True, False, False, True, False, False, True]
