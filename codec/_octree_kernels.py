@@ -65,24 +65,28 @@ def morton_decode(codes):
 
 @njit(cache=True, nogil=True)
 def radix_argsort(keys, bits):
-    """Stable argsort of non-negative keys below 2**bits: LSD radix, 11 bits a pass."""
+    """Stable argsort of non-negative keys below 2**bits: LSD radix with as few passes of
+    at most 14 bits as cover the keys (two for grids up to 512 cells a side)."""
     n = keys.shape[0]
+    passes = max(1, (bits + 13) // 14)
+    digit = (bits + passes - 1) // passes
+    mask = (1 << digit) - 1
     order = np.arange(n)
     tmp = np.empty(n, np.int64)
-    shift = 0
-    while shift < bits:
-        counts = np.zeros(2049, np.int64)
+    counts = np.empty((1 << digit) + 1, np.int64)
+    for p in range(passes):
+        shift = p * digit
+        counts[:] = 0
         for i in range(n):
-            counts[((keys[i] >> shift) & 2047) + 1] += 1
-        for d in range(2048):
+            counts[((keys[i] >> shift) & mask) + 1] += 1
+        for d in range(1 << digit):
             counts[d + 1] += counts[d]
         for i in range(n):
             j = order[i]
-            d = (keys[j] >> shift) & 2047
+            d = (keys[j] >> shift) & mask
             tmp[counts[d]] = j
             counts[d] += 1
         order, tmp = tmp, order
-        shift += 11
     return order
 
 

@@ -42,40 +42,44 @@ _INV = np.linalg.inv(_FWD)
 @njit(cache=True, nogil=True)
 def _structure(codes, depth):
     """The merge plan of the transform: for each binary level, the nodes' weights and
-    which consecutive nodes pair up. Returns flat arrays and per-level offsets."""
+    which consecutive nodes pair up. Returns flat arrays and per-level offsets (about
+    3 n nodes in all for a surface; sparse clouds need more, and the arrays grow)."""
     n = codes.shape[0]
     levels = 3 * depth
-    total = n * 2 + levels + 2
     keys = codes.copy()
     w = np.ones(n, np.int64)
-    weights = np.empty(total, np.int64)  # weights of the nodes entering each level
-    paired = np.empty(total, np.bool_)  # node i pairs with node i+1 at this level
+    cap = 4 * n + levels + 2
+    weights = np.empty(cap, np.int64)  # weights of the nodes entering each level
+    paired = np.empty(cap, np.uint8)  # 1: node i pairs with node i+1 at this level
     offsets = np.zeros(levels + 1, np.int64)
     m = n
     pos = 0
     for lv in range(levels):
         offsets[lv] = pos
-        if pos + m > weights.shape[0]:  # grow (rarely needed)
+        if pos + m > weights.shape[0]:  # sparse clouds merge slowly: grow
             bigger_w = np.empty(2 * (pos + m), np.int64)
-            bigger_p = np.empty(2 * (pos + m), np.bool_)
+            bigger_p = np.empty(2 * (pos + m), np.uint8)
             bigger_w[:pos] = weights[:pos]
             bigger_p[:pos] = paired[:pos]
             weights, paired = bigger_w, bigger_p
         k = 0
         i = 0
         while i < m:
-            weights[pos + i] = w[i]
-            if i + 1 < m and (keys[i] >> 1) == (keys[i + 1] >> 1):
-                paired[pos + i] = True
-                weights[pos + i + 1] = w[i + 1]
-                paired[pos + i + 1] = False
-                keys[k] = keys[i] >> 1
-                w[k] = w[i] + w[i + 1]
+            ki = keys[i] >> 1
+            wi = w[i]
+            weights[pos + i] = wi
+            if i + 1 < m and (keys[i + 1] >> 1) == ki:
+                wj = w[i + 1]
+                paired[pos + i] = 1
+                weights[pos + i + 1] = wj
+                paired[pos + i + 1] = 0
+                keys[k] = ki
+                w[k] = wi + wj
                 i += 2
             else:
-                paired[pos + i] = False
-                keys[k] = keys[i] >> 1
-                w[k] = w[i]
+                paired[pos + i] = 0
+                keys[k] = ki
+                w[k] = wi
                 i += 1
             k += 1
         pos += m
@@ -87,48 +91,43 @@ def _structure(codes, depth):
 @njit(cache=True, nogil=True)
 def forward(attrs, codes, depth):
     """Coefficients (n, 3), coarse to fine: DC first, then each level's high passes from the
-    top level down; and each coefficient's level (for the entropy contexts)."""
+    top level down; and each coefficient's level (for the entropy contexts).
+
+    High passes are written from the end of the array backwards as they are made, which
+    is the coarse-to-fine order without a reordering pass; channels live in separate
+    arrays so that the inner loop is plain scalar arithmetic.
+    """
     n = codes.shape[0]
     weights, paired, offsets = _structure(codes, depth)
     levels = 3 * depth
-    x = attrs.copy()
+    x0, x1, x2 = attrs[:, 0].copy(), attrs[:, 1].copy(), attrs[:, 2].copy()
     coeffs = np.empty((n, 3), np.float64)
     level_of = np.empty(n, np.int64)
-    highs = np.empty((n, 3), np.float64)
-    high_level = np.empty(n, np.int64)
-    nh = 0
+    nh = n - 1
     for lv in range(levels):
-        start, stop = offsets[lv], offsets[lv + 1]
-        m = stop - start
+        start, m = offsets[lv], offsets[lv + 1] - offsets[lv]
         k = 0
         i = 0
         while i < m:
             if paired[start + i]:
                 w1, w2 = weights[start + i], weights[start + i + 1]
-                a = math.sqrt(w1 / (w1 + w2))
-                b = math.sqrt(w2 / (w1 + w2))
-                for c in range(3):
-                    x1, x2 = x[i, c], x[i + 1, c]
-                    highs[nh, c] = -b * x1 + a * x2
-                    x[k, c] = a * x1 + b * x2
-                high_level[nh] = lv
-                nh += 1
+                inv = 1.0 / math.sqrt(w1 + w2)
+                a, b = math.sqrt(w1) * inv, math.sqrt(w2) * inv
+                u0, v0, u1, v1, u2, v2 = x0[i], x0[i + 1], x1[i], x1[i + 1], x2[i], x2[i + 1]
+                x0[k], x1[k], x2[k] = a * u0 + b * v0, a * u1 + b * v1, a * u2 + b * v2
+                coeffs[nh, 0] = a * v0 - b * u0
+                coeffs[nh, 1] = a * v1 - b * u1
+                coeffs[nh, 2] = a * v2 - b * u2
+                level_of[nh] = lv
+                nh -= 1
                 i += 2
             else:
-                for c in range(3):
-                    x[k, c] = x[i, c]
+                x0[k], x1[k], x2[k] = x0[i], x1[i], x2[i]
                 i += 1
             k += 1
-    # coarse to fine: DC, then highs in reverse order of creation
     if n > 0:
-        for c in range(3):
-            coeffs[0, c] = x[0, c]
+        coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = x0[0], x1[0], x2[0]
         level_of[0] = levels
-    for j in range(nh):
-        src = nh - 1 - j
-        for c in range(3):
-            coeffs[1 + j, c] = highs[src, c]
-        level_of[1 + j] = high_level[src]
     return coeffs, level_of
 
 
@@ -160,42 +159,40 @@ def _inverse(coeffs, n, weights, paired, offsets, levels):
     x = np.empty((n, 3), np.float64)
     if n == 0:
         return x
-    for c in range(3):
-        x[0, c] = coeffs[0, c]
-    nxt = 1  # next coefficient to read (they were written coarse to fine)
-    y = np.empty((n, 3), np.float64)
+    # per channel: the current level's nodes in a*, the level below being built in b*
+    a0, a1, a2 = np.empty(n), np.empty(n), np.empty(n)
+    b0, b1, b2 = np.empty(n), np.empty(n), np.empty(n)
+    a0[0], a1[0], a2[0] = coeffs[0, 0], coeffs[0, 1], coeffs[0, 2]
+    nxt = 1  # coefficients were written coarse to fine
     for lv in range(levels - 1, -1, -1):
-        start, stop = offsets[lv], offsets[lv + 1]
-        m = stop - start
-        # the level's output nodes are x[0..k); expand into y[0..m)
+        start, m = offsets[lv], offsets[lv + 1] - offsets[lv]
         npairs = 0
         for i in range(m):
-            if paired[start + i]:
-                npairs += 1
-        # highs of this level were emitted in creation order; we read them reversed
-        hi_base = nxt + npairs - 1
+            npairs += paired[start + i]
+        h = nxt + npairs - 1  # this level's highs, read in reverse
         k = 0
         i = 0
-        p = 0
         while i < m:
             if paired[start + i]:
                 w1, w2 = weights[start + i], weights[start + i + 1]
-                a = math.sqrt(w1 / (w1 + w2))
-                b = math.sqrt(w2 / (w1 + w2))
-                h = hi_base - p
-                for c in range(3):
-                    lo, hi = x[k, c], coeffs[h, c]
-                    y[i, c] = a * lo - b * hi
-                    y[i + 1, c] = b * lo + a * hi
-                p += 1
+                inv = 1.0 / math.sqrt(w1 + w2)
+                a, b = math.sqrt(w1) * inv, math.sqrt(w2) * inv
+                lo0, lo1, lo2 = a0[k], a1[k], a2[k]
+                hi0, hi1, hi2 = coeffs[h, 0], coeffs[h, 1], coeffs[h, 2]
+                b0[i], b1[i], b2[i] = a * lo0 - b * hi0, a * lo1 - b * hi1, a * lo2 - b * hi2
+                b0[i + 1], b1[i + 1], b2[i + 1] = b * lo0 + a * hi0, b * lo1 + a * hi1, b * lo2 + a * hi2
+                h -= 1
                 i += 2
             else:
-                for c in range(3):
-                    y[i, c] = x[k, c]
+                b0[i], b1[i], b2[i] = a0[k], a1[k], a2[k]
                 i += 1
             k += 1
         nxt += npairs
-        x, y = y, x
+        a0, b0 = b0, a0
+        a1, b1 = b1, a1
+        a2, b2 = b2, a2
+    for i in range(n):
+        x[i, 0], x[i, 1], x[i, 2] = a0[i], a1[i], a2[i]
     return x
 
 
