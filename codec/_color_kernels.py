@@ -3,8 +3,9 @@ adaptive binary arithmetic coding of the residuals.
 
 Each voxel's colour is predicted from the previous voxel's reconstructed colour (Morton
 order keeps neighbours close), the residual is quantized with ``step`` (1 = lossless) and
-binarized as zero flag, sign, unary magnitude (up to 14) with an Exp-Golomb escape. The
-contexts are the channel and how large the channel's previous residual was.
+binarized by ``_entropy.enc_signed`` (zero flag, sign, unary magnitude up to 14, an
+Exp-Golomb escape). The contexts are the channel and how large the channel's previous
+residual was.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from codec._entropy import dec_bit, dec_start, enc_bit, enc_finish, enc_start
+from codec._entropy import EG_CONTEXTS, dec_signed, dec_start, enc_finish, enc_signed, enc_start
 
 _CLASSES = 5
 _UNARY = 14
-_EG_BITS = 24
-N_CONTEXTS = 3 * _CLASSES * (2 + _UNARY) + 3 * (2 * _EG_BITS + 2)
+_EG = 3 * _CLASSES * (2 + _UNARY)  # where the Exp-Golomb contexts start
+N_CONTEXTS = _EG + 3 * EG_CONTEXTS
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -70,7 +71,6 @@ def encode_colors(colors, step, buf, c0, c1):
     """Code uint8 RGB (N, 3) in the given (Morton) order; ``step`` >= 1 quantizes."""
     ycc = rgb_to_ycocg(colors)
     st = enc_start()
-    eg = 3 * _CLASSES * (2 + _UNARY)
     pred = np.array([128, 0, 0], np.int64)
     prev = np.zeros(3, np.int64)
     for i in range(ycc.shape[0]):
@@ -78,28 +78,8 @@ def encode_colors(colors, step, buf, c0, c1):
             diff = ycc[i, ch] - pred[ch]
             q = (abs(diff) + step // 2) // step
             r = q if diff >= 0 else -q
-            base = _base(ch, _class(prev[ch]))
-            st, buf = enc_bit(st, buf, c0, c1, base, 1 if r != 0 else 0)
-            if r != 0:
-                st, buf = enc_bit(st, buf, c0, c1, base + 1, 1 if r < 0 else 0)
-                m = abs(r) - 1
-                j = 0
-                while j < _UNARY and j < m:
-                    st, buf = enc_bit(st, buf, c0, c1, base + 2 + j, 1)
-                    j += 1
-                if j < _UNARY:
-                    st, buf = enc_bit(st, buf, c0, c1, base + 2 + j, 0)
-                else:  # Exp-Golomb escape for m - _UNARY
-                    v = m - _UNARY + 1
-                    nbits = 0
-                    while (v >> (nbits + 1)) > 0:
-                        nbits += 1
-                    for b in range(nbits):
-                        st, buf = enc_bit(st, buf, c0, c1, eg + ch * 50 + b, 1)
-                    st, buf = enc_bit(st, buf, c0, c1, eg + ch * 50 + nbits, 0)
-                    for b in range(nbits - 1, -1, -1):
-                        st, buf = enc_bit(st, buf, c0, c1, eg + ch * 50 + 25 + b,
-                                      (v >> b) & 1)
+            st, buf = enc_signed(st, buf, c0, c1, _base(ch, _class(prev[ch])), _EG + ch * EG_CONTEXTS,
+                                 _UNARY, r)
             pred[ch] += r * step
             prev[ch] = abs(r)
     return enc_finish(st, buf)
@@ -109,40 +89,15 @@ def encode_colors(colors, step, buf, c0, c1):
 def decode_colors(buf, n, step, c0, c1):
     """Inverse of ``encode_colors``; returns (RGB (n, 3), status: 0 ok, 2 corrupt)."""
     st = dec_start(buf)
-    eg = 3 * _CLASSES * (2 + _UNARY)
     pred = np.array([128, 0, 0], np.int64)
     prev = np.zeros(3, np.int64)
     ycc = np.empty((n, 3), np.int64)
     for i in range(n):
         for ch in range(3):
-            base = _base(ch, _class(prev[ch]))
-            r = 0
-            nonzero, st = dec_bit(st, buf, c0, c1, base)
-            if nonzero:
-                neg, st = dec_bit(st, buf, c0, c1, base + 1)
-                m = 0
-                while m < _UNARY:
-                    more, st = dec_bit(st, buf, c0, c1, base + 2 + m)
-                    if not more:
-                        break
-                    m += 1
-                if m == _UNARY:
-                    nbits = 0
-                    while nbits < _EG_BITS:
-                        more, st = dec_bit(st, buf, c0, c1, eg + ch * 50 + nbits)
-                        if not more:
-                            break
-                        nbits += 1
-                    if nbits >= _EG_BITS:
-                        return ycocg_to_rgb(ycc[:0]), 2
-                    v = 1
-                    for b in range(nbits - 1, -1, -1):
-                        bit, st = dec_bit(st, buf, c0, c1, eg + ch * 50 + 25 + b)
-                        v = (v << 1) | bit
-                    m = _UNARY + v - 1
-                r = -(m + 1) if neg else m + 1
+            r, ok, st = dec_signed(st, buf, c0, c1, _base(ch, _class(prev[ch])),
+                                   _EG + ch * EG_CONTEXTS, _UNARY)
             pred[ch] += r * step
-            if abs(pred[ch]) > 4096:
+            if not ok or abs(pred[ch]) > 4096:
                 return ycocg_to_rgb(ycc[:0]), 2
             prev[ch] = abs(r)
             ycc[i, ch] = pred[ch]

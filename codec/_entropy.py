@@ -144,3 +144,67 @@ def dec_bit(st, buf, c0, c1, ctx):
         b, pos, overrun = _get(buf, pos, overrun)
         code = ((code << 8) | b) & 0xFFFFFFFF
     return bit, (code, rng, pos, overrun)
+
+
+#: Contexts one signed-integer coder uses beyond its ``2 + unary`` magnitude contexts: the
+#: Exp-Golomb escape's prefix (EG_PREFIX) and suffix bits.
+EG_PREFIX = 32
+EG_CONTEXTS = 2 * EG_PREFIX
+
+
+@njit(cache=True, nogil=True, inline="always")
+def enc_signed(st, buf, c0, c1, ctx, eg_ctx, unary, v):
+    """Code a signed integer: zero flag (``ctx``), sign (``ctx + 1``), ``|v| - 1`` in unary
+    up to ``unary`` bits (``ctx + 2 + j``), then an Exp-Golomb escape whose prefix and
+    suffix bits have contexts of their own (``eg_ctx`` .. ``eg_ctx + EG_CONTEXTS``)."""
+    st, buf = enc_bit(st, buf, c0, c1, ctx, 1 if v != 0 else 0)
+    if v == 0:
+        return st, buf
+    st, buf = enc_bit(st, buf, c0, c1, ctx + 1, 1 if v < 0 else 0)
+    m = abs(v) - 1
+    j = 0
+    while j < unary and j < m:
+        st, buf = enc_bit(st, buf, c0, c1, ctx + 2 + j, 1)
+        j += 1
+    if j < unary:
+        return enc_bit(st, buf, c0, c1, ctx + 2 + j, 0)
+    e = m - unary + 1
+    nbits = 0
+    while (e >> (nbits + 1)) > 0:
+        nbits += 1
+    for b in range(nbits):
+        st, buf = enc_bit(st, buf, c0, c1, eg_ctx + b, 1)
+    st, buf = enc_bit(st, buf, c0, c1, eg_ctx + nbits, 0)
+    for b in range(nbits - 1, -1, -1):
+        st, buf = enc_bit(st, buf, c0, c1, eg_ctx + EG_PREFIX + b, (e >> b) & 1)
+    return st, buf
+
+
+@njit(cache=True, nogil=True, inline="always")
+def dec_signed(st, buf, c0, c1, ctx, eg_ctx, unary):
+    """Inverse of ``enc_signed``: (value, ok, state); ok is False for an impossible code."""
+    nonzero, st = dec_bit(st, buf, c0, c1, ctx)
+    if not nonzero:
+        return 0, True, st
+    neg, st = dec_bit(st, buf, c0, c1, ctx + 1)
+    m = 0
+    while m < unary:
+        more, st = dec_bit(st, buf, c0, c1, ctx + 2 + m)
+        if not more:
+            break
+        m += 1
+    if m == unary:
+        nbits = 0
+        while nbits < EG_PREFIX - 1:
+            more, st = dec_bit(st, buf, c0, c1, eg_ctx + nbits)
+            if not more:
+                break
+            nbits += 1
+        if nbits >= EG_PREFIX - 1:
+            return 0, False, st
+        e = 1
+        for b in range(nbits - 1, -1, -1):
+            bit, st = dec_bit(st, buf, c0, c1, eg_ctx + EG_PREFIX + b)
+            e = (e << 1) | bit
+        m = unary + e - 1
+    return (-(m + 1) if neg else m + 1), True, st

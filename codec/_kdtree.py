@@ -68,50 +68,6 @@ def build(points):
     return order, lo[:count], hi[:count], axis[:count], split[:count], left[:count]
 
 
-@njit(cache=True, nogil=True)
-def _nearest_one(points, order, lo, hi, axis, split, left, q0, q1, q2):
-    best_d, best_i = np.inf, -1
-    stack = np.empty(128, np.int64)
-    dist = np.empty(128, np.float64)
-    top = 0
-    stack[0], dist[0] = 0, 0.0
-    top = 1
-    while top > 0:
-        top -= 1
-        node, bound = stack[top], dist[top]
-        if bound >= best_d:
-            continue
-        if axis[node] < 0:
-            for i in range(lo[node], hi[node]):
-                j = order[i]
-                d0, d1, d2 = points[j, 0] - q0, points[j, 1] - q1, points[j, 2] - q2
-                d = d0 * d0 + d1 * d1 + d2 * d2
-                if d < best_d:
-                    best_d, best_i = d, j
-            continue
-        ax = axis[node]
-        q = q0 if ax == 0 else (q1 if ax == 1 else q2)
-        diff = q - split[node]
-        near, far = (left[node], left[node] + 1) if diff < 0 else (left[node] + 1, left[node])
-        stack[top], dist[top] = far, max(bound, diff * diff)  # visited after the near side
-        stack[top + 1], dist[top + 1] = near, bound
-        top += 2
-    return best_i, best_d
-
-
-@njit(cache=True, parallel=True)
-def nearest(points, tree, queries):
-    """Index of, and squared distance to, the nearest point for every query row."""
-    order, lo, hi, axis, split, left = tree
-    m = queries.shape[0]
-    idx = np.empty(m, np.int64)
-    d2 = np.empty(m, np.float64)
-    for k in prange(m):
-        idx[k], d2[k] = _nearest_one(points, order, lo, hi, axis, split, left,
-                                     queries[k, 0], queries[k, 1], queries[k, 2])
-    return idx, d2
-
-
 @njit(cache=True, parallel=True)
 def knn(points, tree, queries, k):
     """Indices of the ``k`` nearest points of every query row (brute force inside leaves)."""
@@ -152,3 +108,9 @@ def knn(points, tree, queries, k):
             top += 2
         out[r] = best_i
     return out
+
+
+def nearest(points, tree, queries):
+    """Index of, and squared distance to, the nearest point for every query row."""
+    idx = knn(points, tree, queries, 1)[:, 0]
+    return idx, ((queries - points[idx]) ** 2).sum(axis=1)

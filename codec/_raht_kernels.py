@@ -25,14 +25,22 @@ import math
 import numpy as np
 from numba import njit
 
-from codec._entropy import dec_bit, dec_start, enc_bit, enc_finish, enc_start
+from codec._entropy import (
+    EG_CONTEXTS,
+    dec_bit,
+    dec_signed,
+    dec_start,
+    enc_bit,
+    enc_finish,
+    enc_signed,
+    enc_start,
+)
 
 _BUCKETS = 4
 _CLASSES = 5
 _UNARY = 12
-_EG = 32  # Exp-Golomb prefix and suffix contexts per channel
 _CH_CTX = 2 + _UNARY
-N_CONTEXTS = 2 * _BUCKETS * 2 + 3 * _BUCKETS * _CLASSES * _CH_CTX + 2 * 3 * _EG
+N_CONTEXTS = 2 * _BUCKETS * 2 + 3 * _BUCKETS * _CLASSES * _CH_CTX + 3 * EG_CONTEXTS
 
 # BT.709 RGB -> Y Cb Cr on the 0..255 scale (the metrics' definition, times 255).
 _FWD = np.array([[0.2126, 0.7152, 0.0722], [-0.1146, -0.3854, 0.5], [0.5, -0.4542, -0.0458]])
@@ -88,6 +96,13 @@ def _structure(codes, depth):
     return weights, paired, offsets
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pair(w1, w2):
+    """The butterfly's coefficients for siblings of weights w1 and w2."""
+    inv = 1.0 / math.sqrt(w1 + w2)
+    return math.sqrt(w1) * inv, math.sqrt(w2) * inv
+
+
 @njit(cache=True, nogil=True)
 def forward(attrs, codes, depth):
     """Coefficients (n, 3), coarse to fine: DC first, then each level's high passes from the
@@ -110,9 +125,7 @@ def forward(attrs, codes, depth):
         i = 0
         while i < m:
             if paired[start + i]:
-                w1, w2 = weights[start + i], weights[start + i + 1]
-                inv = 1.0 / math.sqrt(w1 + w2)
-                a, b = math.sqrt(w1) * inv, math.sqrt(w2) * inv
+                a, b = _pair(weights[start + i], weights[start + i + 1])
                 u0, v0, u1, v1, u2, v2 = x0[i], x0[i + 1], x1[i], x1[i + 1], x2[i], x2[i + 1]
                 x0[k], x1[k], x2[k] = a * u0 + b * v0, a * u1 + b * v1, a * u2 + b * v2
                 coeffs[nh, 0] = a * v0 - b * u0
@@ -174,9 +187,7 @@ def _inverse(coeffs, n, weights, paired, offsets, levels):
         i = 0
         while i < m:
             if paired[start + i]:
-                w1, w2 = weights[start + i], weights[start + i + 1]
-                inv = 1.0 / math.sqrt(w1 + w2)
-                a, b = math.sqrt(w1) * inv, math.sqrt(w2) * inv
+                a, b = _pair(weights[start + i], weights[start + i + 1])
                 lo0, lo1, lo2 = a0[k], a1[k], a2[k]
                 hi0, hi1, hi2 = coeffs[h, 0], coeffs[h, 1], coeffs[h, 2]
                 b0[i], b1[i], b2[i] = a * lo0 - b * hi0, a * lo1 - b * hi1, a * lo2 - b * hi2
@@ -239,26 +250,7 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
         for c in range(3):
             ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
             v = q[c]
-            st, buf = enc_bit(st, buf, c0, c1, ctx, 1 if v != 0 else 0)
-            if v != 0:
-                st, buf = enc_bit(st, buf, c0, c1, ctx + 1, 1 if v < 0 else 0)
-                m = abs(v) - 1
-                u = 0
-                while u < _UNARY and u < m:
-                    st, buf = enc_bit(st, buf, c0, c1, ctx + 2 + u, 1)
-                    u += 1
-                if u < _UNARY:
-                    st, buf = enc_bit(st, buf, c0, c1, ctx + 2 + u, 0)
-                else:
-                    e = m - _UNARY + 1
-                    nbits = 0
-                    while (e >> (nbits + 1)) > 0:
-                        nbits += 1
-                    for b in range(nbits):
-                        st, buf = enc_bit(st, buf, c0, c1, base_eg + c * _EG + b, 1)
-                    st, buf = enc_bit(st, buf, c0, c1, base_eg + c * _EG + nbits, 0)
-                    for b in range(nbits - 1, -1, -1):
-                        st, buf = enc_bit(st, buf, c0, c1, base_eg + (3 + c) * _EG + b, (e >> b) & 1)
+            st, buf = enc_signed(st, buf, c0, c1, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
             prev[c] = abs(v)
     return enc_finish(st, buf)
 
@@ -287,31 +279,9 @@ def decode(buf, codes, depth, step, chroma_step, c0, c1):
             continue
         for c in range(3):
             ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
-            v = 0
-            nz, st = dec_bit(st, buf, c0, c1, ctx)
-            if nz:
-                neg, st = dec_bit(st, buf, c0, c1, ctx + 1)
-                m = 0
-                while m < _UNARY:
-                    more, st = dec_bit(st, buf, c0, c1, ctx + 2 + m)
-                    if not more:
-                        break
-                    m += 1
-                if m == _UNARY:
-                    nbits = 0
-                    while nbits < _EG - 1:
-                        more, st = dec_bit(st, buf, c0, c1, base_eg + c * _EG + nbits)
-                        if not more:
-                            break
-                        nbits += 1
-                    if nbits >= _EG - 1:
-                        return rgb[:0], 2
-                    e = 1
-                    for b in range(nbits - 1, -1, -1):
-                        bit, st = dec_bit(st, buf, c0, c1, base_eg + (3 + c) * _EG + b)
-                        e = (e << 1) | bit
-                    m = _UNARY + e - 1
-                v = -(m + 1) if neg else m + 1
+            v, ok, st = dec_signed(st, buf, c0, c1, ctx, base_eg + c * EG_CONTEXTS, _UNARY)
+            if not ok:
+                return rgb[:0], 2
             coeffs[j, c] = v * (step if c == 0 else chroma_step)
             prev[c] = abs(v)
         if st[3] > 8:
