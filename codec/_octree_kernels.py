@@ -215,60 +215,60 @@ def child_neighbours(nbrs, occ):
     return out
 
 
+def _context_tables():
+    """Per child index i: the neighbour slots (offset (dx,dy,dz) -> (dx+1)*9 + (dy+1)*3 +
+    dz+1) that its context reads, so that the kernel is a few table look-ups."""
+    touch = np.empty((8, 7), np.int64)  # parent-level neighbours touching child i
+    far = np.empty((8, 3), np.int64)  # the parent's faces on the other side
+    causal = np.empty((8, 7, 3), np.int64)  # (slot or 13 = own parent, child index, face bit)
+    for i in range(8):
+        c = ((i >> 2) & 1, (i >> 1) & 1, i & 1)
+        s = tuple(2 * v - 1 for v in c)
+
+        def slot(dx, dy, dz):
+            return (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
+
+        touch[i] = [slot(s[0], 0, 0), slot(0, s[1], 0), slot(0, 0, s[2]), slot(s[0], s[1], 0),
+                    slot(s[0], 0, s[2]), slot(0, s[1], s[2]), slot(*s)]
+        far[i] = [slot(-s[0], 0, 0), slot(0, -s[1], 0), slot(0, 0, -s[2])]
+        offsets = [(dx, dy, dz) for dx in (-1, 0) for dy in (-1, 0) for dz in (-1, 0)][:-1]
+        for t, d in enumerate(offsets):
+            o = [-1 if (c[a] == 0 and d[a] == -1) else 0 for a in range(3)]
+            n = [c[a] + d[a] if o[a] == 0 else 1 for a in range(3)]
+            face = {(-1, 0, 0): 1, (0, -1, 0): 2, (0, 0, -1): 4}.get(d, 0)
+            causal[i, t] = (slot(*o), (n[0] << 2) | (n[1] << 1) | n[2], face)
+    return touch, far, causal
+
+
+_TOUCH, _FAR, _CAUSAL = _context_tables()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _context(nb, occ, i, coded):
-    cx, cy, cz = (i >> 2) & 1, (i >> 1) & 1, i & 1
-    sx, sy, sz = 2 * cx - 1, 2 * cy - 1, 2 * cz - 1
     a = 0
-    if nb[(sx + 1) * 9 + 4] >= 0:
-        a |= 1
-    if nb[13 + 3 * sy] >= 0:  # (0, sy, 0)
-        a |= 2
-    if nb[13 + sz] >= 0:
-        a |= 4
-    if nb[(sx + 1) * 9 + (sy + 1) * 3 + 1] >= 0:
-        a |= 8
-    if nb[(sx + 1) * 9 + 3 + sz + 1] >= 0:
-        a |= 16
-    if nb[9 + (sy + 1) * 3 + sz + 1] >= 0:
-        a |= 32
-    if nb[(sx + 1) * 9 + (sy + 1) * 3 + sz + 1] >= 0:
-        a |= 64
+    for t in range(7):
+        if nb[_TOUCH[i, t]] >= 0:
+            a |= 1 << t
     far = 0
-    if nb[(1 - sx) * 9 + 4] >= 0:
-        far += 1
-    if nb[13 - 3 * sy] >= 0:
-        far += 1
-    if nb[13 - sz] >= 0:
-        far += 1
+    for t in range(3):
+        if nb[_FAR[i, t]] >= 0:
+            far = 1
     k = 0
     ke = 0
-    for dx in range(-1, 1):
-        for dy in range(-1, 1):
-            for dz in range(-1, 1):
-                if dx == 0 and dy == 0 and dz == 0:
-                    continue
-                ox = -1 if (cx == 0 and dx == -1) else 0
-                oy = -1 if (cy == 0 and dy == -1) else 0
-                oz = -1 if (cz == 0 and dz == -1) else 0
-                ncx = cx + dx if ox == 0 else 1
-                ncy = cy + dy if oy == 0 else 1
-                ncz = cz + dz if oz == 0 else 1
-                ni = (ncx << 2) | (ncy << 1) | ncz
-                if ox == 0 and oy == 0 and oz == 0:
-                    bit = (coded >> ni) & 1
-                else:
-                    idx = nb[(ox + 1) * 9 + (oy + 1) * 3 + oz + 1]
-                    bit = (occ[idx] >> ni) & 1 if idx >= 0 else 0
-                if bit:
-                    if dx + dy + dz == -1:
-                        k |= 1 if dx else (2 if dy else 4)
-                    else:
-                        ke += 1
-    nsib = 0
-    for j in range(i):
-        nsib += (coded >> j) & 1
-    return (((a * 8 + k) * 5 + ke) * 3 + min(nsib, 2)) * 2 + (1 if far >= 1 else 0)
+    for t in range(7):
+        where, ni, face = _CAUSAL[i, t, 0], _CAUSAL[i, t, 1], _CAUSAL[i, t, 2]
+        if where == 13:  # a sibling, already coded
+            bit = (coded >> ni) & 1
+        else:
+            idx = nb[where]
+            bit = (occ[idx] >> ni) & 1 if idx >= 0 else 0
+        if bit:
+            if face:
+                k |= face
+            else:
+                ke += 1
+    nsib = _POPCOUNT[coded]  # coded holds only the bits below i
+    return (((a * 8 + k) * 5 + ke) * 3 + min(nsib, 2)) * 2 + far
 
 
 @njit(cache=True, nogil=True)

@@ -13,9 +13,11 @@ coefficients and one DC. Being orthonormal, quantizing every coefficient with on
 spreads the error evenly; most fine-level coefficients quantize to zero.
 
 Coefficients are coded coarse to fine. Per coefficient triplet: one flag "all three zero"
-(context: was the previous triplet zero, and how coarse the level is), then per channel a
-zero flag, sign, unary magnitude and an Exp-Golomb escape (contexts: channel, level
-bucket, size of the channel's previous coefficient).
+(context: was the previous triplet zero, and how coarse the coefficient is), then per
+channel a signed integer (``_entropy.enc_signed``; contexts: channel, coarseness, size of
+the channel's previous coefficient). Coarseness is read from the coefficient's place in
+the order (first 1/64, 1/16, 1/4, rest), which measured as well as its octree level and
+lets the decoder entropy-decode colour without waiting for the geometry.
 """
 
 from __future__ import annotations
@@ -152,22 +154,6 @@ def inverse(coeffs, codes, depth):
 
 
 @njit(cache=True, nogil=True)
-def _levels_of(n, paired, offsets, levels):
-    """The binary level of each coefficient in ``forward``'s (coarse to fine) order."""
-    level_of = np.empty(n, np.int64)
-    if n == 0:
-        return level_of
-    level_of[0] = levels
-    k = 1
-    for lv in range(levels - 1, -1, -1):
-        for i in range(offsets[lv], offsets[lv + 1]):
-            if paired[i]:
-                level_of[k] = lv
-                k += 1
-    return level_of
-
-
-@njit(cache=True, nogil=True)
 def _inverse(coeffs, n, weights, paired, offsets, levels):
     x = np.empty((n, 3), np.float64)
     if n == 0:
@@ -215,9 +201,13 @@ def _class(mag):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bucket(level, levels):
-    """0 = the coarsest quarter of the binary levels ... 3 = the finest."""
-    return min(_BUCKETS - 1, (levels - level) * _BUCKETS // (levels + 1))
+def _index_bucket(j, n):
+    """How coarse coefficient j is, from its place in the coarse-to-fine order alone."""
+    if j * 64 < n:
+        return 0
+    if j * 16 < n:
+        return 1
+    return 2 if j * 4 < n else 3
 
 
 @njit(cache=True, nogil=True)
@@ -228,8 +218,7 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
         for c in range(3):
             attrs[i, c] = (_FWD[c, 0] * colors[i, 0] + _FWD[c, 1] * colors[i, 1]
                            + _FWD[c, 2] * colors[i, 2])
-    coeffs, level_of = forward(attrs, codes, depth)
-    levels = 3 * depth
+    coeffs, _ = forward(attrs, codes, depth)
     st = enc_start()
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
@@ -240,7 +229,7 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
         for c in range(3):
             s = step if c == 0 else chroma_step
             q[c] = np.int64(np.floor(coeffs[j, c] / s + 0.5))
-        bk = _bucket(level_of[j], levels)
+        bk = _index_bucket(j, n)
         zero = 1 if (q[0] == 0 and q[1] == 0 and q[2] == 0) else 0
         st, buf = enc_bit(st, buf, c0, c1, (bk * 2 + prev_zero) * 2, zero)
         prev_zero = zero
@@ -256,22 +245,20 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
 
 
 @njit(cache=True, nogil=True)
-def decode(buf, codes, depth, step, chroma_step, c0, c1):
-    """Inverse of ``encode``: RGB (n, 3) uint8 and a status (0 ok, 2 corrupt)."""
-    n = codes.shape[0]
-    levels = 3 * depth
+def decode_coefficients(buf, n, step, chroma_step, c0, c1):
+    """The dequantized coefficients (n, 3) and a status (0 ok, 2 corrupt).
+
+    Needs only the voxel count, not the geometry: the contexts depend on a coefficient's
+    place in the coarse-to-fine order, so this runs while the octree is being decoded.
+    """
     st = dec_start(buf)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
-    # the merge plan, and so each coefficient's level, follow from the geometry alone
-    weights, paired, offsets = _structure(codes, depth)
-    level_of = _levels_of(n, paired, offsets, levels)
     coeffs = np.zeros((n, 3), np.float64)
-    rgb = np.empty((n, 3), np.uint8)
     prev = np.zeros(3, np.int64)
     prev_zero = 0
     for j in range(n):
-        bk = _bucket(level_of[j], levels)
+        bk = _index_bucket(j, n)
         zero, st = dec_bit(st, buf, c0, c1, (bk * 2 + prev_zero) * 2)
         prev_zero = zero
         if zero:
@@ -281,16 +268,23 @@ def decode(buf, codes, depth, step, chroma_step, c0, c1):
             ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
             v, ok, st = dec_signed(st, buf, c0, c1, ctx, base_eg + c * EG_CONTEXTS, _UNARY)
             if not ok:
-                return rgb[:0], 2
+                return coeffs[:0], 2
             coeffs[j, c] = v * (step if c == 0 else chroma_step)
             prev[c] = abs(v)
         if st[3] > 8:
-            return rgb[:0], 2
-    if st[3] > 8:
-        return rgb[:0], 2
-    attrs = _inverse(coeffs, n, weights, paired, offsets, levels)
+            return coeffs[:0], 2
+    return coeffs, 0
+
+
+@njit(cache=True, nogil=True)
+def synthesize(coeffs, codes, depth):
+    """RGB (n, 3) uint8 from decoded coefficients and the decoded geometry."""
+    n = codes.shape[0]
+    weights, paired, offsets = _structure(codes, depth)
+    attrs = _inverse(coeffs, n, weights, paired, offsets, 3 * depth)
+    rgb = np.empty((n, 3), np.uint8)
     for i in range(n):
         for c in range(3):
             v = _INV[c, 0] * attrs[i, 0] + _INV[c, 1] * attrs[i, 1] + _INV[c, 2] * attrs[i, 2]
             rgb[i, c] = min(255.0, max(0.0, math.floor(v + 0.5)))
-    return rgb, 0
+    return rgb

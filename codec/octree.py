@@ -164,12 +164,14 @@ class OctreeCodec:
                                     CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
                                     c0, c1)
 
-    def _decode_colors(self, section, leaves: np.ndarray, c0, c1) -> tuple[np.ndarray, int]:
+    def _decode_colors(self, section, n: int, c0, c1) -> tuple[np.ndarray, int]:
+        """Lossless: the colours. RAHT: the dequantized coefficients (``synthesize`` them
+        with the geometry). Neither needs the geometry, so both run beside it."""
         buf = np.frombuffer(section, np.uint8)
         if self.color_step == 1:
-            return decode_colors(buf, len(leaves), 1, c0, c1)
-        return _raht_kernels.decode(buf, leaves, self.depth, float(self.color_step),
-                                    CHROMA_FACTOR * self.color_step, c0, c1)
+            return decode_colors(buf, n, 1, c0, c1)
+        return _raht_kernels.decode_coefficients(buf, n, float(self.color_step),
+                                                 CHROMA_FACTOR * self.color_step, c0, c1)
 
     # -- decoding ------------------------------------------------------------------------
     @classmethod
@@ -178,7 +180,7 @@ class OctreeCodec:
         centres, colours averaged over each cell)."""
         codec, stream = cls._open(data)
         stream.require_keyframe()
-        codes, colors = stream.decode(colors=True)
+        codes, colors = stream.decode()
         if level is not None and level != codec.depth:
             codes, colors = _coarsen(codes, colors, codec.depth, codec._check_level(level))
             return codec._positions(codes, level), colors
@@ -205,7 +207,7 @@ class OctreeCodec:
         k = len(stream.table)
         skipped = [j for j in range(k) if zlib.crc32(
             bytes(stream.sections[2 + j]) + bytes(stream.sections[2 + k + j])) != stream.crcs[j]]
-        codes, colors = stream.decode(colors=True, skip=skipped)
+        codes, colors = stream.decode(skip=skipped)
         return codec._positions(codes, codec.depth), colors, skipped
 
     @classmethod
@@ -299,7 +301,7 @@ class _Stream:
         roots = self._roots()
         return np.concatenate(_map(work, list(range(k)))) if k else np.zeros(0, np.int64)
 
-    def decode(self, colors: bool, skip: list[int] = (), state: list | None = None
+    def decode(self, skip: list[int] = (), state: list | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Decode every slice not in ``skip``; ``state`` holds each slice's statistics
         (fresh ones when None) and is updated in place."""
@@ -309,7 +311,7 @@ class _Stream:
         depth, k = self.codec.depth, len(self.table)
         if state is None:
             state = [self.codec._fresh_state() for _ in range(k)]
-        lossless = self.codec.color_step == 1  # DPCM colour needs no geometry to decode
+        lossless = self.codec.color_step == 1
 
         def geometry(j):
             n_j = int(self.table[j, 1])
@@ -319,27 +321,24 @@ class _Stream:
                 raise CodecError(f"slice {j} geometry is corrupt")
             return codes
 
-        def colour(j, codes):
-            rgb, status = self.codec._decode_colors(self.sections[2 + k + j], codes, *state[j][2:])
+        def colour(j):
+            out, status = self.codec._decode_colors(self.sections[2 + k + j], int(self.table[j, 1]),
+                                                    *state[j][2:])
             if status:
                 raise CodecError(f"slice {j} colour is corrupt")
-            return rgb
-
-        def work(task):
-            kind, j = task
-            if kind == "colour":  # lossless: codes only give the count
-                return colour(j, np.empty(int(self.table[j, 1]), np.int64))
-            codes = geometry(j)
-            return codes if lossless else (codes, colour(j, codes))
+            return out
 
         keep = [j for j in range(k) if j not in skip]
         if not keep:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
-        if lossless:
-            parts = _map(work, [("geometry", j) for j in keep] + [("colour", j) for j in keep])
-            return np.concatenate(parts[: len(keep)]), np.concatenate(parts[len(keep):])
-        parts = _map(work, [("both", j) for j in keep])
-        return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
+        # every slice's geometry and colour streams decode independently, side by side
+        parts = _map(lambda task: geometry(task[1]) if task[0] == "geometry" else colour(task[1]),
+                     [("geometry", j) for j in keep] + [("colour", j) for j in keep])
+        codes, colours = parts[: len(keep)], parts[len(keep):]
+        if not lossless:  # RAHT: coefficients + geometry -> colours
+            colours = _map(lambda j: _raht_kernels.synthesize(colours[j], codes[j], depth),
+                           list(range(len(keep))))
+        return np.concatenate(codes), np.concatenate(colours)
 
 
 class MissingReference(CodecError):
@@ -400,7 +399,7 @@ class OctreeDecoder:
         else:
             raise MissingReference(f"frame {stream.frame} needs frame {stream.ref}, which this "
                                    f"decoder has not decoded: ask the sender for a keyframe")
-        codes, colors = stream.decode(colors=True, state=state)
+        codes, colors = stream.decode(state=state)
         self._state, self._last = state, (codec, stream.frame)  # only after a clean decode
         return codec._positions(codes, codec.depth), colors
 
