@@ -175,7 +175,8 @@ def test_the_hub_survives_a_participant_killed_mid_meeting(tmp_path):
 
 
 def test_a_meeting_with_the_octree_codec_delivers_the_voxelized_clouds(tmp_path):
-    from codec import OctreeCodec, _kdtree
+    from codec import _kdtree
+    from holoport.participant import make_encoder
 
     endpoint = free_tcp_endpoint()
     hub = spawn("hub", "--bind", endpoint, "--seats", "2")
@@ -189,7 +190,7 @@ def test_a_meeting_with_the_octree_codec_delivers_the_voxelized_clouds(tmp_path)
     for p, text in zip(procs, outputs, strict=True):
         assert p.returncode == 0, text
     reports = {r["name"]: r for r in (json.loads(f.read_text()) for f in tmp_path.glob("seat*.json"))}
-    half_diagonal = np.sqrt(3) * OctreeCodec(depth=10).max_error * 1.001
+    half_diagonal = np.sqrt(3) * make_encoder("octree", 1).max_error * 1.001
     compared = 0
     for receiver, sender in (("ana", "ben"), ("ben", "ana")):
         assert reports[receiver]["received_by_sender"][sender] >= 8
