@@ -108,7 +108,7 @@ def _pair(w1, w2):
 @njit(cache=True, nogil=True)
 def forward(attrs, codes, depth):
     """Coefficients (n, 3), coarse to fine: DC first, then each level's high passes from the
-    top level down; and each coefficient's level (for the entropy contexts).
+    top level down.
 
     High passes are written from the end of the array backwards as they are made, which
     is the coarse-to-fine order without a reordering pass; channels live in separate
@@ -119,7 +119,6 @@ def forward(attrs, codes, depth):
     levels = 3 * depth
     x0, x1, x2 = attrs[:, 0].copy(), attrs[:, 1].copy(), attrs[:, 2].copy()
     coeffs = np.empty((n, 3), np.float64)
-    level_of = np.empty(n, np.int64)
     nh = n - 1
     for lv in range(levels):
         start, m = offsets[lv], offsets[lv + 1] - offsets[lv]
@@ -133,7 +132,6 @@ def forward(attrs, codes, depth):
                 coeffs[nh, 0] = a * v0 - b * u0
                 coeffs[nh, 1] = a * v1 - b * u1
                 coeffs[nh, 2] = a * v2 - b * u2
-                level_of[nh] = lv
                 nh -= 1
                 i += 2
             else:
@@ -142,8 +140,7 @@ def forward(attrs, codes, depth):
             k += 1
     if n > 0:
         coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = x0[0], x1[0], x2[0]
-        level_of[0] = levels
-    return coeffs, level_of
+    return coeffs
 
 
 @njit(cache=True, nogil=True)
@@ -218,7 +215,7 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
         for c in range(3):
             attrs[i, c] = (_FWD[c, 0] * colors[i, 0] + _FWD[c, 1] * colors[i, 1]
                            + _FWD[c, 2] * colors[i, 2])
-    coeffs, _ = forward(attrs, codes, depth)
+    coeffs = forward(attrs, codes, depth)
     st = enc_start()
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
