@@ -158,7 +158,10 @@ class Hub:
         elif kind == MessageType.STATS:
             self._send(identity, wire.header(MessageType.STATS, stats=self.snapshot()))
         elif member is None:
-            self._drop(f"{kind} from a peer that has not joined")
+            if kind not in (MessageType.LEAVE, MessageType.HEARTBEAT):
+                self._drop(f"{kind} from a peer that has not joined")
+            # else: a goodbye or heartbeat from a peer already removed (timed out, or its
+            # socket's disconnect overtook its LEAVE): nothing to do, and not malformed.
         elif kind == MessageType.FRAME:
             self._forward(member, msg)
         elif kind == MessageType.LEAVE:

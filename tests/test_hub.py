@@ -152,3 +152,20 @@ def test_a_frame_followed_by_its_senders_leave_is_not_drawn(hub):
         time.sleep(0.5)  # both the frame and the leave are now waiting at b
         assert b.poll(0.5) == []
         assert a.id not in b.peers
+
+
+def test_a_late_goodbye_from_a_removed_peer_is_not_counted_as_malformed(hub):
+    """A node's socket disconnect can overtake its LEAVE; the hub then removes it as
+    unreachable first and sees the LEAVE from a stranger: harmless, not malformed."""
+    with Node(hub.endpoint, "r", "b") as b:
+        a = Node(hub.endpoint, "r", "a").start()
+        for _ in range(2):
+            a._send(wire.header("leave", room="r"))
+        a._send(wire.header("heartbeat"))
+        a._send(wire.header("frame", room="r", seq=1, ts={}), [b"x"])  # a frame is still dropped
+        deadline = time.monotonic() + 2
+        while hub.stats.dropped_malformed < 1 and time.monotonic() < deadline:
+            b.poll(0.05)
+        a.close()
+        assert hub.stats.dropped_malformed == 1
+        assert list(hub.stats.by_reason) == ["frame from a peer that has not joined"]

@@ -82,7 +82,7 @@ def test_every_participant_received_and_decoded_frames_from_both_others(meeting)
         assert r["decode_errors"] == 0
         assert r["frames_sent"] >= 20
     assert hub_stats["forwarded"] >= sum(r["frames_received"] for r in reports.values())
-    assert hub_stats["dropped_malformed"] == 0
+    assert hub_stats["dropped_malformed"] == 0, hub_stats["by_reason"]
 
 
 def test_decoded_clouds_match_what_was_sent_within_the_quantization_error(meeting):
