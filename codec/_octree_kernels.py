@@ -13,6 +13,14 @@ bit with the adaptive binary range coder of ``_entropy``. The context of child b
 These choices were measured on the MVUB frames (ideal code length, see docs/codec.md).
 Bit 7 is not coded when bits 0-6 are all zero (a node has at least one child).
 Child index i = (x << 2) | (y << 1) | z, matching the Morton interleave (x most significant).
+
+Speed comes from doing per node what does not depend on the bit being decoded: the
+context is linear in its parts (``a*240 + k*30 + ke*6 + siblings*2 + far``), so a node's
+neighbours give each child a base once (``_bases``) and the siblings coded so far add a
+table entry (``_SIBCTX``); the decoder's bit-to-bit dependency is one load and one add.
+Neighbourhoods are bit masks: a parent's 4x4x4 child-level window (``_WIN64``) gives every
+child's 26-neighbour mask with a few shifts, and only the levels that go further keep all
+26 neighbour indices.
 """
 
 from __future__ import annotations
@@ -169,106 +177,228 @@ def root_neighbours(nodes, level):
     return out
 
 
-@njit(cache=True, nogil=True)
-def child_neighbours(nbrs, occ):
-    """The 26-neighbourhoods of the next level's nodes, from this level's.
+def _slot(dx, dy, dz):
+    return (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
 
-    ``nbrs[i, j]`` is the index (in this level's sorted node list) of node i's neighbour at
-    offset j = (dx+1)*9 + (dy+1)*3 + dz+1, or -1; ``occ`` are the nodes' child occupancy
-    bytes. A child's neighbours are children of its parent or of the parent's neighbours,
-    and a child's index is where its parent's children start plus the occupied children
-    before it, so the whole level is derived without a single search or hash look-up.
-    """
+
+def _tables():
+    """Per child index i, which bits of a node's masks and windows its context reads."""
+    touch = np.empty((8, 7), np.int64)
+    farmask = np.empty(8, np.int64)
+    causal = np.empty((8, 7), np.int64)  # cell bit of each causal neighbour in the window
+    isface = np.empty((8, 7), np.int64)  # face weight (1, 2, 4) or 0 for edge/corner
+    for i in range(8):
+        c = ((i >> 2) & 1, (i >> 1) & 1, i & 1)
+        s = tuple(2 * v - 1 for v in c)
+        touch[i] = [_slot(s[0], 0, 0), _slot(0, s[1], 0), _slot(0, 0, s[2]), _slot(s[0], s[1], 0),
+                    _slot(s[0], 0, s[2]), _slot(0, s[1], s[2]), _slot(*s)]
+        farmask[i] = (1 << _slot(-s[0], 0, 0)) | (1 << _slot(0, -s[1], 0)) | (1 << _slot(0, 0, -s[2]))
+        offsets = [(dx, dy, dz) for dx in (-1, 0) for dy in (-1, 0) for dz in (-1, 0)][:-1]
+        for t, d in enumerate(offsets):
+            causal[i, t] = _slot(c[0] + d[0], c[1] + d[1], c[2] + d[2])
+            isface[i, t] = {(-1, 0, 0): 1, (0, -1, 0): 2, (0, 0, -1): 4}.get(d, 0)
+    # child-level window around a node's children: cell u in {-1,0,1}^3 at bit _slot(u);
+    # cells with a -1 lie in one of the 7 negative neighbours
+    negslot = np.array([_slot(*o) for o in [(dx, dy, dz) for dx in (-1, 0) for dy in (-1, 0)
+                                            for dz in (-1, 0)][:-1]], np.int64)
+    negwin = np.zeros((7, 256), np.int64)
+    for t, o in enumerate([(dx, dy, dz) for dx in (-1, 0) for dy in (-1, 0) for dz in (-1, 0)][:-1]):
+        for ux in (-1, 0, 1):
+            for uy in (-1, 0, 1):
+                for uz in (-1, 0, 1):
+                    u = (ux, uy, uz)
+                    if min(u) >= 0 or tuple(min(v, 0) for v in u) != o:
+                        continue
+                    n = ((ux & 1) << 2) | ((uy & 1) << 1) | (uz & 1)
+                    for byte in range(256):
+                        if (byte >> n) & 1:
+                            negwin[t, byte] |= 1 << _slot(*u)
+    sibwin = np.zeros(256, np.int64)
+    for byte in range(256):
+        for i in range(8):
+            if (byte >> i) & 1:
+                sibwin[byte] |= 1 << _slot((i >> 2) & 1, (i >> 1) & 1, i & 1)
+    # child_neighbours: for child ci and child-level slot j, the parent-level slot of the
+    # node holding that neighbour and the neighbour's child index in it
+    cn_slot = np.empty((8, 27), np.int64)
+    cn_child = np.empty((8, 27), np.int64)
+    for ci in range(8):
+        c = ((ci >> 2) & 1, (ci >> 1) & 1, ci & 1)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for dz in (-1, 0, 1):
+                    g = (c[0] + dx, c[1] + dy, c[2] + dz)
+                    o = tuple(-1 if v < 0 else (1 if v > 1 else 0) for v in g)
+                    cn_slot[ci, _slot(dx, dy, dz)] = _slot(*o)
+                    cn_child[ci, _slot(dx, dy, dz)] = ((g[0] & 1) << 2) | ((g[1] & 1) << 1) | (g[2] & 1)
+    # context = a*240 + k*30 + ke*6 + min(siblings, 2)*2 + far: linear, and the siblings'
+    # share (their face and edge bits, their count) is a table of (child, coded so far)
+    sibctx = np.zeros((8, 256), np.int64)
+    for i in range(8):
+        for coded in range(1 << i):
+            w = sibwin[coded]
+            k = ke = 0
+            for t in range(7):
+                if (w >> causal[i, t]) & 1:
+                    if isface[i, t]:
+                        k += isface[i, t]
+                    else:
+                        ke += 1
+            sibctx[i, coded] = k * 30 + ke * 6 + min(bin(coded).count("1"), 2) * 2
+    return touch, farmask, causal, isface, negslot, negwin, cn_slot, cn_child, sibctx
+
+
+_TOUCH, _FARMASK, _CAUSAL, _ISFACE, _NEGSLOT, _NEGWIN, _CN_SLOT, _CN_CHILD, _SIBCTX = _tables()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bases(nb, nbm, occ, base):
+    """The part of each child bit's context that the neighbours decide (not the siblings)."""
+    win = 0
+    for t in range(7):
+        idx = nb[t]
+        if idx >= 0:
+            win |= _NEGWIN[t, occ[idx]]
+    for i in range(8):
+        a = 0
+        for t in range(7):
+            a |= ((nbm >> _TOUCH[i, t]) & 1) << t
+        k = 0
+        ke = 0
+        for t in range(7):
+            bit = (win >> _CAUSAL[i, t]) & 1
+            f = _ISFACE[i, t]
+            if f:
+                k += f * bit
+            else:
+                ke += bit
+        base[i] = a * 240 + k * 30 + ke * 6 + (1 if nbm & _FARMASK[i] else 0)
+
+
+def _win_tables():
+    # a parent's 4x4x4 child-level window: cell (x, y, z) in [-1, 2]^3 at bit
+    # (x+1)*16 + (y+1)*4 + (z+1); the neighbour in parent slot s with occupancy byte b
+    # fills its children's cells that lie in the window
+    win64 = np.zeros((27, 256), np.uint64)
+    for ox in (-1, 0, 1):
+        for oy in (-1, 0, 1):
+            for oz in (-1, 0, 1):
+                for n in range(8):
+                    x, y, z = 2 * ox + ((n >> 2) & 1), 2 * oy + ((n >> 1) & 1), 2 * oz + (n & 1)
+                    if not (-1 <= x <= 2 and -1 <= y <= 2 and -1 <= z <= 2):
+                        continue
+                    bit = np.uint64(1) << np.uint64((x + 1) * 16 + (y + 1) * 4 + (z + 1))
+                    for b in range(256):
+                        if (b >> n) & 1:
+                            win64[_slot(ox, oy, oz), b] |= bit
+    return win64
+
+
+_WIN64 = _win_tables()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _child_mask(w, ci):
+    """The 27-bit neighbour mask of child ci (own slot cleared) from its parent's window."""
+    cx, cy, cz = (ci >> 2) & 1, (ci >> 1) & 1, ci & 1
+    m = 0
+    for dx in range(3):
+        for dy in range(3):
+            row = (w >> np.uint64((cx + dx) * 16 + (cy + dy) * 4 + cz)) & np.uint64(7)
+            m |= np.int64(row) << (dx * 9 + dy * 3)
+    return m & ~(1 << 13)
+
+
+@njit(cache=True, nogil=True)
+def child_neighbours(nbrs, occ, full):
+    """Next level's neighbour masks, the indices of each node's 7 causal (negative)
+    neighbours, and, when ``full``, all 27 neighbour indices (to go one level further)."""
     m = occ.shape[0]
     start = np.empty(m + 1, np.int64)
     start[0] = 0
     for i in range(m):
         start[i + 1] = start[i] + _POPCOUNT[occ[i]]
-    out = np.full((start[m], 27), -1, np.int32)
+    n = start[m]
+    out = np.empty((n if full else 0, 27), np.int32)
+    neg = np.empty((n, 7), np.int32)
+    masks = np.empty(n, np.int64)
+    locc = np.empty(27, np.int64)
+    lstart = np.empty(27, np.int64)
     for pi in range(m):
+        w = np.uint64(0)
+        for s in range(27):
+            pn = pi if s == 13 else nbrs[pi, s]
+            if pn >= 0:
+                po = occ[pn]
+                locc[s] = po
+                lstart[s] = start[pn]
+                w |= _WIN64[s, po]
+            else:
+                locc[s] = 0
+                lstart[s] = 0
         o = occ[pi]
+        me = start[pi]
         for ci in range(8):
             if not (o >> ci) & 1:
                 continue
-            me = start[pi] + _POPCOUNT[o & ((1 << ci) - 1)]
-            cx, cy, cz = (ci >> 2) & 1, (ci >> 1) & 1, ci & 1
-            for dx in range(-1, 2):
-                gx = cx + dx
-                ox, ncx = (-1 if gx < 0 else (1 if gx > 1 else 0)), gx & 1
-                for dy in range(-1, 2):
-                    gy = cy + dy
-                    oy, ncy = (-1 if gy < 0 else (1 if gy > 1 else 0)), gy & 1
-                    for dz in range(-1, 2):
-                        j = (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
-                        if j == 13:
-                            continue
-                        gz = cz + dz
-                        oz, ncz = (-1 if gz < 0 else (1 if gz > 1 else 0)), gz & 1
-                        pj = (ox + 1) * 9 + (oy + 1) * 3 + oz + 1
-                        pn = pi if pj == 13 else nbrs[pi, pj]
-                        if pn < 0:
-                            continue
-                        nci = (ncx << 2) | (ncy << 1) | ncz
-                        po = occ[pn]
-                        if (po >> nci) & 1:
-                            out[me, j] = start[pn] + _POPCOUNT[po & ((1 << nci) - 1)]
-    return out
-
-
-def _context_tables():
-    """Per child index i: the neighbour slots (offset (dx,dy,dz) -> (dx+1)*9 + (dy+1)*3 +
-    dz+1) that its context reads, so that the kernel is a few table look-ups."""
-    touch = np.empty((8, 7), np.int64)  # parent-level neighbours touching child i
-    far = np.empty((8, 3), np.int64)  # the parent's faces on the other side
-    causal = np.empty((8, 7, 3), np.int64)  # (slot or 13 = own parent, child index, face bit)
-    for i in range(8):
-        c = ((i >> 2) & 1, (i >> 1) & 1, i & 1)
-        s = tuple(2 * v - 1 for v in c)
-
-        def slot(dx, dy, dz):
-            return (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
-
-        touch[i] = [slot(s[0], 0, 0), slot(0, s[1], 0), slot(0, 0, s[2]), slot(s[0], s[1], 0),
-                    slot(s[0], 0, s[2]), slot(0, s[1], s[2]), slot(*s)]
-        far[i] = [slot(-s[0], 0, 0), slot(0, -s[1], 0), slot(0, 0, -s[2])]
-        offsets = [(dx, dy, dz) for dx in (-1, 0) for dy in (-1, 0) for dz in (-1, 0)][:-1]
-        for t, d in enumerate(offsets):
-            o = [-1 if (c[a] == 0 and d[a] == -1) else 0 for a in range(3)]
-            n = [c[a] + d[a] if o[a] == 0 else 1 for a in range(3)]
-            face = {(-1, 0, 0): 1, (0, -1, 0): 2, (0, 0, -1): 4}.get(d, 0)
-            causal[i, t] = (slot(*o), (n[0] << 2) | (n[1] << 1) | n[2], face)
-    return touch, far, causal
-
-
-_TOUCH, _FAR, _CAUSAL = _context_tables()
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _context(nb, occ, i, coded):
-    a = 0
-    for t in range(7):
-        if nb[_TOUCH[i, t]] >= 0:
-            a |= 1 << t
-    far = 0
-    for t in range(3):
-        if nb[_FAR[i, t]] >= 0:
-            far = 1
-    k = 0
-    ke = 0
-    for t in range(7):
-        where, ni, face = _CAUSAL[i, t, 0], _CAUSAL[i, t, 1], _CAUSAL[i, t, 2]
-        if where == 13:  # a sibling, already coded
-            bit = (coded >> ni) & 1
-        else:
-            idx = nb[where]
-            bit = (occ[idx] >> ni) & 1 if idx >= 0 else 0
-        if bit:
-            if face:
-                k |= face
+            masks[me] = _child_mask(w, ci)
+            if full:
+                for j in range(27):
+                    ps = _CN_SLOT[ci, j]
+                    nci = _CN_CHILD[ci, j]
+                    po = locc[ps]
+                    bit = (po >> nci) & 1
+                    out[me, j] = (lstart[ps] + _POPCOUNT[po & ((1 << nci) - 1)] + 1) * bit - 1
+                out[me, 13] = -1
+                for t in range(7):
+                    neg[me, t] = out[me, _NEGSLOT[t]]
             else:
-                ke += 1
-    nsib = _POPCOUNT[coded]  # coded holds only the bits below i
-    return (((a * 8 + k) * 5 + ke) * 3 + min(nsib, 2)) * 2 + far
+                for t in range(7):
+                    j = _NEGSLOT[t]
+                    ps = _CN_SLOT[ci, j]
+                    nci = _CN_CHILD[ci, j]
+                    po = locc[ps]
+                    bit = (po >> nci) & 1
+                    neg[me, t] = (lstart[ps] + _POPCOUNT[po & ((1 << nci) - 1)] + 1) * bit - 1
+            me += 1
+    return out, neg, masks
+
+
+@njit(cache=True, nogil=True)
+def root_tables(nodes, level):
+    """``child_neighbours``' three tables for the nodes where a subtree starts."""
+    nbrs = root_neighbours(nodes, level)
+    n = nodes.shape[0]
+    neg = np.empty((n, 7), np.int32)
+    masks = np.empty(n, np.int64)
+    for i in range(n):
+        m = 0
+        for j in range(27):
+            if nbrs[i, j] >= 0:
+                m |= 1 << j
+        masks[i] = m
+        for t in range(7):
+            neg[i, t] = nbrs[i, _NEGSLOT[t]]
+    return nbrs, neg, masks
+
+
+@njit(cache=True, nogil=True)
+def level_nodes(leaves, depth, start):
+    """The sorted unique node codes of every level from ``depth`` up to ``start``, bottom-up
+    (``out[depth - level]``): each level from the one below, so the work is the node count."""
+    cur = leaves
+    out = [leaves]
+    for _ in range(depth - start):
+        nxt = np.empty(cur.shape[0], np.int64)
+        m = 0
+        for i in range(cur.shape[0]):
+            c = cur[i] >> 3
+            if m == 0 or nxt[m - 1] != c:
+                nxt[m] = c
+                m += 1
+        cur = nxt[:m]
+        out.append(cur)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -276,10 +406,12 @@ def encode_levels(leaves, depth, start, stop, buf, c0, c1):
     """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
     the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
     st = enc_start()
-    par = unique_shift(leaves, 3 * (depth - start))
-    nbrs = root_neighbours(par, start)
+    arrays = level_nodes(leaves, depth, start)  # arrays[depth - level]: that level's nodes
+    par = arrays[depth - start]
+    nbrs, neg, masks = root_tables(par, start)
+    base = np.empty(8, np.int64)
     for level in range(start, stop):
-        chi = unique_shift(leaves, 3 * (depth - level - 1))
+        chi = arrays[depth - level - 1]
         occ = np.zeros(par.shape[0], np.int64)
         j = 0
         for ci in range(chi.shape[0]):
@@ -287,17 +419,17 @@ def encode_levels(leaves, depth, start, stop, buf, c0, c1):
                 j += 1
             occ[j] |= 1 << (chi[ci] & 7)
         for pi in range(par.shape[0]):
-            nb = nbrs[pi]
+            _bases(neg[pi], masks[pi], occ, base)
             o = occ[pi]
             coded = 0
             for i in range(8):
                 if i == 7 and coded == 0:
                     break
                 bit = (o >> i) & 1
-                st, buf = enc_bit(st, buf, c0, c1, _context(nb, occ, i, coded), bit)
+                st, buf = enc_bit(st, buf, c0, c1, base[i] + _SIBCTX[i, coded], bit)
                 coded |= bit << i
         if level + 1 < stop:
-            nbrs = child_neighbours(nbrs, occ)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
         par = chi
     return enc_finish(st, buf)
 
@@ -308,19 +440,20 @@ def decode_levels(buf, roots, start, stop, max_nodes, c0, c1):
     ``stop`` is lower), and a status: 0 ok, 1 too many nodes, 2 read past the end."""
     st = dec_start(buf)
     par = roots.copy()
-    nbrs = root_neighbours(par, start)
+    nbrs, neg, masks = root_tables(par, start)
+    base = np.empty(8, np.int64)
     for level in range(start, stop):
         occ = np.zeros(par.shape[0], np.int64)
         n_children = 0
         chi = np.empty(min(8 * par.shape[0], max_nodes + 8), np.int64)
         for pi in range(par.shape[0]):
-            nb = nbrs[pi]
+            _bases(neg[pi], masks[pi], occ, base)
             coded = 0
             for i in range(8):
                 if i == 7 and coded == 0:
                     bit = 1
                 else:
-                    bit, st = dec_bit(st, buf, c0, c1, _context(nb, occ, i, coded))
+                    bit, st = dec_bit(st, buf, c0, c1, base[i] + _SIBCTX[i, coded])
                 coded |= bit << i
                 if bit:
                     if n_children >= max_nodes:
@@ -331,6 +464,6 @@ def decode_levels(buf, roots, start, stop, max_nodes, c0, c1):
             if st[3] > 8:
                 return chi[:0], 2
         if level + 1 < stop:
-            nbrs = child_neighbours(nbrs, occ)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
         par = chi[:n_children]
     return par, 0 if st[3] <= 8 else 2
