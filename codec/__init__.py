@@ -8,10 +8,13 @@ For a sequence, ``OctreeEncoder`` carries the coder's statistics from frame to f
 ``OctreeDecoder`` follows it (see docs/codec.md).
 """
 
+from codec.allocator import keep_freed_memory
 from codec.baseline import BaselineCodec
 from codec.errors import CodecError
 from codec.octree import MissingReference, OctreeCodec, OctreeDecoder, OctreeEncoder
 from codec.registry import available, decode, from_config, get_codec
+
+keep_freed_memory()  # frames reuse the previous frame's pages (see codec/allocator.py)
 
 __all__ = ["BaselineCodec", "CodecError", "MissingReference", "OctreeCodec", "OctreeDecoder",
            "OctreeEncoder", "available", "decode", "from_config", "get_codec"]

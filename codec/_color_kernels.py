@@ -67,7 +67,7 @@ def _base(ch, cls):
 
 
 @njit(cache=True, nogil=True)
-def encode_colors(colors, step, buf, c0, c1):
+def encode_colors(colors, step, buf, counts, probs):
     """Code uint8 RGB (N, 3) in the given (Morton) order; ``step`` >= 1 quantizes."""
     ycc = rgb_to_ycocg(colors)
     st = enc_start()
@@ -78,7 +78,7 @@ def encode_colors(colors, step, buf, c0, c1):
             diff = ycc[i, ch] - pred[ch]
             q = (abs(diff) + step // 2) // step
             r = q if diff >= 0 else -q
-            st, buf = enc_signed(st, buf, c0, c1, _base(ch, _class(prev[ch])), _EG + ch * EG_CONTEXTS,
+            st, buf = enc_signed(st, buf, counts, probs, _base(ch, _class(prev[ch])), _EG + ch * EG_CONTEXTS,
                                  _UNARY, r)
             pred[ch] += r * step
             prev[ch] = abs(r)
@@ -86,7 +86,7 @@ def encode_colors(colors, step, buf, c0, c1):
 
 
 @njit(cache=True, nogil=True)
-def decode_colors(buf, n, step, c0, c1):
+def decode_colors(buf, n, step, counts, probs):
     """Inverse of ``encode_colors``; returns (RGB (n, 3), status: 0 ok, 2 corrupt)."""
     st = dec_start(buf)
     pred = np.array([128, 0, 0], np.int64)
@@ -94,7 +94,7 @@ def decode_colors(buf, n, step, c0, c1):
     ycc = np.empty((n, 3), np.int64)
     for i in range(n):
         for ch in range(3):
-            r, ok, st = dec_signed(st, buf, c0, c1, _base(ch, _class(prev[ch])),
+            r, ok, st = dec_signed(st, buf, counts, probs, _base(ch, _class(prev[ch])),
                                    _EG + ch * EG_CONTEXTS, _UNARY)
             pred[ch] += r * step
             if not ok or abs(pred[ch]) > 4096:

@@ -2,7 +2,10 @@
 
 Each context keeps two counts; the probability of a 0 is (n0 + 0.4) / (n + 0.8), taken to
 12 bits with a reciprocal table instead of a division, and the counts are halved when their
-sum passes ``COUNT_LIMIT`` so that the model keeps adapting.
+sum passes ``COUNT_LIMIT`` so that the model keeps adapting. A model is two arrays: the
+counts (n0, n1 side by side) and each context's current probability, recomputed when the
+counts change, so that coding a bit reads one number (the decoder's next context often
+depends on this bit: the shorter that chain, the faster it decodes).
 
 The coder state is a tuple of integers that the caller threads through its loop
 (``st = enc_bit(st, ...)``), so that numba keeps it in registers:
@@ -25,27 +28,24 @@ TOP = 1 << 24
 _RECIPROCAL = np.array([(1 << 30) // (10 * n + 8) for n in range(COUNT_LIMIT + 2)], np.int64)
 
 
-def new_counts(n_contexts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed count tables; uint8 keeps thousands of contexts in the CPU's caches."""
-    return np.zeros(n_contexts, np.uint8), np.zeros(n_contexts, np.uint8)
+def new_model(n_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh statistics for ``n_contexts`` contexts: (counts, probabilities). uint8 counts
+    and uint16 probabilities keep thousands of contexts in the CPU's caches."""
+    return (np.zeros((n_contexts, 2), np.uint8),
+            np.full(n_contexts, 1 << (PROB_BITS - 1), np.uint16))  # no counts: p = 1/2
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _prob0(c0, c1, ctx):
-    n0 = np.int64(c0[ctx])
-    p = ((10 * n0 + 4) * _RECIPROCAL[n0 + np.int64(c1[ctx])]) >> (30 - PROB_BITS)
-    return min(max(p, 1), (1 << PROB_BITS) - 1)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _update(c0, c1, ctx, bit):
-    n0 = np.int64(c0[ctx]) + (1 - bit)
-    n1 = np.int64(c1[ctx]) + bit
+def _update(counts, probs, ctx, bit):
+    n0 = np.int64(counts[ctx, 0]) + (1 - bit)
+    n1 = np.int64(counts[ctx, 1]) + bit
     if n0 + n1 > COUNT_LIMIT:
         n0 = (n0 + 1) >> 1
         n1 = (n1 + 1) >> 1
-    c0[ctx] = n0
-    c1[ctx] = n1
+    counts[ctx, 0] = n0
+    counts[ctx, 1] = n1
+    p = ((10 * n0 + 4) * _RECIPROCAL[n0 + n1]) >> (30 - PROB_BITS)
+    probs[ctx] = min(max(p, 1), (1 << PROB_BITS) - 1)
 
 
 def new_buffer(capacity: int) -> np.ndarray:
@@ -86,16 +86,16 @@ def _shift_low(st, buf):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def enc_bit(st, buf, c0, c1, ctx, bit):
+def enc_bit(st, buf, counts, probs, ctx, bit):
     """Code one bit in context ``ctx``; returns the new state and the (maybe grown) buffer."""
     low, rng, cache, pending, pos = st
-    bound = (rng >> PROB_BITS) * _prob0(c0, c1, ctx)
+    bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
     if bit:
         low += bound
         rng -= bound
     else:
         rng = bound
-    _update(c0, c1, ctx, bit)
+    _update(counts, probs, ctx, bit)
     st = (low, rng, cache, pending, pos)
     while st[1] < TOP:
         st = (st[0], st[1] << 8, st[2], st[3], st[4])
@@ -127,10 +127,10 @@ def dec_start(buf):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def dec_bit(st, buf, c0, c1, ctx):
+def dec_bit(st, buf, counts, probs, ctx):
     """Decode one bit; returns (bit, new state)."""
     code, rng, pos, overrun = st
-    bound = (rng >> PROB_BITS) * _prob0(c0, c1, ctx)
+    bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
     if code < bound:
         rng = bound
         bit = 0
@@ -138,7 +138,7 @@ def dec_bit(st, buf, c0, c1, ctx):
         code -= bound
         rng -= bound
         bit = 1
-    _update(c0, c1, ctx, bit)
+    _update(counts, probs, ctx, bit)
     while rng < TOP:
         rng <<= 8
         b, pos, overrun = _get(buf, pos, overrun)
@@ -153,50 +153,50 @@ EG_CONTEXTS = 2 * EG_PREFIX
 
 
 @njit(cache=True, nogil=True, inline="always")
-def enc_signed(st, buf, c0, c1, ctx, eg_ctx, unary, v):
+def enc_signed(st, buf, counts, probs, ctx, eg_ctx, unary, v):
     """Code a signed integer: zero flag (``ctx``), sign (``ctx + 1``), ``|v| - 1`` in unary
     up to ``unary`` bits (``ctx + 2 + j``), then an Exp-Golomb escape whose prefix and
     suffix bits have contexts of their own (``eg_ctx`` .. ``eg_ctx + EG_CONTEXTS``)."""
-    st, buf = enc_bit(st, buf, c0, c1, ctx, 1 if v != 0 else 0)
+    st, buf = enc_bit(st, buf, counts, probs, ctx, 1 if v != 0 else 0)
     if v == 0:
         return st, buf
-    st, buf = enc_bit(st, buf, c0, c1, ctx + 1, 1 if v < 0 else 0)
+    st, buf = enc_bit(st, buf, counts, probs, ctx + 1, 1 if v < 0 else 0)
     m = abs(v) - 1
     j = 0
     while j < unary and j < m:
-        st, buf = enc_bit(st, buf, c0, c1, ctx + 2 + j, 1)
+        st, buf = enc_bit(st, buf, counts, probs, ctx + 2 + j, 1)
         j += 1
     if j < unary:
-        return enc_bit(st, buf, c0, c1, ctx + 2 + j, 0)
+        return enc_bit(st, buf, counts, probs, ctx + 2 + j, 0)
     e = m - unary + 1
     nbits = 0
     while (e >> (nbits + 1)) > 0:
         nbits += 1
     for b in range(nbits):
-        st, buf = enc_bit(st, buf, c0, c1, eg_ctx + b, 1)
-    st, buf = enc_bit(st, buf, c0, c1, eg_ctx + nbits, 0)
+        st, buf = enc_bit(st, buf, counts, probs, eg_ctx + b, 1)
+    st, buf = enc_bit(st, buf, counts, probs, eg_ctx + nbits, 0)
     for b in range(nbits - 1, -1, -1):
-        st, buf = enc_bit(st, buf, c0, c1, eg_ctx + EG_PREFIX + b, (e >> b) & 1)
+        st, buf = enc_bit(st, buf, counts, probs, eg_ctx + EG_PREFIX + b, (e >> b) & 1)
     return st, buf
 
 
 @njit(cache=True, nogil=True, inline="always")
-def dec_signed(st, buf, c0, c1, ctx, eg_ctx, unary):
+def dec_signed(st, buf, counts, probs, ctx, eg_ctx, unary):
     """Inverse of ``enc_signed``: (value, ok, state); ok is False for an impossible code."""
-    nonzero, st = dec_bit(st, buf, c0, c1, ctx)
+    nonzero, st = dec_bit(st, buf, counts, probs, ctx)
     if not nonzero:
         return 0, True, st
-    neg, st = dec_bit(st, buf, c0, c1, ctx + 1)
+    neg, st = dec_bit(st, buf, counts, probs, ctx + 1)
     m = 0
     while m < unary:
-        more, st = dec_bit(st, buf, c0, c1, ctx + 2 + m)
+        more, st = dec_bit(st, buf, counts, probs, ctx + 2 + m)
         if not more:
             break
         m += 1
     if m == unary:
         nbits = 0
         while nbits < EG_PREFIX - 1:
-            more, st = dec_bit(st, buf, c0, c1, eg_ctx + nbits)
+            more, st = dec_bit(st, buf, counts, probs, eg_ctx + nbits)
             if not more:
                 break
             nbits += 1
@@ -204,7 +204,7 @@ def dec_signed(st, buf, c0, c1, ctx, eg_ctx, unary):
             return 0, False, st
         e = 1
         for b in range(nbits - 1, -1, -1):
-            bit, st = dec_bit(st, buf, c0, c1, eg_ctx + EG_PREFIX + b)
+            bit, st = dec_bit(st, buf, counts, probs, eg_ctx + EG_PREFIX + b)
             e = (e << 1) | bit
         m = unary + e - 1
     return (-(m + 1) if neg else m + 1), True, st

@@ -72,6 +72,18 @@ def morton_decode(codes):
 
 
 @njit(cache=True, nogil=True)
+def cell_centres(codes, origin, cell):
+    """float32 (n, 3) centres of the cells with these Morton codes (metres)."""
+    out = np.empty((codes.shape[0], 3), np.float32)
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        out[i, 0] = (np.float64(_compact(c >> 2)) + 0.5) * cell + origin[0]
+        out[i, 1] = (np.float64(_compact(c >> 1)) + 0.5) * cell + origin[1]
+        out[i, 2] = (np.float64(_compact(c)) + 0.5) * cell + origin[2]
+    return out
+
+
+@njit(cache=True, nogil=True)
 def radix_argsort(keys, bits):
     """Stable argsort of non-negative keys below 2**bits: LSD radix with as few passes of
     at most 14 bits as cover the keys (two for grids up to 512 cells a side)."""
@@ -99,43 +111,91 @@ def radix_argsort(keys, bits):
 
 
 @njit(cache=True, nogil=True)
+def radix_sort(keys, lo, bits):
+    """``keys`` sorted by their bits ``lo`` .. ``lo + bits`` (stable LSD radix, passes of at
+    most 14 bits); used on (Morton code, point index) packed into one integer, so every pass
+    moves the keys themselves instead of chasing an index array."""
+    n = keys.shape[0]
+    passes = max(1, (bits + 13) // 14)
+    digit = (bits + passes - 1) // passes
+    mask = (1 << digit) - 1
+    src = keys.copy()
+    dst = np.empty(n, np.int64)
+    counts = np.empty((1 << digit) + 1, np.int64)
+    for p in range(passes):
+        shift = lo + p * digit
+        counts[:] = 0
+        for i in range(n):
+            counts[((src[i] >> shift) & mask) + 1] += 1
+        for d in range(1 << digit):
+            counts[d + 1] += counts[d]
+        for i in range(n):
+            k = src[i]
+            d = (k >> shift) & mask
+            dst[counts[d]] = k
+            counts[d] += 1
+        src, dst = dst, src
+    return src
+
+
+@njit(cache=True, nogil=True)
 def voxelize(positions, colors, origin, cell, depth):
     """Grid cells of the points inside the volume: sorted unique Morton codes, the mean
     colour of each cell's points, and how many points fell outside."""
     n = positions.shape[0]
     side = 1 << depth
-    codes = np.empty(n, np.int64)
-    keep = np.empty(n, np.int64)
+    ibits = 1
+    while (1 << ibits) < n:
+        ibits += 1
+    packed = 3 * depth + ibits <= 62  # (code, index) fit one key: the fast path
+    keys = np.empty(n, np.int64)
+    keep = np.empty(0 if packed else n, np.int64)
     m = 0
     for i in range(n):
         x = int(np.floor((positions[i, 0] - origin[0]) / cell))
         y = int(np.floor((positions[i, 1] - origin[1]) / cell))
         z = int(np.floor((positions[i, 2] - origin[2]) / cell))
         if 0 <= x < side and 0 <= y < side and 0 <= z < side:
-            codes[m] = morton(x, y, z)
-            keep[m] = i
+            if packed:
+                keys[m] = (morton(x, y, z) << ibits) | i
+            else:
+                keys[m] = morton(x, y, z)
+                keep[m] = i
             m += 1
-    codes = codes[:m]
-    order = radix_argsort(codes, 3 * depth)
+    codes = np.empty(m, np.int64)
+    source = np.empty(m, np.int64)
+    if packed:
+        keys = radix_sort(keys[:m], ibits, 3 * depth)
+        for j in range(m):
+            codes[j] = keys[j] >> ibits
+            source[j] = keys[j] & ((1 << ibits) - 1)
+    else:
+        order = radix_argsort(keys[:m], 3 * depth)
+        for j in range(m):
+            codes[j] = keys[order[j]]
+            source[j] = keep[order[j]]
     uniq = np.empty(m, np.int64)
-    sums = np.zeros((m, 3), np.int64)
-    counts = np.zeros(m, np.int64)
-    u = -1
-    for j in range(m):
-        c = codes[order[j]]
-        if u < 0 or uniq[u] != c:
-            u += 1
-            uniq[u] = c
-        src = keep[order[j]]
-        for ch in range(3):
-            sums[u, ch] += colors[src, ch]
-        counts[u] += 1
-    u += 1
-    mean = np.empty((u, 3), np.uint8)
-    for j in range(u):
-        for ch in range(3):
-            mean[j, ch] = (sums[j, ch] + counts[j] // 2) // counts[j]
-    return uniq[:u], mean, n - m
+    mean = np.empty((m, 3), np.uint8)
+    u = 0
+    j = 0
+    while j < m:  # one run of equal codes per cell: sum its colours, write the rounded mean
+        c = codes[j]
+        s0 = s1 = s2 = 0
+        count = 0
+        while j < m and codes[j] == c:
+            src = source[j]
+            s0 += colors[src, 0]
+            s1 += colors[src, 1]
+            s2 += colors[src, 2]
+            count += 1
+            j += 1
+        uniq[u] = c
+        half = count // 2
+        mean[u, 0] = (s0 + half) // count
+        mean[u, 1] = (s1 + half) // count
+        mean[u, 2] = (s2 + half) // count
+        u += 1
+    return uniq[:u], mean[:u], n - m
 
 
 @njit(cache=True, nogil=True)
@@ -251,28 +311,45 @@ def _tables():
 _TOUCH, _FARMASK, _CAUSAL, _ISFACE, _NEGSLOT, _NEGWIN, _CN_SLOT, _CN_CHILD, _SIBCTX = _tables()
 
 
+def _plane_tables():
+    """``_bases`` reads a child's touch pattern and its causal neighbours' share of the
+    context two x-planes (9 bits) at a time: per child, per plane, a 512-entry table."""
+    touch = np.zeros((8, 2, 512), np.uint8)  # planes dx = 0 and dx = the child's side
+    causal = np.zeros((8, 2, 512), np.uint8)  # window planes ux = cx - 1 and ux = cx
+    for i in range(8):
+        cx = (i >> 2) & 1
+        for p in range(2):
+            for bits in range(512):
+                plane = bits << (9 * ((0 if p == 0 else 2 * cx - 1) + 1))
+                touch[i, p, bits] = sum(1 << t for t in range(7) if (plane >> _TOUCH[i, t]) & 1)
+                plane = bits << (9 * (cx - 1 + p + 1))
+                k = sum(_ISFACE[i, t] for t in range(7) if (plane >> _CAUSAL[i, t]) & 1)
+                ke = sum(1 for t in range(7) if (plane >> _CAUSAL[i, t]) & 1 and not _ISFACE[i, t])
+                causal[i, p, bits] = k * 30 + ke * 6
+    return touch, causal
+
+
+_TOUCH_PLANES, _CAUSAL_PLANES = _plane_tables()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _bases(nb, nbm, occ, base):
-    """The part of each child bit's context that the neighbours decide (not the siblings)."""
+    """The part of each child bit's context that the neighbours decide (not the siblings):
+    ``a*240 + k*30 + ke*6 + far`` from the node's neighbour mask and the causal window of
+    its negative neighbours' children."""
     win = 0
     for t in range(7):
         idx = nb[t]
         if idx >= 0:
             win |= _NEGWIN[t, occ[idx]]
+    mid = (nbm >> 9) & 511
     for i in range(8):
-        a = 0
-        for t in range(7):
-            a |= ((nbm >> _TOUCH[i, t]) & 1) << t
-        k = 0
-        ke = 0
-        for t in range(7):
-            bit = (win >> _CAUSAL[i, t]) & 1
-            f = _ISFACE[i, t]
-            if f:
-                k += f * bit
-            else:
-                ke += bit
-        base[i] = a * 240 + k * 30 + ke * 6 + (1 if nbm & _FARMASK[i] else 0)
+        cx = (i >> 2) & 1
+        side = (nbm >> (18 * cx)) & 511  # plane dx = -1 or +1
+        a = _TOUCH_PLANES[i, 0, mid] | _TOUCH_PLANES[i, 1, side]
+        c = (np.int64(_CAUSAL_PLANES[i, 0, (win >> (9 * cx)) & 511])
+             + np.int64(_CAUSAL_PLANES[i, 1, (win >> (9 * cx + 9)) & 511]))
+        base[i] = np.int64(a) * 240 + c + (1 if nbm & _FARMASK[i] else 0)
 
 
 def _win_tables():
@@ -383,12 +460,13 @@ def root_tables(nodes, level):
 
 
 @njit(cache=True, nogil=True)
-def level_nodes(leaves, depth, start):
-    """The sorted unique node codes of every level from ``depth`` up to ``start``, bottom-up
-    (``out[depth - level]``): each level from the one below, so the work is the node count."""
-    cur = leaves
-    out = [leaves]
-    for _ in range(depth - start):
+def level_nodes(nodes, level, start):
+    """The sorted unique node codes of every level from ``level`` (``nodes``) up to
+    ``start``, as ``out[level - l]``: each level from the one below, so the work is the
+    node count."""
+    cur = nodes
+    out = [nodes]
+    for _ in range(level - start):
         nxt = np.empty(cur.shape[0], np.int64)
         m = 0
         for i in range(cur.shape[0]):
@@ -402,16 +480,17 @@ def level_nodes(leaves, depth, start):
 
 
 @njit(cache=True, nogil=True)
-def encode_levels(leaves, depth, start, stop, buf, c0, c1):
+def encode_levels(leaves, depth, start, stop, buf, counts, probs):
     """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
     the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
     st = enc_start()
-    arrays = level_nodes(leaves, depth, start)  # arrays[depth - level]: that level's nodes
-    par = arrays[depth - start]
+    bottom = leaves if stop == depth else unique_shift(leaves, 3 * (depth - stop))
+    arrays = level_nodes(bottom, stop, start)  # arrays[stop - level]: that level's nodes
+    par = arrays[stop - start]
     nbrs, neg, masks = root_tables(par, start)
     base = np.empty(8, np.int64)
     for level in range(start, stop):
-        chi = arrays[depth - level - 1]
+        chi = arrays[stop - level - 1]
         occ = np.zeros(par.shape[0], np.int64)
         j = 0
         for ci in range(chi.shape[0]):
@@ -426,7 +505,7 @@ def encode_levels(leaves, depth, start, stop, buf, c0, c1):
                 if i == 7 and coded == 0:
                     break
                 bit = (o >> i) & 1
-                st, buf = enc_bit(st, buf, c0, c1, base[i] + _SIBCTX[i, coded], bit)
+                st, buf = enc_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded], bit)
                 coded |= bit << i
         if level + 1 < stop:
             nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
@@ -435,7 +514,7 @@ def encode_levels(leaves, depth, start, stop, buf, c0, c1):
 
 
 @njit(cache=True, nogil=True)
-def decode_levels(buf, roots, start, stop, max_nodes, c0, c1):
+def decode_levels(buf, roots, start, stop, max_nodes, counts, probs):
     """Inverse of ``encode_levels``: the node codes at level ``stop`` (or fewer levels when
     ``stop`` is lower), and a status: 0 ok, 1 too many nodes, 2 read past the end."""
     st = dec_start(buf)
@@ -453,7 +532,7 @@ def decode_levels(buf, roots, start, stop, max_nodes, c0, c1):
                 if i == 7 and coded == 0:
                     bit = 1
                 else:
-                    bit, st = dec_bit(st, buf, c0, c1, base[i] + _SIBCTX[i, coded])
+                    bit, st = dec_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded])
                 coded |= bit << i
                 if bit:
                     if n_children >= max_nodes:

@@ -208,7 +208,7 @@ def _index_bucket(j, n):
 
 
 @njit(cache=True, nogil=True)
-def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
+def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     n = codes.shape[0]
     attrs = np.empty((n, 3), np.float64)
     for i in range(n):
@@ -228,7 +228,7 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
             q[c] = np.int64(np.floor(coeffs[j, c] / s + 0.5))
         bk = _index_bucket(j, n)
         zero = 1 if (q[0] == 0 and q[1] == 0 and q[2] == 0) else 0
-        st, buf = enc_bit(st, buf, c0, c1, (bk * 2 + prev_zero) * 2, zero)
+        st, buf = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
         prev_zero = zero
         if zero:
             prev[:] = 0
@@ -236,13 +236,13 @@ def encode(colors, codes, depth, step, chroma_step, buf, c0, c1):
         for c in range(3):
             ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
             v = q[c]
-            st, buf = enc_signed(st, buf, c0, c1, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
+            st, buf = enc_signed(st, buf, counts, probs, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
             prev[c] = abs(v)
     return enc_finish(st, buf)
 
 
 @njit(cache=True, nogil=True)
-def decode_coefficients(buf, n, step, chroma_step, c0, c1):
+def decode_coefficients(buf, n, step, chroma_step, counts, probs):
     """The dequantized coefficients (n, 3) and a status (0 ok, 2 corrupt).
 
     Needs only the voxel count, not the geometry: the contexts depend on a coefficient's
@@ -256,14 +256,14 @@ def decode_coefficients(buf, n, step, chroma_step, c0, c1):
     prev_zero = 0
     for j in range(n):
         bk = _index_bucket(j, n)
-        zero, st = dec_bit(st, buf, c0, c1, (bk * 2 + prev_zero) * 2)
+        zero, st = dec_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2)
         prev_zero = zero
         if zero:
             prev[:] = 0
             continue
         for c in range(3):
             ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
-            v, ok, st = dec_signed(st, buf, c0, c1, ctx, base_eg + c * EG_CONTEXTS, _UNARY)
+            v, ok, st = dec_signed(st, buf, counts, probs, ctx, base_eg + c * EG_CONTEXTS, _UNARY)
             if not ok:
                 return coeffs[:0], 2
             coeffs[j, c] = v * (step if c == 0 else chroma_step)

@@ -32,9 +32,9 @@ import numpy as np
 
 from codec import _color_kernels, _raht_kernels, container
 from codec._color_kernels import decode_colors, encode_colors
-from codec._entropy import new_buffer, new_counts
+from codec._entropy import new_buffer, new_model
 from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
-from codec._octree_kernels import decode_levels, encode_levels, morton_decode, unique_shift, voxelize
+from codec._octree_kernels import cell_centres, decode_levels, encode_levels, unique_shift, voxelize
 from codec.errors import CodecError
 from codec.types import validate_cloud
 
@@ -111,7 +111,7 @@ class OctreeCodec:
     def _encode(self, positions, colors, state: list | None, frame: int,
                 ref: int = KEYFRAME) -> tuple[bytes, list]:
         """Code a frame, continuing the slices' adaptive statistics from ``state`` (one
-        (geometry c0, c1, colour c0, c1) per slice) unless it is None; returns the stream
+        (geometry counts, probs, colour counts, probs) per slice) unless it is None; returns the stream
         and the statistics after it."""
         positions, colors = validate_cloud(positions, colors)
         codes, means, _outside = voxelize(np.ascontiguousarray(positions, dtype=np.float64),
@@ -127,7 +127,7 @@ class OctreeCodec:
             state = [self._fresh_state() for _ in bounds]
         else:
             state = [tuple(a.copy() for a in st) for st in state]
-        top = encode_levels(codes, self.depth, 0, level, new_buffer(64), *new_counts(N_GEOMETRY))
+        top = encode_levels(codes, self.depth, 0, level, new_buffer(64), *new_model(N_GEOMETRY))
         roots = unique_shift(codes, 3 * (self.depth - level))
         counts, jobs = [], []
         for j, (lo, hi) in enumerate(bounds):
@@ -155,23 +155,23 @@ class OctreeCodec:
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
         n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS
-        return (*new_counts(N_GEOMETRY), *new_counts(n_colour))
+        return (*new_model(N_GEOMETRY), *new_model(n_colour))
 
-    def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, c0, c1) -> np.ndarray:
+    def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, counts, probs) -> np.ndarray:
         if self.color_step == 1:  # lossless: YCoCg-R and DPCM in Morton order
-            return encode_colors(rgb, 1, new_buffer(len(rgb)), c0, c1)
+            return encode_colors(rgb, 1, new_buffer(len(rgb)), counts, probs)
         return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
                                     CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
-                                    c0, c1)
+                                    counts, probs)
 
-    def _decode_colors(self, section, n: int, c0, c1) -> tuple[np.ndarray, int]:
+    def _decode_colors(self, section, n: int, counts, probs) -> tuple[np.ndarray, int]:
         """Lossless: the colours. RAHT: the dequantized coefficients (``synthesize`` them
         with the geometry). Neither needs the geometry, so both run beside it."""
         buf = np.frombuffer(section, np.uint8)
         if self.color_step == 1:
-            return decode_colors(buf, n, 1, c0, c1)
+            return decode_colors(buf, n, 1, counts, probs)
         return _raht_kernels.decode_coefficients(buf, n, float(self.color_step),
-                                                 CHROMA_FACTOR * self.color_step, c0, c1)
+                                                 CHROMA_FACTOR * self.color_step, counts, probs)
 
     # -- decoding ------------------------------------------------------------------------
     @classmethod
@@ -244,9 +244,7 @@ class OctreeCodec:
         return level
 
     def _positions(self, codes: np.ndarray, level: int) -> np.ndarray:
-        cell = self.size / (1 << level)
-        xyz = morton_decode(codes).astype(np.float64)
-        return ((xyz + 0.5) * cell + np.asarray(self.origin)).astype(np.float32)
+        return cell_centres(codes, np.asarray(self.origin), self.size / (1 << level))
 
 
 @dataclass
@@ -274,7 +272,7 @@ class _Stream:
             raise CodecError("slice table claims an impossible number of subtrees")
         top = np.frombuffer(self.sections[0], np.uint8)
         roots, status = decode_levels(top, np.zeros(1, np.int64), 0, self.level, n_roots,
-                                      *new_counts(N_GEOMETRY))
+                                      *new_model(N_GEOMETRY))
         if status or len(roots) != n_roots:
             raise CodecError("the top of the octree is corrupt")
         return np.split(roots, np.cumsum(self.table[:-1, 0]))
@@ -284,7 +282,7 @@ class _Stream:
         if stop <= self.level:
             top = np.frombuffer(self.sections[0], np.uint8)
             codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop),
-                                          *new_counts(N_GEOMETRY))
+                                          *new_model(N_GEOMETRY))
             if status:
                 raise CodecError("the top of the octree is corrupt")
             return codes
@@ -293,7 +291,7 @@ class _Stream:
         def work(j):
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
             codes, status = decode_levels(buf, roots[j], self.level, stop, int(self.table[j, 1]),
-                                          *new_counts(N_GEOMETRY))
+                                          *new_model(N_GEOMETRY))
             if status or (stop == self.codec.depth and len(codes) != self.table[j, 1]):
                 raise CodecError(f"slice {j} of the octree is corrupt")
             return codes

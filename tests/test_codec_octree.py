@@ -134,6 +134,26 @@ def test_radix_argsort_and_voxel_merging():
     np.testing.assert_array_equal(means, [[128, 128, 128], [9, 9, 9]])
 
 
+@pytest.mark.parametrize("depth, n", [(9, 50_000), (16, 40_000)])  # packed keys; index-array fallback
+def test_voxelize_matches_a_numpy_reference(depth, n):
+    rng = np.random.default_rng(depth)
+    cell = 1.0 / (1 << depth)
+    pos = rng.uniform(-0.05, 1.05, (n, 3))
+    pos[: n // 2] = np.floor(pos[: n // 2] * 64) / 64 + cell / 3  # many points share cells
+    col = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    codes, means, outside = voxelize(pos, col, np.zeros(3), cell, depth)
+    ijk = np.floor(pos / cell).astype(np.int64)
+    inside = ((ijk >= 0) & (ijk < (1 << depth))).all(axis=1)
+    cells, inverse, counts = np.unique(ijk[inside], axis=0, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(cells), 3), np.int64)
+    np.add.at(sums, inverse.ravel(), col[inside])
+    expected = {tuple(c): tuple((s + k // 2) // k) for c, s, k in zip(cells, sums, counts, strict=True)}
+    assert outside == (~inside).sum()
+    assert np.all(np.diff(codes) > 0)
+    got = {tuple(c): tuple(m) for c, m in zip(morton_decode(codes), means.astype(np.int64), strict=True)}
+    assert got == expected
+
+
 def test_malformed_streams_raise_codec_error_only():
     pos, col = _person(2000)
     data = OctreeCodec(depth=9, slices=2, color_step=4).encode(pos, col)
