@@ -4,7 +4,7 @@ For every PLY in --data (default: the MVUB frames in ../shared/data) each codec 
 frame on its own integer grid and decodes it; geometry is lossless for all of them (the
 octree codec and the baseline voxelize on the frame's grid; Draco uses quantization bits =
 grid bits, range 2^bits - 1, origin 0). The octree codec runs losslessly and at several
-colour steps (RAHT) in one slice, and losslessly in two slices (one per core: faster,
+colour steps (RAHT) in one slice, and losslessly and at step 16 in two slices (faster,
 slightly larger); Draco at compression levels 1 and 7. Records give bits per input point
 for geometry, colour and in total, D1 PSNR and Y-PSNR (codec.metrics, as pc_error), and
 median encode and decode times after a warm-up; ratios are to Draco level 7 in this run.
@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         frame = Frame(path)
         for step in [1, *args.steps]:
             records.append(bench_octree(frame, step, args.repeats))
-        records.append(bench_octree(frame, 1, args.repeats, slices=2))  # both cores
+        for step in (1, 16):  # two slices: geometry on both cores too (a little larger)
+            records.append(bench_octree(frame, step, args.repeats, slices=2))
         records.append(bench_baseline(frame, args.repeats))
         if draco:
             records += [bench_draco(frame, level, args.repeats) for level in (1, 7)]
@@ -149,6 +150,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve(record: dict) -> tuple[str, str]:
+    """Which RD curve a record belongs to: one per Draco level and per octree slice count."""
+    if record["codec"] == "draco":
+        return record["codec"], record["params"]
+    if record["codec"] == "octree":
+        return record["codec"], record["params"].split()[-1]
+    return record["codec"], ""
+
+
 def plot(records: list[dict], path: str) -> None:
     """Rate-distortion: total bpp against Y-PSNR, one curve per codec, one panel per frame."""
     import matplotlib
@@ -164,8 +174,8 @@ def plot(records: list[dict], path: str) -> None:
     for ax, frame in zip(axes.flat, frames, strict=False):
         mine = [r for r in records if r["frame"] == frame]
         top = max([r["y_psnr"] for r in mine if r["y_psnr"] is not None] + [40]) + 4
-        for label in sorted({(r["codec"], r["params"] if r["codec"] == "draco" else "") for r in mine}):
-            rows_ = [r for r in mine if (r["codec"], r["params"] if r["codec"] == "draco" else "") == label]
+        for label in sorted({_curve(r) for r in mine}):
+            rows_ = [r for r in mine if _curve(r) == label]
             rows_.sort(key=lambda r: r["total_bpp"])
             y = [top if r["y_psnr"] is None else r["y_psnr"] for r in rows_]
             ax.plot([r["total_bpp"] for r in rows_], y, "o-", label=" ".join(p for p in label if p))

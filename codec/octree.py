@@ -127,11 +127,14 @@ class OctreeCodec:
             state = [self._fresh_state() for _ in bounds]
         else:
             state = [tuple(a.copy() for a in st) for st in state]
-        top = encode_levels(codes, self.depth, 0, level, new_buffer(64), *new_model(N_GEOMETRY))
         roots = unique_shift(codes, 3 * (self.depth - level))
+        top = encode_levels(roots, level, 0, level, new_buffer(64), *new_model(N_GEOMETRY))
         counts, jobs = [], []
-        for j, (lo, hi) in enumerate(bounds):
-            counts.append((len(unique_shift(codes[lo:hi], 3 * (self.depth - level))), hi - lo))
+        shift = 3 * (self.depth - level)
+        for j, (lo, hi) in enumerate(bounds):  # slices hold whole subtrees: count their roots
+            n_roots = (int(np.searchsorted(roots, codes[hi - 1] >> shift, "right")
+                           - np.searchsorted(roots, codes[lo] >> shift)) if hi > lo else 0)
+            counts.append((n_roots, hi - lo))
             jobs.append((codes[lo:hi], means[lo:hi], state[j]))
         assert sum(r for r, _ in counts) == len(roots)
 
@@ -407,8 +410,10 @@ def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[
     whole number of subtrees at that level."""
     if len(codes) == 0:
         return 0, [(0, 0)]  # one empty slice keeps the stream layout uniform
+    deepest = min(depth, 8)
+    nodes = unique_shift(codes, 3 * (depth - deepest))  # the few thousand nodes to choose from
     level = 0
-    while level < min(depth, 8) and len(unique_shift(codes, 3 * (depth - level))) < 4 * slices:
+    while level < deepest and len(unique_shift(nodes, 3 * (deepest - level))) < 4 * slices:
         level += 1
     if slices == 1:
         return level, [(0, len(codes))]
