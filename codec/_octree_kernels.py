@@ -138,52 +138,65 @@ def radix_sort(keys, lo, bits):
     return src
 
 
+def index_bits(n: int) -> int:
+    """Bits that number the points of an n-point cloud (at least 1), as ``voxelize``."""
+    return max(1, (int(n) - 1).bit_length())
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell_of(positions, i, origin, cell, side):
+    x = int(np.floor((positions[i, 0] - origin[0]) / cell))
+    y = int(np.floor((positions[i, 1] - origin[1]) / cell))
+    z = int(np.floor((positions[i, 2] - origin[2]) / cell))
+    if 0 <= x < side and 0 <= y < side and 0 <= z < side:
+        return morton(x, y, z)
+    return -1
+
+
 @njit(cache=True, nogil=True)
-def voxelize(positions, colors, origin, cell, depth):
-    """Grid cells of the points inside the volume: sorted unique Morton codes, the mean
-    colour of each cell's points, and how many points fell outside."""
-    n = positions.shape[0]
-    side = 1 << depth
-    ibits = 1
-    while (1 << ibits) < n:
-        ibits += 1
-    packed = 3 * depth + ibits <= 62  # (code, index) fit one key: the fast path
-    keys = np.empty(n, np.int64)
-    keep = np.empty(0 if packed else n, np.int64)
+def packed_keys(positions, origin, cell, depth, ibits, lo, hi):
+    """Sorted ``code << ibits | index`` of the points ``lo``..``hi`` inside the volume: one
+    half of the cloud per core, merged by ``merge_cells``."""
+    keys = np.empty(hi - lo, np.int64)
     m = 0
-    for i in range(n):
-        x = int(np.floor((positions[i, 0] - origin[0]) / cell))
-        y = int(np.floor((positions[i, 1] - origin[1]) / cell))
-        z = int(np.floor((positions[i, 2] - origin[2]) / cell))
-        if 0 <= x < side and 0 <= y < side and 0 <= z < side:
-            if packed:
-                keys[m] = (morton(x, y, z) << ibits) | i
-            else:
-                keys[m] = morton(x, y, z)
-                keep[m] = i
+    for i in range(lo, hi):
+        c = _cell_of(positions, i, origin, cell, 1 << depth)
+        if c >= 0:
+            keys[m] = (c << ibits) | i
             m += 1
-    codes = np.empty(m, np.int64)
-    source = np.empty(m, np.int64)
-    if packed:
-        keys = radix_sort(keys[:m], ibits, 3 * depth)
-        for j in range(m):
-            codes[j] = keys[j] >> ibits
-            source[j] = keys[j] & ((1 << ibits) - 1)
-    else:
-        order = radix_argsort(keys[:m], 3 * depth)
-        for j in range(m):
-            codes[j] = keys[order[j]]
-            source[j] = keep[order[j]]
+    return radix_sort(keys[:m], ibits, 3 * depth)
+
+
+@njit(cache=True, nogil=True)
+def merge_keys(a, b):
+    """One sorted array from two."""
+    out = np.empty(a.shape[0] + b.shape[0], np.int64)
+    i = j = 0
+    for k in range(out.shape[0]):
+        if j >= b.shape[0] or (i < a.shape[0] and a[i] < b[j]):
+            out[k] = a[i]
+            i += 1
+        else:
+            out[k] = b[j]
+            j += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def mean_runs(codes, sources, colors):
+    """Per run of equal ``codes`` (sorted): the code and the rounded mean colour of its
+    points ``colors[sources]``."""
+    m = codes.shape[0]
     uniq = np.empty(m, np.int64)
     mean = np.empty((m, 3), np.uint8)
     u = 0
     j = 0
-    while j < m:  # one run of equal codes per cell: sum its colours, write the rounded mean
+    while j < m:
         c = codes[j]
         s0 = s1 = s2 = 0
         count = 0
         while j < m and codes[j] == c:
-            src = source[j]
+            src = sources[j]
             s0 += colors[src, 0]
             s1 += colors[src, 1]
             s2 += colors[src, 2]
@@ -195,7 +208,42 @@ def voxelize(positions, colors, origin, cell, depth):
         mean[u, 1] = (s1 + half) // count
         mean[u, 2] = (s2 + half) // count
         u += 1
-    return uniq[:u], mean[:u], n - m
+    return uniq[:u], mean[:u]
+
+
+@njit(cache=True, nogil=True)
+def cells_of_keys(keys, colors, ibits):
+    """``voxelize``'s result from sorted packed keys."""
+    codes = keys >> ibits
+    sources = keys & ((1 << ibits) - 1)
+    return mean_runs(codes, sources, colors)
+
+
+@njit(cache=True, nogil=True)
+def voxelize(positions, colors, origin, cell, depth):
+    """Grid cells of the points inside the volume: sorted unique Morton codes, the mean
+    colour of each cell's points, and how many points fell outside. (One core; the codec
+    keys the two halves of a large cloud on both, see ``octree._voxelize``.)"""
+    n = positions.shape[0]
+    ibits = 1
+    while (1 << ibits) < n:
+        ibits += 1
+    if 3 * depth + ibits <= 62:  # (code, index) fit one key: the fast path
+        keys = packed_keys(positions, origin, cell, depth, ibits, 0, n)
+        uniq, mean = cells_of_keys(keys, colors, ibits)
+        return uniq, mean, n - keys.shape[0]
+    codes = np.empty(n, np.int64)  # grids too fine for that: sort an index array
+    keep = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        c = _cell_of(positions, i, origin, cell, 1 << depth)
+        if c >= 0:
+            codes[m] = c
+            keep[m] = i
+            m += 1
+    order = radix_argsort(codes[:m], 3 * depth)
+    uniq, mean = mean_runs(codes[order], keep[order], colors)
+    return uniq, mean, n - m
 
 
 @njit(cache=True, nogil=True)

@@ -34,7 +34,17 @@ from codec import _color_kernels, _raht_kernels, container
 from codec._color_kernels import decode_colors, encode_colors
 from codec._entropy import new_buffer, new_model
 from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
-from codec._octree_kernels import cell_centres, decode_levels, encode_levels, unique_shift, voxelize
+from codec._octree_kernels import (
+    cell_centres,
+    cells_of_keys,
+    decode_levels,
+    encode_levels,
+    index_bits,
+    merge_keys,
+    packed_keys,
+    unique_shift,
+    voxelize,
+)
 from codec.errors import CodecError
 from codec.types import validate_cloud
 
@@ -114,9 +124,8 @@ class OctreeCodec:
         (geometry counts, probs, colour counts, probs) per slice) unless it is None; returns the stream
         and the statistics after it."""
         positions, colors = validate_cloud(positions, colors)
-        codes, means, _outside = voxelize(np.ascontiguousarray(positions, dtype=np.float64),
-                                          np.ascontiguousarray(colors), np.array(self.origin),
-                                          self.cell, self.depth)
+        codes, means = self._voxelize(np.ascontiguousarray(positions, dtype=np.float64),
+                                      np.ascontiguousarray(colors))
         if len(codes) > MAX_POINTS:
             raise ValueError(f"{len(codes)} occupied cells exceed the limit of {MAX_POINTS}")
         level, bounds = _plan_slices(codes, self.depth, self.slices)
@@ -155,6 +164,16 @@ class OctreeCodec:
         table += struct.pack("<I", zlib.crc32(params + top + table))
         sections = [top, table, *coded]  # then geometry of every slice, colour of every slice
         return container.pack(self.codec_id, params, sections), state
+
+    def _voxelize(self, positions: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``voxelize``, with the two halves of a large cloud keyed and sorted on both cores."""
+        n, origin = len(positions), np.array(self.origin)
+        ibits = index_bits(n)
+        if n < 50_000 or 3 * self.depth + ibits > 62:
+            return voxelize(positions, colors, origin, self.cell, self.depth)[:2]
+        a, b = _map(lambda r: packed_keys(positions, origin, self.cell, self.depth, ibits, *r),
+                    [(0, n // 2), (n // 2, n)])
+        return cells_of_keys(merge_keys(a, b), colors, ibits)
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
         n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS

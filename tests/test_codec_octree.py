@@ -152,6 +152,9 @@ def test_voxelize_matches_a_numpy_reference(depth, n):
     assert np.all(np.diff(codes) > 0)
     got = {tuple(c): tuple(m) for c, m in zip(morton_decode(codes), means.astype(np.int64), strict=True)}
     assert got == expected
+    two_halves = OctreeCodec(depth=depth, origin=(0, 0, 0), size=1.0)._voxelize(pos, col)
+    np.testing.assert_array_equal(two_halves[0], codes)  # the codec's two-core path agrees
+    np.testing.assert_array_equal(two_halves[1], means)
 
 
 def test_malformed_streams_raise_codec_error_only():
