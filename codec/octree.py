@@ -52,6 +52,7 @@ MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder al
 MAX_DEPTH = 16
 MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
+COLOUR_PART_MIN = 32_768  # a slice this many voxels twice over codes its colour in two parts
 
 # voxels, depth, slice level, origin xyz, size, colour step, slices, 0, frame, reference frame
 _PARAMS = struct.Struct("<IBB4fBBBII")
@@ -147,17 +148,23 @@ class OctreeCodec:
             jobs.append((codes[lo:hi], means[lo:hi], state[j]))
         assert sum(r for r, _ in counts) == len(roots)
 
-        def work(task):  # geometry and colour of a slice are independent: one task each
-            kind, (leaves, rgb, (g0, g1, k0, k1)) = task
-            if kind == "geometry":
+        def work(task):  # geometry and colour parts of a slice are independent: one task each
+            j, part = task
+            leaves, rgb, model = jobs[j]
+            if part is None:
                 return encode_levels(leaves, self.depth, level, self.depth,
-                                     new_buffer(len(leaves) // 4), g0, g1).tobytes()
-            return self._encode_colors(leaves, rgb, k0, k1).tobytes()
+                                     new_buffer(len(leaves) // 4), *model[:2]).tobytes()
+            lo, hi = _colour_parts(len(leaves))[part]
+            return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[2 + 2 * part: 4 + 2 * part]).tobytes()
 
-        coded = _map(work, [("geometry", job) for job in jobs] + [("colour", job) for job in jobs])
+        k = len(jobs)
+        tasks = [(j, None) for j in range(k)] + [(j, p) for j in range(k)
+                                                 for p in range(len(_colour_parts(len(jobs[j][0]))))]
+        done = dict(zip(tasks, _map(work, tasks), strict=True))
+        coded = [done[j, None] for j in range(k)] + [_join_parts(
+            [done[j, p] for p in range(len(_colour_parts(len(jobs[j][0]))))]) for j in range(k)]
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
                               self.color_step, len(jobs), 0, frame, ref)
-        k = len(jobs)
         table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
                          for j, (r, v) in enumerate(counts))
         top = top.tobytes()
@@ -177,7 +184,7 @@ class OctreeCodec:
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
         n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS
-        return (*new_model(N_GEOMETRY), *new_model(n_colour))
+        return (*new_model(N_GEOMETRY), *new_model(n_colour), *new_model(n_colour))  # 2 parts
 
     def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, counts, probs) -> np.ndarray:
         if self.color_step == 1:  # lossless: YCoCg-R and DPCM in Morton order
@@ -341,9 +348,11 @@ class _Stream:
                 raise CodecError(f"slice {j} geometry is corrupt")
             return codes
 
-        def colour(j):
-            out, status = self.codec._decode_colors(self.sections[2 + k + j], int(self.table[j, 1]),
-                                                    *state[j][2:])
+        def colour(j, part):
+            bounds = _colour_parts(int(self.table[j, 1]))
+            section = _split_parts(self.sections[2 + k + j], len(bounds), j)[part]
+            lo, hi = bounds[part]
+            out, status = self.codec._decode_colors(section, hi - lo, *state[j][2 + 2 * part: 4 + 2 * part])
             if status:
                 raise CodecError(f"slice {j} colour is corrupt")
             return out
@@ -351,13 +360,21 @@ class _Stream:
         keep = [j for j in range(k) if j not in skip]
         if not keep:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
-        # every slice's geometry and colour streams decode independently, side by side
-        parts = _map(lambda task: geometry(task[1]) if task[0] == "geometry" else colour(task[1]),
-                     [("geometry", j) for j in keep] + [("colour", j) for j in keep])
-        codes, colours = parts[: len(keep)], parts[len(keep):]
-        if not lossless:  # RAHT: coefficients + geometry -> colours
-            colours = _map(lambda j: _raht_kernels.synthesize(colours[j], codes[j], depth),
-                           list(range(len(keep))))
+        # every slice's geometry and colour parts decode independently, side by side
+        parts = {j: range(len(_colour_parts(int(self.table[j, 1])))) for j in keep}
+        tasks = [(j, None) for j in keep] + [(j, p) for j in keep for p in parts[j]]
+        done = dict(zip(tasks, _map(lambda t: geometry(t[0]) if t[1] is None else colour(*t), tasks),
+                        strict=True))
+        codes = [done[j, None] for j in keep]
+        if not lossless:  # RAHT: coefficients + geometry -> colours, part by part
+
+            def synthesize(task):
+                j, p = task
+                lo, hi = _colour_parts(int(self.table[j, 1]))[p]
+                return _raht_kernels.synthesize(done[task], done[j, None][lo:hi], depth)
+
+            done.update(zip(tasks[len(keep):], _map(synthesize, tasks[len(keep):]), strict=True))
+        colours = [np.concatenate([done[j, p] for p in parts[j]]) for j in keep]
         return np.concatenate(codes), np.concatenate(colours)
 
 
@@ -422,6 +439,33 @@ class OctreeDecoder:
         codes, colors = stream.decode(state=state)
         self._state, self._last = state, (codec, stream.frame)  # only after a clean decode
         return codec._positions(codes, codec.depth), colors
+
+
+def _colour_parts(n: int) -> list[tuple[int, int]]:
+    """The voxel ranges of a slice whose colours are coded apart, one per core: a single
+    slice (the best compression) still codes its colour on both cores, for a few hundred
+    bytes of statistics learned twice."""
+    return [(0, n // 2), (n // 2, n)] if n >= 2 * COLOUR_PART_MIN else [(0, n)]
+
+
+def _join_parts(parts: list[bytes]) -> bytes:
+    """One colour section: the length of every part but the last, then the parts."""
+    return b"".join(struct.pack("<I", len(p)) for p in parts[:-1]) + b"".join(parts)
+
+
+def _split_parts(section, count: int, j: int) -> list:
+    """Inverse of ``_join_parts``, validated before anything is sliced."""
+    head = 4 * (count - 1)
+    if len(section) < head:
+        raise CodecError(f"slice {j} colour section is truncated")
+    lengths = struct.unpack(f"<{count - 1}I", bytes(section[:head]))
+    if sum(lengths) > len(section) - head:
+        raise CodecError(f"slice {j} colour parts exceed their section")
+    out, at = [], head
+    for n in lengths:
+        out.append(section[at: at + n])
+        at += n
+    return [*out, section[at:]]
 
 
 def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[tuple[int, int]]]:
