@@ -11,6 +11,7 @@ Run: python -m benchmarks.fuzz_codec --inputs 100000 [--data DIR] [--json PATH]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import struct
@@ -23,6 +24,7 @@ import numpy as np
 
 import codec
 from benchmarks.common import data_root, read_ply
+from codec import octree
 
 
 def seed_streams(data: Path | None, points: int) -> list[bytes]:
@@ -64,8 +66,26 @@ def mutations(streams: list[bytes], n: int, seed: int):
             yield ("flipped", bytes(buf)) if kind == 2 else ("flipped+crc", with_crc(buf))
 
 
+@contextlib.contextmanager
+def colour_parts_from(voxels: int):
+    """Small seeds code their colour in parts too, so the fuzz reaches that parser (the
+    codec splits at 2 x ``octree.COLOUR_PART_MIN`` voxels; frames of a real size do)."""
+    saved = octree.COLOUR_PART_MIN
+    octree.COLOUR_PART_MIN = voxels
+    try:
+        yield
+    finally:
+        octree.COLOUR_PART_MIN = saved
+
+
 def run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: float,
         max_rss_mb: float, progress: bool = True) -> dict:
+    with colour_parts_from(max(16, points // 4)):
+        return _run(inputs, data, points, seed, max_seconds, max_rss_mb, progress)
+
+
+def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: float,
+         max_rss_mb: float, progress: bool) -> dict:
     streams = seed_streams(data, points)
     for s in streams:  # the seeds themselves decode
         codec.decode(s)

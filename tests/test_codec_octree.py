@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
 import codec
-from codec import CodecError, OctreeCodec
+from codec import CodecError, OctreeCodec, octree
 from codec._octree_kernels import morton_decode, radix_argsort, voxelize
 
 
@@ -50,6 +52,31 @@ def test_lossless_round_trip_is_the_voxelization(slices):
     a, b = _sorted(dec_pos, dec_col), _sorted(ref_pos.astype(np.float32), ref_col)
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("step", [1, 16])
+def test_a_large_slice_codes_its_colour_in_two_parts(step):
+    pos, col = _person(120_000)
+    c = OctreeCodec(depth=10, slices=1, color_step=step)
+    data = c.encode(pos, col)
+    _, stream = OctreeCodec._open(data)
+    n = int(stream.table[0, 1])
+    assert len(octree._colour_parts(n)) == 2  # the case under test
+    part0 = struct.unpack("<I", bytes(stream.sections[3][:4]))[0]
+    assert 0 < part0 < len(stream.sections[3]) - 4
+    dec_pos, dec_col = codec.decode(data)
+    ref_pos, ref_col = _reference_voxelization(pos, col, c, 10)
+    a, b = _sorted(dec_pos, dec_col), _sorted(ref_pos.astype(np.float32), ref_col)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    if step == 1:
+        np.testing.assert_array_equal(a[1], b[1])
+    else:  # each part decodes with its own statistics: no part comes out as garbage
+        err = np.abs(a[1].astype(int) - b[1]).max(axis=1)
+        assert np.percentile(err, 99) < 40 and err.mean() < 12
+    bad = bytearray(stream.sections[3])
+    bad[:4] = struct.pack("<I", len(bad))  # a part longer than its section
+    with pytest.raises(codec.CodecError, match="colour parts"):
+        octree._split_parts(memoryview(bytes(bad)), 2, 0)
 
 
 def test_every_point_is_within_half_a_cell_of_its_voxel():
