@@ -168,21 +168,6 @@ def packed_keys(positions, origin, cell, depth, ibits, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def merge_keys(a, b):
-    """One sorted array from two."""
-    out = np.empty(a.shape[0] + b.shape[0], np.int64)
-    i = j = 0
-    for k in range(out.shape[0]):
-        if j >= b.shape[0] or (i < a.shape[0] and a[i] < b[j]):
-            out[k] = a[i]
-            i += 1
-        else:
-            out[k] = b[j]
-            j += 1
-    return out
-
-
-@njit(cache=True, nogil=True)
 def mean_runs(codes, sources, colors):
     """Per run of equal ``codes`` (sorted): the code and the rounded mean colour of its
     points ``colors[sources]``."""
@@ -212,11 +197,40 @@ def mean_runs(codes, sources, colors):
 
 
 @njit(cache=True, nogil=True)
-def cells_of_keys(keys, colors, ibits):
-    """``voxelize``'s result from sorted packed keys."""
-    codes = keys >> ibits
-    sources = keys & ((1 << ibits) - 1)
-    return mean_runs(codes, sources, colors)
+def merge_cells(a, b, colors, ibits):
+    """``voxelize``'s cells from two sorted arrays of packed keys (a cell's points may lie
+    in both), merged and averaged in one pass."""
+    na, nb = a.shape[0], b.shape[0]
+    uniq = np.empty(na + nb, np.int64)
+    mean = np.empty((na + nb, 3), np.uint8)
+    imask = (1 << ibits) - 1
+    u = -1
+    s0 = s1 = s2 = count = 0
+    i = j = 0
+    for _ in range(na + nb):
+        if j >= nb or (i < na and a[i] < b[j]):
+            k = a[i]
+            i += 1
+        else:
+            k = b[j]
+            j += 1
+        c = k >> ibits
+        if u < 0 or uniq[u] != c:
+            if u >= 0:
+                half = count // 2
+                mean[u, 0], mean[u, 1], mean[u, 2] = (s0 + half) // count, (s1 + half) // count, (s2 + half) // count
+            u += 1
+            uniq[u] = c
+            s0 = s1 = s2 = count = 0
+        src = k & imask
+        s0 += colors[src, 0]
+        s1 += colors[src, 1]
+        s2 += colors[src, 2]
+        count += 1
+    if u >= 0:
+        half = count // 2
+        mean[u, 0], mean[u, 1], mean[u, 2] = (s0 + half) // count, (s1 + half) // count, (s2 + half) // count
+    return uniq[: u + 1], mean[: u + 1]
 
 
 @njit(cache=True, nogil=True)
@@ -230,7 +244,7 @@ def voxelize(positions, colors, origin, cell, depth):
         ibits += 1
     if 3 * depth + ibits <= 62:  # (code, index) fit one key: the fast path
         keys = packed_keys(positions, origin, cell, depth, ibits, 0, n)
-        uniq, mean = cells_of_keys(keys, colors, ibits)
+        uniq, mean = merge_cells(keys, keys[:0], colors, ibits)
         return uniq, mean, n - keys.shape[0]
     codes = np.empty(n, np.int64)  # grids too fine for that: sort an index array
     keep = np.empty(n, np.int64)

@@ -36,11 +36,10 @@ from codec._entropy import new_buffer, new_model
 from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
 from codec._octree_kernels import (
     cell_centres,
-    cells_of_keys,
     decode_levels,
     encode_levels,
     index_bits,
-    merge_keys,
+    merge_cells,
     packed_keys,
     unique_shift,
     voxelize,
@@ -180,7 +179,7 @@ class OctreeCodec:
             return voxelize(positions, colors, origin, self.cell, self.depth)[:2]
         a, b = _map(lambda r: packed_keys(positions, origin, self.cell, self.depth, ibits, *r),
                     [(0, n // 2), (n // 2, n)])
-        return cells_of_keys(merge_keys(a, b), colors, ibits)
+        return merge_cells(a, b, colors, ibits)
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
         n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS
