@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP) $(KCACHE)
-	$(BIN)/holoport bench codec --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
+	$(BIN)/holoport bench codec --repeats 9 --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
