@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seats", type=int, default=6, help="seats per room, 2..16 (default 6)")
     p.add_argument("--heartbeat-timeout", type=_positive, default=5.0,
                    help="seconds of silence before a participant is dropped (default 5)")
+    p.add_argument("--key", default=None, metavar="SECRET",
+                   help="the hub's secret key file (NAME.key_secret): encrypt with CURVE")
+    p.add_argument("--allow", default=None, metavar="DIR",
+                   help="folder of participants' public keys (NAME.key) admitted with --key")
     _add_process_options(p, "allow binding to a non-loopback address without encryption")
 
     p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
@@ -81,7 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_meeting_options(p)
     p.add_argument("--dump", type=int, default=0, metavar="N",
                    help="also save every N-th frame sent and received (npz, at most 60 each) to --out")
+    p.add_argument("--key", default=None, metavar="SECRET",
+                   help="our secret key file (NAME.key_secret): encrypt with CURVE")
+    p.add_argument("--hub-key", default=None, metavar="PUBLIC",
+                   help="the hub's public key file (NAME.key), needed with --key")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
+
+    p = sub.add_parser("keys", help="make a CURVE key pair", description="Write NAME.key (the "
+                       "public key: give it to the other side) and NAME.key_secret (keep it).")
+    p.add_argument("name", help="file name for the pair, e.g. the participant's or hub's name")
+    p.add_argument("--dir", default="keys", help="folder to write to (default ./keys)")
 
     p = sub.add_parser("bench", help="run a benchmark", description="Benchmarks print a table and "
                        "can write JSON records, a Markdown table and a PNG plot.")
@@ -103,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         return _dispatch(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError, FileExistsError) as exc:
         print(f"holoport {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -119,8 +132,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from holoport.endpoints import require_loopback
         from holoport.hub import Hub
 
-        require_loopback(args.bind, args.insecure, "hub")
-        hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout)
+        security = None
+        if args.key or args.allow:
+            from holoport.security import HubSecurity, KeyPair
+
+            if not (args.key and args.allow):
+                raise ValueError("encryption needs both --key (the hub's secret) and --allow "
+                                 "(the folder of participants' public keys)")
+            security = HubSecurity(KeyPair.load(args.key), args.allow)
+        require_loopback(args.bind, args.insecure, "hub", encrypted=security is not None)
+        hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout,
+                  security=security)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: hub.stop())
         hub.open()
@@ -135,7 +157,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         options = ParticipantOptions(
             hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
             duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
-            insecure=args.insecure, codec=args.codec, color_step=args.color_step)
+            insecure=args.insecure, codec=args.codec, color_step=args.color_step,
+            key=args.key, hub_key=args.hub_key)
         try:
             report = run_participant(options)
         except JoinError as exc:
@@ -144,6 +167,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{report['name']}: sent {report['frames_sent']}, received "
                   f"{report['frames_received']} {report['received_by_sender']}")
+        return 0
+    if args.command == "keys":
+        from holoport.security import create_keys
+
+        public, secret = create_keys(args.dir, args.name)
+        print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
         from benchmarks import codec_rd

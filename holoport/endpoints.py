@@ -20,18 +20,15 @@ def is_loopback(endpoint: str) -> bool:
         return False  # a hostname or '*': may be reachable from elsewhere
 
 
-def require_loopback(endpoint: str, insecure: bool, role: str) -> None:
-    """Refuse unencrypted traffic off this machine unless the user asked for it.
-
-    CURVE encryption arrives with the transport work (issue 4); until then only loopback
-    is allowed by default.
-    """
+def require_loopback(endpoint: str, insecure: bool, role: str, encrypted: bool = False) -> None:
+    """Refuse unencrypted traffic off this machine unless the user asked for it."""
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         raise ValueError(f"{role} endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
-    if not is_loopback(endpoint) and not insecure:
+    if not is_loopback(endpoint) and not insecure and not encrypted:
         raise ValueError(
-            f"{endpoint} is reachable from other machines and this release does not encrypt "
-            f"yet; use tcp://127.0.0.1:PORT, or pass --insecure to send unencrypted traffic"
+            f"{endpoint} is reachable from other machines: encrypt with CURVE keys (make them "
+            f"with `holoport keys NAME`; the hub takes --key and --allow, a participant --key "
+            f"and --hub-key), use tcp://127.0.0.1:PORT, or pass --insecure to send unencrypted"
         )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from holoport import wire
+from holoport.security import HubSecurity
 from holoport.wire import MessageType
 
 log = logging.getLogger("holoport.hub")
@@ -61,6 +62,7 @@ class Hub:
         heartbeat_timeout: float = 5.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         queue_frames: int = 16,
+        security: HubSecurity | None = None,
     ) -> None:
         if not 2 <= seats <= 16:
             raise ValueError(f"seats must be in 2..16, got {seats}")
@@ -69,6 +71,7 @@ class Hub:
         self.heartbeat_timeout = heartbeat_timeout
         self.max_message_bytes = max_message_bytes
         self.queue_frames = queue_frames
+        self.security = security  # None: plain TCP (loopback, or --insecure)
         self.stats = HubStats()
         self.members: dict[bytes, Member] = {}
         self._next_id = 1
@@ -87,10 +90,13 @@ class Hub:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, self.queue_frames)
         sock.setsockopt(zmq.RCVHWM, 1000)
+        if self.security is not None:
+            self.security.apply(self._ctx, sock)
         sock.bind(self.bind)
         self._sock = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("hub listening on %s (%d seats per room)", self.endpoint, self.seats)
+        log.info("hub listening on %s (%d seats per room, %s)", self.endpoint, self.seats,
+                 f"CURVE, {self.security.allowed()} keys allowed" if self.security else "unencrypted")
         return self.endpoint
 
     def start(self) -> Hub:
@@ -135,6 +141,8 @@ class Hub:
         finally:
             sock.close(0)
             self._sock = None
+            if self.security is not None:
+                self.security.close()
             log.info("hub stopped: %s", self.stats.as_dict())
 
     # -- messages ------------------------------------------------------------------------

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+import zmq.utils.monitor
 
 import codec
 from holoport import wire
 from holoport.endpoints import require_loopback
+from holoport.security import NodeSecurity
 from holoport.wire import MessageType
 
 log = logging.getLogger("holoport.node")
@@ -32,6 +34,21 @@ log = logging.getLogger("holoport.node")
 
 class JoinError(RuntimeError):
     """The node could not join: no hub answered, or the hub refused (the reason says why)."""
+
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _handshake_failure(event: int, hub: str, encrypted: bool) -> str:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (f"the hub at {hub} refused our key: ask its operator to add our public key "
+                f"(NAME.key from `holoport keys NAME`) to the hub's --allow folder")
+    if encrypted:
+        return (f"the secure handshake with {hub} failed: check --hub-key (the hub's public "
+                f"key) and that the hub runs with --key; a hub without encryption needs --insecure")
+    return (f"the hub at {hub} requires encryption: pass --key (our secret key) and "
+            f"--hub-key (the hub's public key); `holoport keys NAME` makes a key pair")
 
 
 @dataclass
@@ -75,8 +92,10 @@ class Node:
         join_timeout: float = 5.0,
         insecure: bool = False,
         max_message_bytes: int = 64 * 1024 * 1024,
+        security: NodeSecurity | None = None,
     ) -> None:
-        require_loopback(hub, insecure, "hub")
+        require_loopback(hub, insecure, "hub", encrypted=security is not None)
+        self.security = security
         self.hub = hub
         self.room = room
         self.name = name
@@ -100,6 +119,8 @@ class Node:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         sock.setsockopt(zmq.RCVHWM, 64)
         sock.setsockopt(zmq.SNDHWM, 8)
+        if self.security is not None:
+            self.security.apply(sock)
         sock.connect(self.hub)
         self._sock = sock
         try:
@@ -110,10 +131,27 @@ class Node:
         return self
 
     def _join(self) -> None:
+        # a refused key or a mismatched security setting fails the handshake, which the
+        # DEALER would retry forever in silence: watch for it, and say so
+        monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        try:
+            self._await_welcome(monitor)
+        finally:
+            self._sock.disable_monitor()
+            monitor.close(0)
+
+    def _await_welcome(self, monitor: zmq.Socket) -> None:
         self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name))
         deadline = time.monotonic() + self.join_timeout
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         while (left := deadline - time.monotonic()) > 0:
-            if not self._sock.poll(int(left * 1000) + 1):
+            ready = dict(poller.poll(int(left * 1000) + 1))
+            if monitor in ready:
+                event = zmq.utils.monitor.recv_monitor_message(monitor)
+                raise JoinError(_handshake_failure(event["event"], self.hub, self.security is not None))
+            if self._sock not in ready:
                 continue
             try:
                 msg = wire.decode(self._sock.recv_multipart())

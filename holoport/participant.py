@@ -22,6 +22,7 @@ import numpy as np
 import codec
 from capture import BodyShape, SyntheticCamera, rgbd_to_points
 from holoport.node import Node, RemoteFrame
+from holoport.security import KeyPair, NodeSecurity, load_public
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
 
@@ -42,6 +43,8 @@ class ParticipantOptions:
     gif_seconds: float = 20.0  # the animation keeps the meeting's last this-many seconds
     dump: int = 0  # save every n-th frame (by sequence number) sent and received, as npz
     insecure: bool = False
+    key: str | None = None  # our secret key file: CURVE to the hub
+    hub_key: str | None = None  # the hub's public key file
     codec: str = "baseline"  # a name from codec.available()
     color_step: int = 8  # octree colour quantization step (1 = lossless)
 
@@ -66,7 +69,7 @@ class Participant:
     def run(self) -> dict:
         opt = self.opt
         with Node(opt.hub, opt.room, opt.name, encoder=make_encoder(opt.codec, opt.color_step),
-                  insecure=opt.insecure) as node:
+                  insecure=opt.insecure, security=node_security(opt.key, opt.hub_key)) as node:
             self.node = node
             self.room = Room(node.seats)
             w, h = opt.view_size
@@ -157,7 +160,7 @@ class Participant:
             "mbps_sent": c.sent_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "mbps_received": c.received_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "latency": self.latency.summary(),
-            "options": {k: v for k, v in asdict(self.opt).items() if k != "insecure"},
+            "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key")},
         }
         if self.opt.out:
             self._write_outputs(Path(self.opt.out), report)
@@ -202,6 +205,15 @@ def make_encoder(name: str, color_step: int = 8):
     if name == "octree":
         return codec.OctreeCodec(depth=9, color_step=color_step, slices=1)
     return codec.get_codec(name)
+
+
+def node_security(key: str | None, hub_key: str | None) -> NodeSecurity | None:
+    """CURVE settings from the key files, or None for a plain connection."""
+    if not key and not hub_key:
+        return None
+    if not (key and hub_key):
+        raise ValueError("encryption needs both --key (our secret) and --hub-key (the hub's public key)")
+    return NodeSecurity(KeyPair.load(key), load_public(hub_key))
 
 
 def run_participant(options: ParticipantOptions) -> dict:

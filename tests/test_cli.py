@@ -17,7 +17,7 @@ def run(*args, timeout=60):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("sub", [[], ["demo"], ["hub"], ["join"], ["bench"], ["bench", "codec"]])
+@pytest.mark.parametrize("sub", [[], ["demo"], ["hub"], ["join"], ["keys"], ["bench"], ["bench", "codec"]])
 def test_every_subcommand_has_help(sub):
     result = run(*sub, "--help")
     assert result.returncode == 0
@@ -72,3 +72,38 @@ def test_ctrl_c_ends_the_demo_cleanly(tmp_path):
     assert "Interrupted" in out
     assert len(list(tmp_path.glob("seat*.json"))) == 3
     assert (tmp_path / "meeting.png").exists()
+
+
+def test_an_encrypted_meeting_from_the_command_line(tmp_path):
+    """`holoport keys`, a CURVE hub with an allow-list, two admitted participants and a
+    stranger who is told that the hub refused their key (real processes)."""
+    keys, allow = tmp_path / "keys", tmp_path / "allow"
+    for name in ("hub", "ana", "ben", "eve"):
+        result = run("keys", name, "--dir", str(keys))
+        assert result.returncode == 0 and f"{name}.key_secret" in result.stdout
+    assert run("keys", "ana", "--dir", str(keys)).returncode == 1  # never overwrites a key
+    allow.mkdir()
+    for name in ("ana", "ben"):
+        (allow / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    from holoport.endpoints import free_tcp_endpoint
+
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--key", str(keys / "hub.key_secret"), "--allow", str(allow))
+    time.sleep(0.5)
+    secure = ["--hub", endpoint, "--hub-key", str(keys / "hub.key"), "--duration", "4", "--fps", "5"]
+    procs = [spawn("join", *secure, "--name", n, "--key", str(keys / f"{n}.key_secret"), "--body", str(i),
+                   "--out", str(tmp_path / "out")) for i, n in enumerate(("ana", "ben"))]
+    stranger = run("join", *secure, "--name", "eve", "--key", str(keys / "eve.key_secret"))
+    plain = run("join", "--hub", endpoint, "--duration", "1")
+    outputs = [p.communicate(timeout=90)[0] for p in procs]
+    hub.send_signal(signal.SIGINT)
+    hub_out, _ = hub.communicate(timeout=10)
+    assert stranger.returncode == 3 and "refused our key" in stranger.stderr
+    assert plain.returncode == 3 and "requires encryption" in plain.stderr
+    assert "refused a participant whose key is not on the allow-list" in hub_out
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out
+    reports = [json.loads(f.read_text()) for f in (tmp_path / "out").glob("seat*.json")]
+    assert sorted(r["name"] for r in reports) == ["ana", "ben"]
+    assert all(sum(r["received_by_sender"].values()) >= 5 for r in reports)
+    assert all("key" not in r["options"] for r in reports)  # secrets stay out of reports
