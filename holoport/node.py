@@ -36,8 +36,9 @@ class JoinError(RuntimeError):
     """The node could not join: no hub answered, or the hub refused (the reason says why)."""
 
 
+# a plain client meets a CURVE hub as a dropped connection, not always as a failed handshake
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_DISCONNECTED)
 
 
 def _handshake_failure(event: int, hub: str, encrypted: bool) -> str:
@@ -47,7 +48,8 @@ def _handshake_failure(event: int, hub: str, encrypted: bool) -> str:
     if encrypted:
         return (f"the secure handshake with {hub} failed: check --hub-key (the hub's public "
                 f"key) and that the hub runs with --key; a hub without encryption needs --insecure")
-    return (f"the hub at {hub} requires encryption: pass --key (our secret key) and "
+    return (f"the hub at {hub} closed the connection during the handshake, so it most likely "
+            f"requires encryption: pass --key (our secret key) and "
             f"--hub-key (the hub's public key); `holoport keys NAME` makes a key pair")
 
 
