@@ -138,6 +138,9 @@ def radix_sort(keys, lo, bits):
     return src
 
 
+KEY_BITS = 62  # (Morton code, point index) share one int64 key when they fit in this many
+
+
 def index_bits(n: int) -> int:
     """Bits that number the points of an n-point cloud (at least 1), as ``voxelize``."""
     return max(1, (int(n) - 1).bit_length())
@@ -242,7 +245,7 @@ def voxelize(positions, colors, origin, cell, depth):
     ibits = 1
     while (1 << ibits) < n:
         ibits += 1
-    if 3 * depth + ibits <= 62:  # (code, index) fit one key: the fast path
+    if 3 * depth + ibits <= KEY_BITS:  # (code, index) fit one key: the fast path
         keys = packed_keys(positions, origin, cell, depth, ibits, 0, n)
         uniq, mean = merge_cells(keys, keys[:0], colors, ibits)
         return uniq, mean, n - keys.shape[0]

@@ -16,7 +16,8 @@ GIL) and a decoder can work on slices separately. Stream sections::
     1            slice table: per slice, u32 root count, u32 voxel count and the CRC-32 of
                  its two sections; then the CRC-32 of parameters, top and table
     2 .. 2+k-1   geometry of each slice (levels slice_level .. depth - 1)
-    2+k .. 2+2k-1  colour of each slice
+    2+k .. 2+2k-1  colour of each slice: a slice of 2 x COLOUR_PART_MIN voxels or more
+                 holds two parts (u32 length of the first, then both), coded apart
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import numpy as np
 from codec import _color_kernels, _raht_kernels, container
 from codec._color_kernels import decode_colors, encode_colors
 from codec._entropy import new_buffer, new_model
-from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
 from codec._octree_kernels import (
+    KEY_BITS,
     cell_centres,
     decode_levels,
     encode_levels,
@@ -44,6 +45,7 @@ from codec._octree_kernels import (
     unique_shift,
     voxelize,
 )
+from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
 from codec.errors import CodecError
 from codec.types import validate_cloud
 
@@ -120,9 +122,9 @@ class OctreeCodec:
 
     def _encode(self, positions, colors, state: list | None, frame: int,
                 ref: int = KEYFRAME) -> tuple[bytes, list]:
-        """Code a frame, continuing the slices' adaptive statistics from ``state`` (one
-        (geometry counts, probs, colour counts, probs) per slice) unless it is None; returns the stream
-        and the statistics after it."""
+        """Code a frame, continuing the slices' adaptive statistics from ``state`` (per
+        slice: the geometry model, then one colour model per colour part, each a (counts,
+        probabilities) pair) unless it is None; returns the stream and the statistics after it."""
         positions, colors = validate_cloud(positions, colors)
         codes, means = self._voxelize(np.ascontiguousarray(positions, dtype=np.float64),
                                       np.ascontiguousarray(colors))
@@ -157,11 +159,11 @@ class OctreeCodec:
             return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[2 + 2 * part: 4 + 2 * part]).tobytes()
 
         k = len(jobs)
-        tasks = [(j, None) for j in range(k)] + [(j, p) for j in range(k)
-                                                 for p in range(len(_colour_parts(len(jobs[j][0]))))]
+        parts = [range(len(_colour_parts(hi - lo))) for lo, hi in bounds]
+        tasks = [(j, None) for j in range(k)] + [(j, p) for j in range(k) for p in parts[j]]
         done = dict(zip(tasks, _map(work, tasks), strict=True))
-        coded = [done[j, None] for j in range(k)] + [_join_parts(
-            [done[j, p] for p in range(len(_colour_parts(len(jobs[j][0]))))]) for j in range(k)]
+        coded = [done[j, None] for j in range(k)] + [_join_parts([done[j, p] for p in parts[j]])
+                                                     for j in range(k)]
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
                               self.color_step, len(jobs), 0, frame, ref)
         table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
@@ -175,7 +177,7 @@ class OctreeCodec:
         """``voxelize``, with the two halves of a large cloud keyed and sorted on both cores."""
         n, origin = len(positions), np.array(self.origin)
         ibits = index_bits(n)
-        if n < 50_000 or 3 * self.depth + ibits > 62:
+        if n < 50_000 or 3 * self.depth + ibits > KEY_BITS:
             return voxelize(positions, colors, origin, self.cell, self.depth)[:2]
         a, b = _map(lambda r: packed_keys(positions, origin, self.cell, self.depth, ibits, *r),
                     [(0, n // 2), (n // 2, n)])

@@ -6,8 +6,9 @@ why; it forwards each frame to every other member of the sender's room, stamping
 sender's id and its own in/out times; it tells members when someone joins, leaves or goes
 silent. Malformed messages are dropped and counted, never fatal. Forwarding never blocks:
 a receiver whose queue is full loses that frame (counted), and nobody else waits for it.
-Per-(receiver, sender) newest-frame slots with credit, CURVE and keyframe caching arrive
-with the transport work (issue 4).
+With ``security`` (``holoport.security.HubSecurity``) the socket is a CURVE server that
+admits only allow-listed keys. Per-(receiver, sender) newest-frame slots with credit and
+keyframe caching arrive with the rest of the transport work (issue 4).
 """
 
 from __future__ import annotations
