@@ -90,11 +90,9 @@ def enc_bit(st, buf, counts, probs, ctx, bit):
     """Code one bit in context ``ctx``; returns the new state and the (maybe grown) buffer."""
     low, rng, cache, pending, pos = st
     bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
-    if bit:
-        low += bound
-        rng -= bound
-    else:
-        rng = bound
+    take = -np.int64(bit)  # all ones for a 1: select without a branch the CPU would mispredict
+    low += bound & take
+    rng = bound ^ ((bound ^ (rng - bound)) & take)
     _update(counts, probs, ctx, bit)
     st = (low, rng, cache, pending, pos)
     while st[1] < TOP:
@@ -131,13 +129,10 @@ def dec_bit(st, buf, counts, probs, ctx):
     """Decode one bit; returns (bit, new state)."""
     code, rng, pos, overrun = st
     bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
-    if code < bound:
-        rng = bound
-        bit = 0
-    else:
-        code -= bound
-        rng -= bound
-        bit = 1
+    bit = np.int64(code >= bound)
+    take = -bit  # branch-free, as in enc_bit: the decoded bit is the least predictable branch
+    code -= bound & take
+    rng = bound ^ ((bound ^ (rng - bound)) & take)
     _update(counts, probs, ctx, bit)
     while rng < TOP:
         rng <<= 8
