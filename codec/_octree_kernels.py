@@ -209,14 +209,15 @@ def merge_cells(a, b, colors, ibits):
     imask = (1 << ibits) - 1
     u = -1
     s0 = s1 = s2 = count = 0
+    big = np.int64(0x7FFFFFFFFFFFFFFF)  # past either end: larger than every key
     i = j = 0
     for _ in range(na + nb):
-        if j >= nb or (i < na and a[i] < b[j]):
-            k = a[i]
-            i += 1
-        else:
-            k = b[j]
-            j += 1
+        ka = a[i] if i < na else big
+        kb = b[j] if j < nb else big
+        from_a = np.int64(ka < kb)  # taken without a branch: the halves interleave at random
+        k = kb ^ ((ka ^ kb) & -from_a)
+        i += from_a
+        j += 1 - from_a
         c = k >> ibits
         if u < 0 or uniq[u] != c:
             if u >= 0:
