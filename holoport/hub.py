@@ -26,6 +26,8 @@ from holoport.wire import MessageType
 
 log = logging.getLogger("holoport.hub")
 
+MAX_CREDIT = 64  # frames a receiver may have in flight, at most
+
 
 @dataclass
 class Member:
@@ -35,6 +37,10 @@ class Member:
     room: str
     seat: int
     last_seen: float
+    # flow control: frames this member may still be sent (None: no flow control, for
+    # clients that ask for none), and the newest frame held back per sender meanwhile
+    credit: int | None = None
+    slots: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +50,7 @@ class HubStats:
     forwarded_bytes: int = 0
     dropped_malformed: int = 0
     dropped_full: int = 0
+    stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     refused: int = 0
     timed_out: int = 0
     joins: int = 0
@@ -175,6 +182,8 @@ class Hub:
             self._forward(member, msg)
         elif kind == MessageType.LEAVE:
             self._remove(member, "left")
+        elif kind == MessageType.CREDIT:
+            self._credit(member, msg.header.get("n"))
         elif kind != MessageType.HEARTBEAT:
             self._drop(f"unexpected {kind} from a participant")
 
@@ -190,8 +199,11 @@ class Hub:
             free = [s for s in range(self.seats) if s not in taken]
             if not free:
                 return self._refuse(identity, f"room {room!r} is full ({self.seats} seats)")
+            credit = head.get("credit")
+            if credit is not None and (not isinstance(credit, int) or not 1 <= credit <= MAX_CREDIT):
+                return self._refuse(identity, f"join credit must be an integer in 1..{MAX_CREDIT}")
             member = Member(identity, self._next_id, name or f"guest-{self._next_id}", room,
-                            free[0], time.monotonic())
+                            free[0], time.monotonic(), credit)
             self._next_id += 1
             self.members[identity] = member
             self.stats.joins += 1
@@ -211,12 +223,33 @@ class Hub:
         head["ts"]["hub_in"] = time.time()
         head["src"] = sender.id
         head["room"] = sender.room
-        size = sum(len(p) for p in msg.payloads)
         for receiver in self._room(sender):
-            head["ts"]["hub_out"] = time.time()
-            if self._send(receiver.identity, head, msg.payloads):
-                self.stats.forwarded += 1
-                self.stats.forwarded_bytes += size
+            if receiver.credit is None or receiver.credit > 0:
+                self._deliver(receiver, head, msg.payloads)
+            else:  # hold the newest frame of each sender until the receiver asks for more
+                if sender.id in receiver.slots:
+                    self.stats.stale_replaced += 1
+                    del receiver.slots[sender.id]  # re-inserted last: slots flush oldest first
+                receiver.slots[sender.id] = ({**head, "ts": dict(head["ts"])}, msg.payloads)
+
+    def _deliver(self, receiver: Member, head: dict, payloads: list) -> None:
+        head["ts"]["hub_out"] = time.time()
+        if self._send(receiver.identity, head, payloads):
+            self.stats.forwarded += 1
+            self.stats.forwarded_bytes += sum(len(p) for p in payloads)
+            if receiver.credit is not None:
+                receiver.credit -= 1
+
+    def _credit(self, member: Member, n) -> None:
+        if member.credit is None:
+            return  # joined without flow control
+        if not isinstance(n, int) or not 1 <= n <= MAX_CREDIT:
+            return self._drop("credit message without a count in 1..MAX_CREDIT")
+        member.credit = min(member.credit + n, MAX_CREDIT)
+        while member.credit > 0 and member.slots:
+            sender_id = next(iter(member.slots))
+            head, payloads = member.slots.pop(sender_id)
+            self._deliver(member, head, payloads)
 
     def _send(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> bool:
         try:
@@ -249,6 +282,7 @@ class Hub:
             return
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
         for other in self._room(member):
+            other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
             self._send(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
 
     def _expire_silent(self) -> None:

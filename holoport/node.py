@@ -95,8 +95,12 @@ class Node:
         insecure: bool = False,
         max_message_bytes: int = 64 * 1024 * 1024,
         security: NodeSecurity | None = None,
+        credit: int = 4,
     ) -> None:
         require_loopback(hub, insecure, "hub", encrypted=security is not None)
+        if not 1 <= credit <= 64:
+            raise ValueError(f"credit must be in 1..64 frames, got {credit}")
+        self.credit = credit  # frames the hub may have on their way to us at once
         self.security = security
         self.hub = hub
         self.room = room
@@ -143,7 +147,7 @@ class Node:
             monitor.close(0)
 
     def _await_welcome(self, monitor: zmq.Socket) -> None:
-        self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name))
+        self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit))
         deadline = time.monotonic() + self.join_timeout
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
@@ -222,10 +226,15 @@ class Node:
 
     # -- receiving -----------------------------------------------------------------------
     def poll(self, timeout: float = 0.0) -> list[RemoteFrame]:
-        """Wait up to ``timeout`` s for messages, drain them, decode the newest per sender."""
+        """Wait up to ``timeout`` s for messages, drain them, decode the newest per sender.
+
+        Every frame taken off the socket is credit handed back to the hub, which sends at
+        most ``credit`` frames ahead and meanwhile keeps only each sender's newest: a node
+        that stops polling holds up nobody and, when it polls again, gets fresh frames."""
         newest: dict[int, wire.Message] = {}
         if not self._sock.poll(int(timeout * 1000)):
             return []
+        taken = 0
         while True:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -238,6 +247,7 @@ class Node:
                 self.counters.malformed += 1
                 continue
             if msg.type == MessageType.FRAME:
+                taken += 1
                 src = msg.header.get("src")
                 if not isinstance(src, int) or len(msg.payloads) != 1:
                     self.counters.malformed += 1
@@ -250,6 +260,9 @@ class Node:
                 self._control(msg)
                 if msg.type == MessageType.LEFT:  # don't draw someone who has just left
                     newest.pop(msg.header.get("id"), None)
+        while taken > 0:
+            self._send(wire.header(MessageType.CREDIT, n=min(taken, 64)))
+            taken -= 64
         return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
 
     def _decode(self, msg: wire.Message) -> RemoteFrame | None:

@@ -39,8 +39,9 @@ class MessageType:
     LEAVE = "leave"  # node -> hub
     HEARTBEAT = "heartbeat"  # node -> hub, when it has nothing else to send
     STATS = "stats"  # anyone -> hub: request; hub -> asker: its counters
+    CREDIT = "credit"  # node -> hub: n more frames may be sent to this node
 
-    ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS})
+    ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT})
 
 
 class WireError(ValueError):

@@ -169,3 +169,44 @@ def test_a_late_goodbye_from_a_removed_peer_is_not_counted_as_malformed(hub):
         a.close()
         assert hub.stats.dropped_malformed == 1
         assert list(hub.stats.by_reason) == ["frame from a peer that has not joined"]
+
+
+def test_a_receiver_that_stops_reading_gets_fresh_frames_not_a_backlog(hub):
+    """Credit flow control: the hub sends a receiver at most its credit, then keeps only
+    each sender's newest frame; a reader that keeps up is not slowed by one that does not."""
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "slow", credit=2) as slow, \
+            Node(hub.endpoint, "r", "c") as c:
+        _poll_until(slow, 1, timeout=0.3)  # learn who joined
+        positions, colors = _cloud(500)
+        got_c = []
+        for _ in range(20):
+            a.send(positions, colors)
+            got_c += c.poll(0.02)  # c keeps reading, slow does not
+        deadline = time.monotonic() + 2
+        while hub.stats.stale_replaced < 17 and time.monotonic() < deadline:
+            got_c += c.poll(0.02)
+        assert hub.stats.stale_replaced == 17  # 20 sent: 2 on credit, 1 held, 17 replaced
+        assert len(got_c) >= 5 and max(f.seq for f in got_c) == 20
+        drained = []
+        for _ in range(20):
+            drained += slow.poll(0.05)
+        assert [f.seq for f in drained][-1] == 20  # the newest arrives once credit returns
+        assert slow.counters.received + slow.counters.skipped_stale == 3  # never more than 3
+        assert hub.members and all(not m.slots for m in hub.members.values())
+
+
+def test_held_frames_of_a_sender_who_left_are_dropped(hub):
+    with Node(hub.endpoint, "r", "slow", credit=1) as slow:
+        a = Node(hub.endpoint, "r", "a").start()
+        _poll_until(slow, 1, timeout=0.3)
+        for _ in range(3):
+            a.send(*_cloud(300))
+        time.sleep(0.3)
+        held = next(m for m in hub.members.values() if m.name == "slow")
+        assert a.id in held.slots
+        a.stop()
+        deadline = time.monotonic() + 2
+        while a.id in held.slots and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert a.id not in held.slots
+        slow.close()
