@@ -129,6 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                            codec=args.codec, color_step=args.color_step)
         return 0 if len(reports) == args.participants else 1
     if args.command == "hub":
+        import zmq
+
         from holoport.endpoints import require_loopback
         from holoport.hub import Hub
 
@@ -145,7 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                   security=security)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: hub.stop())
-        hub.open()
+        try:
+            hub.open()
+        except zmq.ZMQError as exc:
+            raise RuntimeError(f"cannot listen on {args.bind}: {exc}; is another hub running there?") from None
         hub.run()
         return 0
     if args.command == "join":

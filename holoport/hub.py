@@ -100,7 +100,16 @@ class Hub:
         sock.setsockopt(zmq.RCVHWM, 1000)
         if self.security is not None:
             self.security.apply(self._ctx, sock)
-        sock.bind(self.bind)
+        deadline = time.monotonic() + 2.0
+        while True:  # a hub restarted in place may find its port still closing for a moment
+            try:
+                sock.bind(self.bind)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    sock.close(0)
+                    raise
+                time.sleep(0.05)
         self._sock = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("hub listening on %s (%d seats per room, %s)", self.endpoint, self.seats,
@@ -174,10 +183,13 @@ class Hub:
         elif kind == MessageType.STATS:
             self._send(identity, wire.header(MessageType.STATS, stats=self.snapshot()))
         elif member is None:
-            if kind not in (MessageType.LEAVE, MessageType.HEARTBEAT):
+            if kind not in (MessageType.LEAVE, MessageType.HEARTBEAT, MessageType.CREDIT):
                 self._drop(f"{kind} from a peer that has not joined")
-            # else: a goodbye or heartbeat from a peer already removed (timed out, or its
-            # socket's disconnect overtook its LEAVE): nothing to do, and not malformed.
+            # a goodbye from a peer already removed (its socket's disconnect can overtake
+            # its LEAVE) needs nothing; anything else comes from a node that believes it is
+            # a member: this hub restarted, or timed it out. Tell it to join again.
+            if kind != MessageType.LEAVE:
+                self._send(identity, wire.header(MessageType.REJOIN))
         elif kind == MessageType.FRAME:
             self._forward(member, msg)
         elif kind == MessageType.LEAVE:

@@ -81,6 +81,7 @@ class NodeCounters:
     skipped_stale: int = 0
     decode_errors: int = 0
     malformed: int = 0
+    rejoins: int = 0
     received_by_sender: dict = field(default_factory=dict)
 
 
@@ -114,6 +115,7 @@ class Node:
         self.peers: dict[int, Peer] = {}
         self.counters = NodeCounters()
         self._seq = 0
+        self._rejoined = 0.0
         self._last_sent = 0.0
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
@@ -166,17 +168,25 @@ class Node:
             if msg.type == MessageType.REFUSED:
                 raise JoinError(f"the hub refused to admit us: {msg.header.get('reason')}")
             if msg.type == MessageType.WELCOME:
-                h = msg.header
-                self.id, self.seat, self.seats = int(h["id"]), int(h["seat"]), int(h["seats"])
-                self.name = h.get("name", self.name)
-                for m in h.get("members", []):
-                    self.peers[m["id"]] = Peer(m["id"], m["name"], m["seat"])
-                log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
-                return
+                self._welcome(msg.header)
+                if self.id is not None:
+                    return
         raise JoinError(
             f"no hub answered at {self.hub} within {self.join_timeout:.0f} s; "
             f"start one with `holoport hub --bind {self.hub}` or check the address"
         )
+
+    def _welcome(self, h: dict) -> None:
+        try:
+            self.id, self.seat, self.seats = int(h["id"]), int(h["seat"]), int(h["seats"])
+            peers = {int(m["id"]): Peer(int(m["id"]), str(m["name"]), int(m["seat"]))
+                     for m in h.get("members", [])}
+        except (KeyError, TypeError, ValueError):
+            self.counters.malformed += 1
+            return
+        self.name = h.get("name", self.name)
+        self.peers = peers
+        log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
 
     def stop(self) -> None:
         if self._sock is not None and self.id is not None:
@@ -298,3 +308,11 @@ class Node:
             log.info("%s left (%s)", peer.name if peer else h.get("id"), h.get("reason"))
         elif msg.type == MessageType.REFUSED:
             log.warning("the hub refused a message: %s", h.get("reason"))
+        elif msg.type == MessageType.REJOIN and time.monotonic() - self._rejoined >= 0.5:
+            # the hub restarted (or dropped us): join again; the welcome renews id and seat
+            log.warning("the hub no longer knows us: joining room %r again", self.room)
+            self._rejoined = time.monotonic()
+            self.counters.rejoins += 1
+            self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit))
+        elif msg.type == MessageType.WELCOME:
+            self._welcome(h)

@@ -40,8 +40,10 @@ class MessageType:
     HEARTBEAT = "heartbeat"  # node -> hub, when it has nothing else to send
     STATS = "stats"  # anyone -> hub: request; hub -> asker: its counters
     CREDIT = "credit"  # node -> hub: n more frames may be sent to this node
+    REJOIN = "rejoin"  # hub -> node: you are not a member (the hub restarted, or timed you out)
 
-    ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT})
+    ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
+                       REJOIN})
 
 
 class WireError(ValueError):

@@ -210,3 +210,29 @@ def test_held_frames_of_a_sender_who_left_are_dropped(hub):
             time.sleep(0.02)
         assert a.id not in held.slots
         slow.close()
+
+
+def test_after_a_hub_restart_nodes_rejoin_and_frames_flow_within_5_s():
+    endpoint = free_tcp_endpoint()
+    first = Hub(endpoint, seats=3).start()
+    a = Node(endpoint, "r", "a").start()
+    b = Node(endpoint, "r", "b").start()
+    try:
+        first.stop()  # the hub goes away, taking every membership with it
+        second = Hub(endpoint, seats=3).start()
+        try:
+            restarted = time.monotonic()
+            got = []
+            while not got and time.monotonic() - restarted < 5:
+                a.send(*_cloud(300))
+                a.poll(0.05)
+                b.heartbeat(0.2)  # a node that only watches still says it is alive
+                got = b.poll(0.05)
+            assert got and got[0].name == "a", "no frame within 5 s of the restart"
+            assert a.counters.rejoins >= 1 and b.counters.rejoins >= 1
+            assert {m.name for m in second.members.values()} == {"a", "b"}
+        finally:
+            second.stop()
+    finally:
+        a.close()
+        b.close()

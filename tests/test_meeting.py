@@ -209,3 +209,28 @@ def test_a_meeting_with_the_octree_codec_delivers_the_voxelized_clouds(tmp_path)
                 assert np.sqrt(d2.max()) <= half_diagonal
             compared += 1
     assert compared >= 2
+
+
+def test_a_hub_killed_and_restarted_mid_meeting_has_frames_flowing_again_within_5_s():
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "3")
+    time.sleep(0.5)
+    procs = [spawn("join", "--hub", endpoint, "--room", "again", "--name", name, "--body", str(i),
+                   "--fps", "10", "--duration", "14") for i, name in enumerate(NAMES[:2])]
+    try:
+        _wait_for_members(endpoint, "again", 2, timeout=30)
+        hub.kill()  # SIGKILL: no goodbye, every membership lost
+        hub.wait(timeout=10)
+        hub = spawn("hub", "--bind", endpoint, "--seats", "3")
+        restarted = time.monotonic()
+        _wait_for_members(endpoint, "again", 2, timeout=5)
+        while _hub_stats(endpoint)["forwarded"] < 2 and time.monotonic() - restarted < 5:
+            time.sleep(0.1)
+        assert _hub_stats(endpoint)["forwarded"] >= 2, "no frames forwarded within 5 s of the restart"
+        assert time.monotonic() - restarted < 5
+    finally:
+        outputs = _finish(procs, timeout=60)
+        hub.send_signal(signal.SIGINT)
+        hub.communicate(timeout=10)
+    for p, text in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, text
