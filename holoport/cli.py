@@ -39,6 +39,13 @@ def _add_meeting_options(p: argparse.ArgumentParser) -> None:
                    help="rendered view, WIDTHxHEIGHT (default 640x360)")
 
 
+def _room_token(text: str) -> tuple[str, str]:
+    room, sep, token = text.partition("=")
+    if not sep or not room or not token:
+        raise argparse.ArgumentTypeError(f"expected ROOM=TOKEN, got {text!r}")
+    return room, token
+
+
 def _add_process_options(p: argparse.ArgumentParser, insecure_help: str) -> None:
     p.add_argument("--insecure", action="store_true", help=insecure_help)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
@@ -70,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the hub's secret key file (NAME.key_secret): encrypt with CURVE")
     p.add_argument("--allow", default=None, metavar="DIR",
                    help="folder of participants' public keys (NAME.key) admitted with --key")
+    p.add_argument("--token", action="append", default=[], metavar="ROOM=TOKEN", type=_room_token,
+                   help="room ROOM admits only who gives TOKEN (repeat for more rooms)")
     _add_process_options(p, "allow binding to a non-loopback address without encryption")
 
     p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
@@ -89,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="our secret key file (NAME.key_secret): encrypt with CURVE")
     p.add_argument("--hub-key", default=None, metavar="PUBLIC",
                    help="the hub's public key file (NAME.key), needed with --key")
+    p.add_argument("--token", default=None, help="the room's admission token, if it has one")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("keys", help="make a CURVE key pair", description="Write NAME.key (the "
@@ -144,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             security = HubSecurity(KeyPair.load(args.key), args.allow)
         require_loopback(args.bind, args.insecure, "hub", encrypted=security is not None)
         hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout,
-                  security=security)
+                  security=security, room_tokens=dict(args.token))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: hub.stop())
         try:
@@ -163,7 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
             duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
             insecure=args.insecure, codec=args.codec, color_step=args.color_step,
-            key=args.key, hub_key=args.hub_key)
+            key=args.key, hub_key=args.hub_key, token=args.token)
         try:
             report = run_participant(options)
         except JoinError as exc:

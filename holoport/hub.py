@@ -13,6 +13,7 @@ keyframe caching arrive with the rest of the transport work (issue 4).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -71,6 +72,7 @@ class Hub:
         max_message_bytes: int = 64 * 1024 * 1024,
         queue_frames: int = 16,
         security: HubSecurity | None = None,
+        room_tokens: dict[str, str] | None = None,
     ) -> None:
         if not 2 <= seats <= 16:
             raise ValueError(f"seats must be in 2..16, got {seats}")
@@ -80,6 +82,7 @@ class Hub:
         self.max_message_bytes = max_message_bytes
         self.queue_frames = queue_frames
         self.security = security  # None: plain TCP (loopback, or --insecure)
+        self.room_tokens = dict(room_tokens or {})  # rooms that admit only who knows the token
         self.stats = HubStats()
         self.members: dict[bytes, Member] = {}
         self._next_id = 1
@@ -206,6 +209,12 @@ class Hub:
         if not isinstance(name, str) or len(name) > 64:
             return self._refuse(identity, "join needs a display name of at most 64 characters")
         member = self.members.get(identity)
+        needed = self.room_tokens.get(room)
+        if member is None and needed is not None:
+            token = head.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), needed.encode()):
+                return self._refuse(identity, f"room {room!r} needs its token: "
+                                    + ("the one given is wrong" if token else "pass --token"))
         if member is None:
             taken = {m.seat for m in self.members.values() if m.room == room}
             free = [s for s in range(self.seats) if s not in taken]

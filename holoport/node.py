@@ -97,11 +97,13 @@ class Node:
         max_message_bytes: int = 64 * 1024 * 1024,
         security: NodeSecurity | None = None,
         credit: int = 4,
+        token: str | None = None,
     ) -> None:
         require_loopback(hub, insecure, "hub", encrypted=security is not None)
         if not 1 <= credit <= 64:
             raise ValueError(f"credit must be in 1..64 frames, got {credit}")
         self.credit = credit  # frames the hub may have on their way to us at once
+        self.token = token  # a room's admission token, when it has one
         self.security = security
         self.hub = hub
         self.room = room
@@ -149,7 +151,7 @@ class Node:
             monitor.close(0)
 
     def _await_welcome(self, monitor: zmq.Socket) -> None:
-        self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit))
+        self._send(self._join_header())
         deadline = time.monotonic() + self.join_timeout
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
@@ -175,6 +177,10 @@ class Node:
             f"no hub answered at {self.hub} within {self.join_timeout:.0f} s; "
             f"start one with `holoport hub --bind {self.hub}` or check the address"
         )
+
+    def _join_header(self) -> dict:
+        extra = {"token": self.token} if self.token is not None else {}
+        return wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit, **extra)
 
     def _welcome(self, h: dict) -> None:
         try:
@@ -313,6 +319,6 @@ class Node:
             log.warning("the hub no longer knows us: joining room %r again", self.room)
             self._rejoined = time.monotonic()
             self.counters.rejoins += 1
-            self._send(wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit))
+            self._send(self._join_header())
         elif msg.type == MessageType.WELCOME:
             self._welcome(h)

@@ -45,6 +45,7 @@ class ParticipantOptions:
     insecure: bool = False
     key: str | None = None  # our secret key file: CURVE to the hub
     hub_key: str | None = None  # the hub's public key file
+    token: str | None = None  # the room's admission token
     codec: str = "baseline"  # a name from codec.available()
     color_step: int = 8  # octree colour quantization step (1 = lossless)
 
@@ -69,7 +70,8 @@ class Participant:
     def run(self) -> dict:
         opt = self.opt
         with Node(opt.hub, opt.room, opt.name, encoder=make_encoder(opt.codec, opt.color_step),
-                  insecure=opt.insecure, security=node_security(opt.key, opt.hub_key)) as node:
+                  insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
+                  token=opt.token) as node:
             self.node = node
             self.room = Room(node.seats)
             w, h = opt.view_size
@@ -160,7 +162,7 @@ class Participant:
             "mbps_sent": c.sent_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "mbps_received": c.received_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "latency": self.latency.summary(),
-            "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key")},
+            "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }
         if self.opt.out:
             self._write_outputs(Path(self.opt.out), report)

@@ -236,3 +236,14 @@ def test_after_a_hub_restart_nodes_rejoin_and_frames_flow_within_5_s():
     finally:
         a.close()
         b.close()
+
+
+def test_a_room_with_a_token_admits_only_who_gives_it():
+    with Hub(free_tcp_endpoint(), seats=3, room_tokens={"board": "s3cret"}) as hub:
+        with pytest.raises(JoinError, match="needs its token: pass --token"):
+            Node(hub.endpoint, "board", "x").start()
+        with pytest.raises(JoinError, match="the one given is wrong"):
+            Node(hub.endpoint, "board", "x", token="guess").start()
+        with Node(hub.endpoint, "board", "ok", token="s3cret") as ok, Node(hub.endpoint, "lobby", "free"):
+            assert ok.seat == 0  # other rooms stay open
+        assert hub.stats.refused == 2
