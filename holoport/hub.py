@@ -167,6 +167,7 @@ class Hub:
 
     # -- messages ------------------------------------------------------------------------
     def _handle(self, frames: list) -> None:
+        arrived = time.time()
         self.stats.received += 1
         identity = frames[0].bytes
         try:
@@ -183,6 +184,10 @@ class Hub:
         kind = msg.type
         if kind == MessageType.JOIN:
             self._join(identity, msg.header)
+        elif kind == MessageType.TIME:  # NTP-style: the node works out offset and round trip
+            t0 = msg.header.get("t0")
+            if isinstance(t0, float | int):
+                self._send(identity, wire.header(MessageType.TIME, t0=t0, t1=arrived, t2=time.time()))
         elif kind == MessageType.STATS:
             self._send(identity, wire.header(MessageType.STATS, stats=self.snapshot()))
         elif member is None:

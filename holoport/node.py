@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,12 +100,18 @@ class Node:
         security: NodeSecurity | None = None,
         credit: int = 4,
         token: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         require_loopback(hub, insecure, "hub", encrypted=security is not None)
         if not 1 <= credit <= 64:
             raise ValueError(f"credit must be in 1..64 frames, got {credit}")
         self.credit = credit  # frames the hub may have on their way to us at once
         self.token = token  # a room's admission token, when it has one
+        self.clock = clock  # wall clock, seconds; stamps from elsewhere are converted to it
+        self.offset: float | None = None  # hub clock - our clock, from the best recent sample
+        self.rtt: float | None = None  # round trip of that sample
+        self._time_samples: deque[tuple[float, float]] = deque(maxlen=8)
+        self._next_sync = 0.0
         self.security = security
         self.hub = hub
         self.room = room
@@ -138,6 +146,7 @@ class Node:
         except BaseException:
             self.close()
             raise
+        self.sync_clock()  # the first sample, answered while the first frames arrive
         return self
 
     def _join(self) -> None:
@@ -215,13 +224,15 @@ class Node:
     def send(self, positions: np.ndarray, colors: np.ndarray, ts: dict | None = None) -> dict:
         """Encode and send one cloud; returns the header it went out with."""
         ts = dict(ts or {})
-        ts.setdefault("capture", time.time())
+        ts.setdefault("capture", self.clock())
         payload = self.encoder.encode(positions, colors)
-        ts["encoded"] = time.time()
+        ts["encoded"] = self.clock()
         self._seq += 1
         head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts,
                            points=len(positions))
-        ts["sent"] = time.time()
+        if self.offset is not None:
+            head["off"] = self.offset
+        ts["sent"] = self.clock()
         if self._send(head, [payload]):
             self.counters.sent += 1
             self.counters.sent_bytes += len(payload)
@@ -231,6 +242,36 @@ class Node:
         """Tell the hub we are alive if nothing else was sent for ``interval`` seconds."""
         if time.monotonic() - self._last_sent >= interval:
             self._send(wire.header(MessageType.HEARTBEAT))
+        self.sync_clock()
+
+    def sync_clock(self, every: float = 2.0) -> None:
+        """Ask the hub for the time (at most every ``every`` s); the reply arrives through
+        ``poll``. Offsets from the 8 latest samples: the one with the shortest round trip."""
+        if time.monotonic() >= self._next_sync:
+            self._next_sync = time.monotonic() + every
+            self._send(wire.header(MessageType.TIME, t0=self.clock()))
+
+    def _time_reply(self, h: dict, t3: float) -> None:
+        t0, t1, t2 = h.get("t0"), h.get("t1"), h.get("t2")
+        if not all(isinstance(t, float | int) for t in (t0, t1, t2)) or not t0 <= t3:
+            self.counters.malformed += 1
+            return
+        rtt = (t3 - t0) - (t2 - t1)
+        self._time_samples.append((rtt, ((t1 - t0) + (t2 - t3)) / 2))
+        self.rtt, self.offset = min(self._time_samples)
+
+    def _to_local(self, head: dict) -> None:
+        """Put a frame's stamps on our clock: the sender's via its offset, the hub's via ours."""
+        ts, off = head.get("ts"), head.get("off")
+        if self.offset is None or not isinstance(ts, dict):
+            return
+        for stage, t in ts.items():
+            if not isinstance(t, float | int):
+                continue
+            if stage.startswith("hub_"):
+                ts[stage] = t - self.offset
+            elif isinstance(off, float | int):
+                ts[stage] = t + off - self.offset
 
     def _send(self, head: dict, payloads: list | tuple = ()) -> bool:
         try:
@@ -256,7 +297,7 @@ class Node:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            received = time.time()
+            received = self.clock()
             try:
                 msg = wire.decode(frames)
             except wire.WireError:
@@ -268,6 +309,7 @@ class Node:
                 if not isinstance(src, int) or len(msg.payloads) != 1:
                     self.counters.malformed += 1
                     continue
+                self._to_local(msg.header)
                 msg.header.setdefault("ts", {})["received"] = received
                 if src in newest:
                     self.counters.skipped_stale += 1
@@ -291,7 +333,7 @@ class Node:
             log.warning("dropped an undecodable frame from %s: %s", head.get("src"), exc)
             return None
         ts = head["ts"]
-        ts["decoded"] = time.time()
+        ts["decoded"] = self.clock()
         src = head["src"]
         peer = self.peers.get(src) or Peer(src, f"id{src}", -1)
         c = self.counters
@@ -322,3 +364,5 @@ class Node:
             self._send(self._join_header())
         elif msg.type == MessageType.WELCOME:
             self._welcome(h)
+        elif msg.type == MessageType.TIME:
+            self._time_reply(h, self.clock())

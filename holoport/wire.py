@@ -11,6 +11,8 @@ and, as the type needs them:
     seq   int    the sender's sequence number
     ts    map    wall-clock seconds (time.time()) of each stage a frame passed:
                  capture, captured, encoded, sent, hub_in, hub_out
+    off   float  on frames: the sender's clock offset to the hub (hub - sender), so that a
+                 receiver can put every stamp on its own clock (``Node`` does)
 
 Readers ignore keys they do not know, so fields can be added without a version change.
 ``decode`` validates sizes before parsing and raises :class:`WireError` for anything
@@ -41,9 +43,10 @@ class MessageType:
     STATS = "stats"  # anyone -> hub: request; hub -> asker: its counters
     CREDIT = "credit"  # node -> hub: n more frames may be sent to this node
     REJOIN = "rejoin"  # hub -> node: you are not a member (the hub restarted, or timed you out)
+    TIME = "time"  # node -> hub: t0 (node clock); hub -> node: t0, t1 received, t2 sent (hub clock)
 
     ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
-                       REJOIN})
+                       REJOIN, TIME})
 
 
 class WireError(ValueError):

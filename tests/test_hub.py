@@ -247,3 +247,22 @@ def test_a_room_with_a_token_admits_only_who_gives_it():
         with Node(hub.endpoint, "board", "ok", token="s3cret") as ok, Node(hub.endpoint, "lobby", "free"):
             assert ok.seat == 0  # other rooms stay open
         assert hub.stats.refused == 2
+
+
+def test_clock_offsets_put_every_stamp_on_the_receivers_clock(hub):
+    """A receiver whose clock runs 5 s ahead still measures the network in milliseconds:
+    stamps from the sender and the hub are converted with NTP-style offsets."""
+    skew = 5.0
+    with Node(hub.endpoint, "r", "a") as a, \
+            Node(hub.endpoint, "r", "b", clock=lambda: time.time() + skew) as b:
+        deadline = time.monotonic() + 3
+        while (a.offset is None or b.offset is None) and time.monotonic() < deadline:
+            a.poll(0.02)
+            b.poll(0.02)
+        assert abs(a.offset) < 0.05 and abs(b.offset + skew) < 0.05, (a.offset, b.offset)
+        assert 0 <= b.rtt < 0.1
+        a.send(*_cloud(300))
+        (frame,) = _poll_until(b, 1)
+        ts = frame.ts
+        assert 0 <= ts["received"] - ts["sent"] < 0.5  # about 5 s off without the conversion
+        assert ts["sent"] - 0.05 <= ts["hub_in"] <= ts["hub_out"] <= ts["received"] + 0.05
