@@ -258,7 +258,10 @@ class Node:
             return
         rtt = (t3 - t0) - (t2 - t1)
         self._time_samples.append((rtt, ((t1 - t0) + (t2 - t3)) / 2))
-        self.rtt, self.offset = min(self._time_samples)
+        rtt, offset = min(self._time_samples)
+        # the true offset lies within rtt/2 of the estimate: where that includes zero (the
+        # same machine, or synchronized clocks) applying it would only add noise
+        self.rtt, self.offset = rtt, (0.0 if abs(offset) <= rtt / 2 else offset)
 
     def _to_local(self, head: dict) -> None:
         """Put a frame's stamps on our clock: the sender's via its offset, the hub's via ours."""
