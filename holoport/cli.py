@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from holoport import __version__
 
@@ -37,6 +39,33 @@ def _add_meeting_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
     p.add_argument("--view-size", type=_size, default=(640, 360),
                    help="rendered view, WIDTHxHEIGHT (default 640x360)")
+
+
+def _print_stats(stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    keys = ("received", "forwarded", "stale_replaced", "dropped_full", "dropped_malformed",
+            "refused", "timed_out", "joins")
+    console.print("hub: " + ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0)}" for k in keys))
+    for room, members in sorted(stats.get("rooms", {}).items()):
+        table = Table(title=f"room {room}")
+        for col in ("seat", "name", "fps in", "Mbit/s in", "frames out", "stale replaced",
+                    "hub p50 ms", "hub p99 ms"):
+            table.add_column(col, justify="left" if col == "name" else "right")
+
+        def num(v, fmt=".1f"):
+            return "-" if v is None else format(v, fmt)
+
+        for m in sorted(members, key=lambda m: m.get("seat", 0)):
+            table.add_row(str(m.get("seat")), str(m.get("name")), num(m.get("fps_in")),
+                          num(m.get("mbps_in"), ".2f"), str(m.get("frames_out", 0)),
+                          str(m.get("stale_replaced", 0)), num(m.get("hub_p50_ms"), ".2f"),
+                          num(m.get("hub_p99_ms"), ".2f"))
+        console.print(table)
+    if not stats.get("rooms"):
+        console.print("no rooms: nobody has joined")
 
 
 def _room_token(text: str) -> tuple[str, str]:
@@ -99,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-key", default=None, metavar="PUBLIC",
                    help="the hub's public key file (NAME.key), needed with --key")
     p.add_argument("--token", default=None, help="the room's admission token, if it has one")
+    _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
+
+    p = sub.add_parser("stats", help="show a hub's rooms and traffic", description="Ask a hub "
+                       "for its counters and, per member, fps and Mbit/s in, frames out, stale "
+                       "frames replaced and the time frames spend in the hub (p50/p99).")
+    p.add_argument("--hub", default=DEFAULT_HUB, help=f"hub endpoint (default {DEFAULT_HUB})")
+    p.add_argument("--key", default=None, metavar="SECRET", help="our secret key file, for a CURVE hub")
+    p.add_argument("--hub-key", default=None, metavar="PUBLIC", help="the hub's public key file")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the statistics as JSON")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("keys", help="make a CURVE key pair", description="Write NAME.key (the "
@@ -182,6 +220,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{report['name']}: sent {report['frames_sent']}, received "
                   f"{report['frames_received']} {report['received_by_sender']}")
+        return 0
+    if args.command == "stats":
+        from holoport.node import JoinError, query_stats
+        from holoport.participant import node_security
+
+        try:
+            stats = query_stats(args.hub, node_security(args.key, args.hub_key), insecure=args.insecure)
+        except JoinError as exc:
+            print(f"holoport stats: {exc}", file=sys.stderr)
+            return 3
+        _print_stats(stats)
+        if args.json:
+            Path(args.json).write_text(json.dumps(stats, indent=2))
         return 0
     if args.command == "keys":
         from holoport.security import create_keys

@@ -23,6 +23,7 @@ import zmq
 
 from holoport import wire
 from holoport.security import HubSecurity
+from holoport.stats import LatencyLog
 from holoport.wire import MessageType
 
 log = logging.getLogger("holoport.hub")
@@ -42,6 +43,28 @@ class Member:
     # clients that ask for none), and the newest frame held back per sender meanwhile
     credit: int | None = None
     slots: dict = field(default_factory=dict)
+    traffic: Traffic = field(default_factory=lambda: Traffic())
+
+
+@dataclass
+class Traffic:
+    """What one member sent through the hub and was sent, for ``holoport stats``."""
+
+    frames_in: int = 0
+    bytes_in: int = 0
+    first_in: float = 0.0
+    last_in: float = 0.0
+    frames_out: int = 0
+    stale_replaced: int = 0  # frames held for this member, replaced by newer ones
+    hub_ms: LatencyLog = field(default_factory=lambda: LatencyLog(keep=2000))  # its frames' hub residence
+
+    def as_dict(self) -> dict:
+        span = self.last_in - self.first_in
+        p50, p99 = self.hub_ms.percentiles("hub", (50, 99))
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out,
+                "fps_in": (self.frames_in - 1) / span if span > 0 else 0.0,
+                "mbps_in": self.bytes_in * 8 / span / 1e6 if span > 0 else 0.0,
+                "stale_replaced": self.stale_replaced, "hub_p50_ms": p50, "hub_p99_ms": p99}
 
 
 @dataclass
@@ -85,6 +108,7 @@ class Hub:
         self.room_tokens = dict(room_tokens or {})  # rooms that admit only who knows the token
         self.stats = HubStats()
         self.members: dict[bytes, Member] = {}
+        self._by_id: dict[int, Member] = {}
         self._next_id = 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,6 +256,7 @@ class Hub:
                             free[0], time.monotonic(), credit)
             self._next_id += 1
             self.members[identity] = member
+            self._by_id[member.id] = member
             self.stats.joins += 1
             log.info("%s joined room %r at seat %d (id %d)", member.name, room, member.seat, member.id)
             for other in self._room(member):
@@ -249,12 +274,18 @@ class Hub:
         head["ts"]["hub_in"] = time.time()
         head["src"] = sender.id
         head["room"] = sender.room
+        t = sender.traffic
+        t.frames_in += 1
+        t.bytes_in += sum(len(p) for p in msg.payloads)
+        t.first_in = t.first_in or head["ts"]["hub_in"]
+        t.last_in = head["ts"]["hub_in"]
         for receiver in self._room(sender):
             if receiver.credit is None or receiver.credit > 0:
                 self._deliver(receiver, head, msg.payloads)
             else:  # hold the newest frame of each sender until the receiver asks for more
                 if sender.id in receiver.slots:
                     self.stats.stale_replaced += 1
+                    receiver.traffic.stale_replaced += 1
                     del receiver.slots[sender.id]  # re-inserted last: slots flush oldest first
                 receiver.slots[sender.id] = ({**head, "ts": dict(head["ts"])}, msg.payloads)
 
@@ -265,6 +296,10 @@ class Hub:
             self.stats.forwarded_bytes += sum(len(p) for p in payloads)
             if receiver.credit is not None:
                 receiver.credit -= 1
+            receiver.traffic.frames_out += 1
+            sender = self._by_id.get(head.get("src"))
+            if sender is not None:
+                sender.traffic.hub_ms.add("hub", (head["ts"]["hub_out"] - head["ts"]["hub_in"]) * 1e3)
 
     def _credit(self, member: Member, n) -> None:
         if member.credit is None:
@@ -306,6 +341,7 @@ class Hub:
     def _remove(self, member: Member, why: str) -> None:
         if self.members.pop(member.identity, None) is None:
             return
+        self._by_id.pop(member.id, None)
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
         for other in self._room(member):
             other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
@@ -323,5 +359,6 @@ class Hub:
     def snapshot(self) -> dict:
         rooms: dict[str, list] = {}
         for m in self.members.values():
-            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat})
+            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
+                                                 **m.traffic.as_dict()})
         return {**self.stats.as_dict(), "rooms": rooms}

@@ -369,3 +369,25 @@ class Node:
             self._welcome(h)
         elif msg.type == MessageType.TIME:
             self._time_reply(h, self.clock())
+
+
+def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float = 3.0,
+                insecure: bool = False) -> dict:
+    """The hub's counters and, per room, each member's traffic (``holoport stats``)."""
+    require_loopback(hub, insecure, "hub", encrypted=security is not None)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+    try:
+        if security is not None:
+            security.apply(sock)
+        sock.connect(hub)
+        sock.send_multipart(wire.encode(wire.header(MessageType.STATS)))
+        if not sock.poll(int(timeout * 1000)):
+            raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s")
+        stats = wire.decode(sock.recv_multipart()).header.get("stats")
+    finally:
+        sock.close()
+    if not isinstance(stats, dict):
+        raise JoinError(f"the hub at {hub} answered without statistics")
+    return stats

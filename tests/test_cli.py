@@ -17,7 +17,7 @@ def run(*args, timeout=60):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("sub", [[], ["demo"], ["hub"], ["join"], ["keys"], ["bench"], ["bench", "codec"]])
+@pytest.mark.parametrize("sub", [[], ["demo"], ["hub"], ["join"], ["keys"], ["stats"], ["bench"], ["bench", "codec"]])
 def test_every_subcommand_has_help(sub):
     result = run(*sub, "--help")
     assert result.returncode == 0

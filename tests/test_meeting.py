@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from codec import BaselineCodec
 from holoport import wire
 from holoport.endpoints import free_tcp_endpoint
 from render import Room
-from tests.conftest import spawn
+from tests.conftest import ROOT, holoport_cmd, spawn
 
 NAMES = ["ana", "ben", "chiara"]
 
@@ -234,3 +235,28 @@ def test_a_hub_killed_and_restarted_mid_meeting_has_frames_flowing_again_within_
         hub.communicate(timeout=10)
     for p, text in zip(procs, outputs, strict=True):
         assert p.returncode == 0, text
+
+
+def test_holoport_stats_shows_each_members_traffic_during_a_meeting(tmp_path):
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "3")
+    time.sleep(0.5)
+    procs = [spawn("join", "--hub", endpoint, "--room", "shown", "--name", name, "--body", str(i),
+                   "--fps", "10", "--duration", "8") for i, name in enumerate(NAMES[:2])]
+    try:
+        _wait_for_members(endpoint, "shown", 2, timeout=30)
+        time.sleep(2.0)
+        out = tmp_path / "stats.json"
+        result = subprocess.run(holoport_cmd("stats", "--hub", endpoint, "--json", str(out)), cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        _finish(procs, timeout=60)
+        hub.send_signal(signal.SIGINT)
+        hub.communicate(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert "room shown" in result.stdout and "fps in" in result.stdout
+    members = json.loads(out.read_text())["rooms"]["shown"]
+    assert sorted(m["name"] for m in members) == NAMES[:2]
+    for m in members:
+        assert 3 < m["fps_in"] < 13 and m["mbps_in"] > 0.1 and m["frames_out"] > 5
+        assert m["hub_p50_ms"] is not None and 0 <= m["hub_p50_ms"] <= m["hub_p99_ms"] < 100
