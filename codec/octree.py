@@ -401,6 +401,7 @@ class OctreeEncoder:
         self.frame = 0
         self._state: list | None = None
         self._since_key = 0
+        self.keyframe = True
 
     def request_keyframe(self) -> None:
         self._state = None
@@ -416,6 +417,7 @@ class OctreeEncoder:
             data, new_state = self.codec._encode(positions, colors, None, self.frame)
             state = None
         self._since_key = 1 if state is None else self._since_key + 1
+        self.keyframe = state is None  # the frame just made decodes on its own
         self._state = new_state
         self.frame = (self.frame + 1) & 0x7FFFFFFF
         return data

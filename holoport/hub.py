@@ -44,6 +44,7 @@ class Member:
     credit: int | None = None
     slots: dict = field(default_factory=dict)
     traffic: Traffic = field(default_factory=lambda: Traffic())
+    last_key: tuple | None = None  # this member's latest keyframe, for whoever joins later
 
 
 @dataclass
@@ -75,6 +76,7 @@ class HubStats:
     dropped_malformed: int = 0
     dropped_full: int = 0
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
+    keyframe_requests: int = 0
     refused: int = 0
     timed_out: int = 0
     joins: int = 0
@@ -228,6 +230,12 @@ class Hub:
             self._remove(member, "left")
         elif kind == MessageType.CREDIT:
             self._credit(member, msg.header.get("n"))
+        elif kind == MessageType.KEYFRAME:
+            source = self._by_id.get(msg.header.get("of"))
+            if source is None or source.room != member.room or source is member:
+                return self._drop("keyframe request for nobody in the room")
+            self.stats.keyframe_requests += 1
+            self._send(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
         elif kind != MessageType.HEARTBEAT:
             self._drop(f"unexpected {kind} from a participant")
 
@@ -244,7 +252,8 @@ class Hub:
             if not isinstance(token, str) or not hmac.compare_digest(token.encode(), needed.encode()):
                 return self._refuse(identity, f"room {room!r} needs its token: "
                                     + ("the one given is wrong" if token else "pass --token"))
-        if member is None:
+        joining = member is None
+        if joining:
             taken = {m.seat for m in self.members.values() if m.room == room}
             free = [s for s in range(self.seats) if s not in taken]
             if not free:
@@ -266,6 +275,11 @@ class Hub:
         self._send(identity, wire.header(
             MessageType.WELCOME, room=room, id=member.id, name=member.name, seat=member.seat,
             seats=self.seats, members=members))
+        if joining:  # a late joiner sees everyone at once: their latest keyframes
+            for other in self._room(member):
+                if other.last_key is not None:
+                    head, payloads = other.last_key
+                    self._offer(member, other.id, {**head, "ts": dict(head["ts"])}, payloads)
 
     def _forward(self, sender: Member, msg: wire.Message) -> None:
         head = msg.header
@@ -279,15 +293,21 @@ class Hub:
         t.bytes_in += sum(len(p) for p in msg.payloads)
         t.first_in = t.first_in or head["ts"]["hub_in"]
         t.last_in = head["ts"]["hub_in"]
+        if head.get("key", True) is not False:
+            sender.last_key = ({**head, "ts": dict(head["ts"])}, msg.payloads)
         for receiver in self._room(sender):
-            if receiver.credit is None or receiver.credit > 0:
-                self._deliver(receiver, head, msg.payloads)
-            else:  # hold the newest frame of each sender until the receiver asks for more
-                if sender.id in receiver.slots:
-                    self.stats.stale_replaced += 1
-                    receiver.traffic.stale_replaced += 1
-                    del receiver.slots[sender.id]  # re-inserted last: slots flush oldest first
-                receiver.slots[sender.id] = ({**head, "ts": dict(head["ts"])}, msg.payloads)
+            self._offer(receiver, sender.id, head, msg.payloads)
+
+    def _offer(self, receiver: Member, sender_id: int, head: dict, payloads: list) -> None:
+        """Send now if the receiver has credit, else hold it as that sender's newest."""
+        if receiver.credit is None or receiver.credit > 0:
+            self._deliver(receiver, head, payloads)
+            return
+        if sender_id in receiver.slots:
+            self.stats.stale_replaced += 1
+            receiver.traffic.stale_replaced += 1
+            del receiver.slots[sender_id]  # re-inserted last: slots flush oldest first
+        receiver.slots[sender_id] = ({**head, "ts": dict(head["ts"])}, payloads)
 
     def _deliver(self, receiver: Member, head: dict, payloads: list) -> None:
         head["ts"]["hub_out"] = time.time()

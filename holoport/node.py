@@ -84,6 +84,8 @@ class NodeCounters:
     decode_errors: int = 0
     malformed: int = 0
     rejoins: int = 0
+    missing_reference: int = 0  # frames that continued one we never decoded
+    keyframe_requests: int = 0  # asked of us by receivers
     received_by_sender: dict = field(default_factory=dict)
 
 
@@ -126,6 +128,8 @@ class Node:
         self.counters = NodeCounters()
         self._seq = 0
         self._rejoined = 0.0
+        self._decoders: dict[int, codec.OctreeDecoder] = {}  # per sender: octree streams carry state
+        self._asked_key: dict[int, float] = {}
         self._last_sent = 0.0
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
@@ -201,6 +205,7 @@ class Node:
             return
         self.name = h.get("name", self.name)
         self.peers = peers
+        self._decoders.clear()  # ids may be new (a restarted hub): streams start again
         log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
 
     def stop(self) -> None:
@@ -229,7 +234,7 @@ class Node:
         ts["encoded"] = self.clock()
         self._seq += 1
         head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts,
-                           points=len(positions))
+                           points=len(positions), key=bool(getattr(self.encoder, "keyframe", True)))
         if self.offset is not None:
             head["off"] = self.offset
         ts["sent"] = self.clock()
@@ -329,15 +334,21 @@ class Node:
     def _decode(self, msg: wire.Message) -> RemoteFrame | None:
         head = msg.header
         payload = msg.payloads[0].buffer
+        src = head["src"]
         try:
-            positions, colors = codec.decode(payload)
+            positions, colors = self._decode_payload(src, payload)
+        except codec.MissingReference:  # we skipped or lost the frame this one continues
+            self.counters.missing_reference += 1
+            if time.monotonic() - self._asked_key.get(src, -1.0) >= 0.5:
+                self._asked_key[src] = time.monotonic()
+                self._send(wire.header(MessageType.KEYFRAME, of=src))
+            return None
         except codec.CodecError as exc:
             self.counters.decode_errors += 1
             log.warning("dropped an undecodable frame from %s: %s", head.get("src"), exc)
             return None
         ts = head["ts"]
         ts["decoded"] = self.clock()
-        src = head["src"]
         peer = self.peers.get(src) or Peer(src, f"id{src}", -1)
         c = self.counters
         c.received += 1
@@ -345,6 +356,11 @@ class Node:
         c.received_by_sender[peer.name] = c.received_by_sender.get(peer.name, 0) + 1
         return RemoteFrame(src, peer.name, peer.seat, int(head.get("seq", 0)), positions, colors,
                            ts, len(payload))
+
+    def _decode_payload(self, src: int, payload) -> tuple[np.ndarray, np.ndarray]:
+        if codec.container.peek_codec_id(payload) == codec.OctreeCodec.codec_id:
+            return self._decoders.setdefault(src, codec.OctreeDecoder()).decode(payload)
+        return codec.decode(payload)
 
     def _control(self, msg: wire.Message) -> None:
         h = msg.header
@@ -356,6 +372,7 @@ class Node:
             log.info("%s joined at seat %s", h.get("name"), h.get("seat"))
         elif msg.type == MessageType.LEFT:
             peer = self.peers.pop(h.get("id"), None)
+            self._decoders.pop(h.get("id"), None)
             log.info("%s left (%s)", peer.name if peer else h.get("id"), h.get("reason"))
         elif msg.type == MessageType.REFUSED:
             log.warning("the hub refused a message: %s", h.get("reason"))
@@ -369,6 +386,10 @@ class Node:
             self._welcome(h)
         elif msg.type == MessageType.TIME:
             self._time_reply(h, self.clock())
+        elif msg.type == MessageType.KEYFRAME:
+            self.counters.keyframe_requests += 1
+            if hasattr(self.encoder, "request_keyframe"):  # stateless codecs send nothing else
+                self.encoder.request_keyframe()
 
 
 def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float = 3.0,

@@ -11,6 +11,7 @@ and, as the type needs them:
     seq   int    the sender's sequence number
     ts    map    wall-clock seconds (time.time()) of each stage a frame passed:
                  capture, captured, encoded, sent, hub_in, hub_out
+    key   bool   on frames: decodes on its own (absent: treat as true)
     off   float  on frames: the sender's clock offset to the hub (hub - sender), so that a
                  receiver can put every stamp on its own clock (``Node`` does)
 
@@ -43,10 +44,11 @@ class MessageType:
     STATS = "stats"  # anyone -> hub: request; hub -> asker: its counters
     CREDIT = "credit"  # node -> hub: n more frames may be sent to this node
     REJOIN = "rejoin"  # hub -> node: you are not a member (the hub restarted, or timed you out)
+    KEYFRAME = "keyframe"  # node -> hub: "of" id needs a keyframe; hub -> that node: "from" id
     TIME = "time"  # node -> hub: t0 (node clock); hub -> node: t0, t1 received, t2 sent (hub clock)
 
     ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
-                       REJOIN, TIME})
+                       REJOIN, TIME, KEYFRAME})
 
 
 class WireError(ValueError):

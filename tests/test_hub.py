@@ -266,3 +266,40 @@ def test_clock_offsets_put_every_stamp_on_the_receivers_clock(hub):
         ts = frame.ts
         assert 0 <= ts["received"] - ts["sent"] < 0.5  # about 5 s off without the conversion
         assert ts["sent"] - 0.05 <= ts["hub_in"] <= ts["hub_out"] <= ts["received"] + 0.05
+
+
+def test_a_late_joiner_gets_everyones_latest_keyframe_at_once(hub):
+    with Node(hub.endpoint, "r", "a") as a:
+        positions, colors = _cloud(400)
+        a.send(positions, colors)
+        a.send(positions[:300], colors[:300])  # the newest keyframe is what a late joiner gets
+        time.sleep(0.2)
+        with Node(hub.endpoint, "r", "late") as late:
+            (frame,) = _poll_until(late, 1, timeout=2)
+            assert frame.name == "a" and frame.seq == 2 and len(frame.positions) == 300
+
+
+def test_a_receiver_that_missed_a_reference_asks_the_sender_for_a_keyframe(hub):
+    """Octree sequences carry statistics from frame to frame; a receiver that skipped the
+    frame a new one continues asks for a keyframe, and the sender's next frame is one."""
+    from codec import OctreeCodec, OctreeEncoder
+
+    encoder = OctreeEncoder(OctreeCodec(depth=8, slices=1, color_step=8), keyframe_interval=1000)
+    with Node(hub.endpoint, "r", "a", encoder=encoder) as a, Node(hub.endpoint, "r", "b") as b:
+        _poll_until(b, 1, timeout=0.3)
+        positions, colors = _cloud(3000)
+        for _ in range(3):  # a keyframe, then two continuations; b drains them at once and
+            a.send(positions, colors)  # decodes only the newest, which needs the one before
+        time.sleep(0.3)
+        assert b.poll(0.5) == [] and b.counters.missing_reference == 1
+        deadline = time.monotonic() + 3
+        while a.counters.keyframe_requests == 0 and time.monotonic() < deadline:
+            a.poll(0.05)
+        assert a.counters.keyframe_requests == 1 and hub.stats.keyframe_requests == 1
+        a.send(positions, colors)
+        assert encoder.keyframe
+        (frame,) = _poll_until(b, 1, timeout=2)
+        assert frame.seq == 4 and len(frame.positions) > 1000
+        a.send(positions, colors)  # and the sequence continues from there
+        (frame,) = _poll_until(b, 1, timeout=2)
+        assert frame.seq == 5 and not encoder.keyframe and b.counters.missing_reference == 1
