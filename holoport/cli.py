@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     codec_rd.add_arguments(bench.add_parser("codec", help="codec rate and speed on PLY frames",
                                             description=codec_rd.__doc__))
+    from benchmarks import hub_load
+
+    hub_load.add_arguments(bench.add_parser("hub", help="hub throughput, CPU and latency under load",
+                                            description=hub_load.__doc__))
     return parser
 
 
@@ -241,7 +245,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
-        from benchmarks import codec_rd
+        from benchmarks import codec_rd, hub_load
 
-        return codec_rd.run(args)
+        return {"codec": codec_rd, "hub": hub_load}[args.bench].run(args)
     raise AssertionError(args.command)

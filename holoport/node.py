@@ -103,6 +103,7 @@ class Node:
         credit: int = 4,
         token: str | None = None,
         clock: Callable[[], float] = time.time,
+        decode: bool = True,
     ) -> None:
         require_loopback(hub, insecure, "hub", encrypted=security is not None)
         if not 1 <= credit <= 64:
@@ -110,6 +111,7 @@ class Node:
         self.credit = credit  # frames the hub may have on their way to us at once
         self.token = token  # a room's admission token, when it has one
         self.clock = clock  # wall clock, seconds; stamps from elsewhere are converted to it
+        self.decode = decode  # False: frames come back as payload sizes and stamps only (relays, load tests)
         self.offset: float | None = None  # hub clock - our clock, from the best recent sample
         self.rtt: float | None = None  # round trip of that sample
         self._time_samples: deque[tuple[float, float]] = deque(maxlen=8)
@@ -232,9 +234,13 @@ class Node:
         ts.setdefault("capture", self.clock())
         payload = self.encoder.encode(positions, colors)
         ts["encoded"] = self.clock()
+        return self.send_encoded(payload, len(positions), ts, bool(getattr(self.encoder, "keyframe", True)))
+
+    def send_encoded(self, payload: bytes, points: int, ts: dict | None = None, key: bool = True) -> dict:
+        """Send a frame that is already a codec stream (a recording, a load test)."""
+        ts = dict(ts or {})
         self._seq += 1
-        head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts,
-                           points=len(positions), key=bool(getattr(self.encoder, "keyframe", True)))
+        head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts, points=points, key=key)
         if self.offset is not None:
             head["off"] = self.offset
         ts["sent"] = self.clock()
@@ -335,6 +341,9 @@ class Node:
         head = msg.header
         payload = msg.payloads[0].buffer
         src = head["src"]
+        if not self.decode:
+            empty = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+            return self._frame(head, src, *empty, len(payload))
         try:
             positions, colors = self._decode_payload(src, payload)
         except codec.MissingReference:  # we skipped or lost the frame this one continues
@@ -347,15 +356,18 @@ class Node:
             self.counters.decode_errors += 1
             log.warning("dropped an undecodable frame from %s: %s", head.get("src"), exc)
             return None
+        return self._frame(head, src, positions, colors, len(payload))
+
+    def _frame(self, head: dict, src: int, positions, colors, nbytes: int) -> RemoteFrame:
         ts = head["ts"]
         ts["decoded"] = self.clock()
         peer = self.peers.get(src) or Peer(src, f"id{src}", -1)
         c = self.counters
         c.received += 1
-        c.received_bytes += len(payload)
+        c.received_bytes += nbytes
         c.received_by_sender[peer.name] = c.received_by_sender.get(peer.name, 0) + 1
         return RemoteFrame(src, peer.name, peer.seat, int(head.get("seq", 0)), positions, colors,
-                           ts, len(payload))
+                           ts, nbytes)
 
     def _decode_payload(self, src: int, payload) -> tuple[np.ndarray, np.ndarray]:
         if codec.container.peek_codec_id(payload) == codec.OctreeCodec.codec_id:

@@ -49,3 +49,26 @@ def test_codec_benchmark_explains_an_empty_folder(tmp_path):
     result = subprocess.run(holoport_cmd("bench", "codec", "--data", str(tmp_path)), cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "no PLY frames" in result.stderr
+
+
+def test_hub_benchmark_forwards_through_a_real_hub_with_and_without_curve(tmp_path):
+    import subprocess
+
+    out = tmp_path / "hub.json"
+    result = subprocess.run(
+        holoport_cmd("bench", "hub", "--participants", "2", "3", "--seconds", "1", "--fps", "20",
+                     "--frame-bytes", "20000", "--json", str(out), "--markdown", str(tmp_path / "hub.md"),
+                     "--plot", str(tmp_path / "hub.png")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    assert sorted((r["participants"], r["curve"]) for r in records) == [
+        (2, False), (2, True), (3, False), (3, True)]
+    for r in records:
+        assert {"participants", "curve", "frame_bytes", "forwarded_mbps", "hub_cpu_s_per_gbit",
+                "added_p50_ms", "added_p99_ms", "credited_drops"} <= set(r)
+        # each sender's frames reach the other n - 1: about fps * bytes * 8 * n * (n - 1)
+        expected = 20 * 20_000 * 8 * r["participants"] * (r["participants"] - 1) / 1e6
+        assert 0.6 * expected < r["forwarded_mbps"] < 1.3 * expected, r
+        assert r["hub_cpu_s_per_gbit"] > 0 and 0 <= r["added_p50_ms"] <= r["added_p99_ms"] < 200
+    assert (tmp_path / "hub.png").stat().st_size > 5_000
