@@ -7,7 +7,8 @@ sending --fps (default 30) frames of --frame-bytes each (default 100,000; 0: the
 size of the octree codec's output, colour step 16, for the PLY frames in --data) for
 --seconds. Records: forwarded Mbit/s, the hub process's CPU seconds per forwarded Gbit,
 the time frames spend in the hub (hub_out - hub_in, as receivers saw it) at p50 and p99,
-and the frames the hub replaced because their receiver had no credit (credited_drops).
+frames lost although their receiver had credit (credited_drops: must stay 0), and frames
+held for a receiver without credit that a newer one replaced (stale_replaced).
 
 Run: holoport bench hub --json hub.json --markdown hub.md --plot hub.png
 """
@@ -28,7 +29,7 @@ import numpy as np
 from benchmarks.common import add_output_arguments, data_root, emit
 
 COLUMNS = ["participants", "curve", "frame_bytes", "sent_fps", "forwarded_mbps", "hub_cpu_s_per_gbit",
-           "added_p50_ms", "added_p99_ms", "credited_drops"]
+           "added_p50_ms", "added_p99_ms", "credited_drops", "stale_replaced"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +139,10 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
             "hub_cpu_s_per_gbit": (cpu1 - cpu0) / gbits if gbits else None,
             "added_p50_ms": None if p50 is None else float(p50),
             "added_p99_ms": None if p99 is None else float(p99),
-            "credited_drops": after["stale_replaced"] - before["stale_replaced"]}
+            # frames lost although their receiver had credit (its queue in the hub was full),
+            # and frames held for a receiver without credit that a newer one replaced
+            "credited_drops": after["dropped_full"] - before["dropped_full"],
+            "stale_replaced": after["stale_replaced"] - before["stale_replaced"]}
 
 
 def plot(records: list[dict], path: str) -> None:
