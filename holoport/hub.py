@@ -225,6 +225,8 @@ class Hub:
             if kind != MessageType.LEAVE:
                 self._send(identity, wire.header(MessageType.REJOIN))
         elif kind == MessageType.FRAME:
+            if len(msg.payloads) != 1:  # a truncated multipart, or extra parts
+                return self._drop(f"frame with {len(msg.payloads)} payload parts instead of 1")
             self._forward(member, msg)
         elif kind == MessageType.LEAVE:
             self._remove(member, "left")

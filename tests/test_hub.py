@@ -303,3 +303,39 @@ def test_a_receiver_that_missed_a_reference_asks_the_sender_for_a_keyframe(hub):
         a.send(positions, colors)  # and the sequence continues from there
         (frame,) = _poll_until(b, 1, timeout=2)
         assert frame.seq == 5 and not encoder.keyframe and b.counters.missing_reference == 1
+
+
+def test_oversized_and_truncated_messages_are_dropped_and_the_hub_keeps_serving():
+    with Hub(free_tcp_endpoint(), seats=4, max_message_bytes=200_000) as hub, \
+            Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
+        bad = Node(hub.endpoint, "r", "bad").start()
+        bad._send(wire.header("frame", room="r", seq=1, ts={}))  # no payload part
+        bad._send(wire.header("frame", room="r", seq=2, ts={}), [b"x", b"y"])  # two
+        big = _raw_dealer(hub.endpoint)
+        big.send_multipart([msgpack.packb(wire.header("join", room="r", name="big")), b"x" * 300_000])
+        a.send(*_cloud())
+        assert len(_poll_until(b, 1)) == 1  # everyone else is served throughout
+        deadline = time.monotonic() + 2
+        while hub.stats.dropped_malformed < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.stats.dropped_malformed == 2
+        assert "big" not in {m.name for m in hub.members.values()}  # over MAXMSGSIZE: cut off
+        big.close()
+        bad.close()
+
+
+def test_participants_that_vanish_leave_nothing_behind_in_the_hub(hub):
+    """A hub that outlives many participants who vanished without a word does not grow."""
+    with Node(hub.endpoint, "r", "stay") as stay:
+        for i in range(30):
+            ghost = Node(hub.endpoint, "r", f"ghost{i}").start()
+            ghost.send(*_cloud(200))
+            ghost.close()  # no LEAVE: like a killed process
+        deadline = time.monotonic() + 4
+        while len(hub.members) > 1 and time.monotonic() < deadline:
+            stay.heartbeat(0.2)
+            stay.poll(0.05)
+        assert [m.name for m in hub.members.values()] == ["stay"]
+        assert list(hub._by_id) == [stay.id]
+        held = next(iter(hub.members.values()))
+        assert held.slots == {}
