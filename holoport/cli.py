@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "forward their frames to everyone else in the room.")
     p.add_argument("--bind", default=DEFAULT_HUB, help=f"endpoint (default {DEFAULT_HUB})")
     p.add_argument("--seats", type=int, default=6, help="seats per room, 2..16 (default 6)")
-    p.add_argument("--heartbeat-timeout", type=_positive, default=5.0,
-                   help="seconds of silence before a participant is dropped (default 5)")
+    p.add_argument("--heartbeat-timeout", type=_positive, default=2.5,
+                   help="seconds of silence before a participant is dropped (default 2.5)")
     p.add_argument("--key", default=None, metavar="SECRET",
                    help="the hub's secret key file (NAME.key_secret): encrypt with CURVE")
     p.add_argument("--allow", default=None, metavar="DIR",

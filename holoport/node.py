@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,6 +248,23 @@ class Node:
             self.counters.sent += 1
             self.counters.sent_bytes += len(payload)
         return head
+
+    def frames(self, timeout: float = 0.1) -> Iterator[RemoteFrame]:
+        """Decoded remote frames as they come, for ``for frame in node.frames():`` (keeps
+        the node alive with heartbeats while it waits)."""
+        while self._sock is not None:
+            self.heartbeat()
+            yield from self.poll(timeout)
+
+    def log_stats(self) -> None:
+        """One line for the node's log: what arrived from whom, what was lost, the clock."""
+        c = self.counters
+        log.info("sent %d (%.1f MB); received %d %s; stale skipped %d, undecodable %d, "
+                 "missing references %d, keyframes asked of us %d; clock offset %s ms (rtt %s ms)",
+                 c.sent, c.sent_bytes / 1e6, c.received, c.received_by_sender, c.skipped_stale,
+                 c.decode_errors, c.missing_reference, c.keyframe_requests,
+                 "?" if self.offset is None else f"{self.offset * 1e3:.2f}",
+                 "?" if self.rtt is None else f"{self.rtt * 1e3:.2f}")
 
     def heartbeat(self, interval: float = 1.0) -> None:
         """Tell the hub we are alive if nothing else was sent for ``interval`` seconds."""

@@ -79,6 +79,7 @@ class Participant:
             period = 1.0 / opt.fps
             started = time.monotonic()
             next_tick = started
+            next_log = started + 5.0
             while not self.stop_event.is_set():
                 now = time.monotonic()
                 if opt.duration and now - started >= opt.duration:
@@ -89,6 +90,9 @@ class Participant:
                     if next_tick < now:  # fell behind: don't try to catch up with a burst
                         next_tick = now + period
                     node.heartbeat()
+                    if now >= next_log:  # the node's statistics in the log, every 5 s
+                        node.log_stats()
+                        next_log = now + 5.0
                 arrived = node.poll(timeout=max(0.0, next_tick - time.monotonic()))
                 if arrived:
                     self._receive(arrived)

@@ -340,3 +340,22 @@ def test_participants_that_vanish_leave_nothing_behind_in_the_hub(hub):
         assert list(hub._by_id) == [stay.id]
         held = next(iter(hub.members.values()))
         assert held.slots == {}
+
+
+def test_with_default_settings_the_room_is_told_of_a_silent_member_within_3_s():
+    with Hub(free_tcp_endpoint(), seats=3) as hub, Node(hub.endpoint, "r", "a") as a:
+        quiet = Node(hub.endpoint, "r", "quiet").start()
+        _poll_until(a, 1, timeout=0.3)
+        quiet.close()  # silent from now on; a keeps sending, so forwarding does not notice
+        vanished = time.monotonic()
+        while quiet.id in a.peers and time.monotonic() - vanished < 5:
+            a.heartbeat(0.2)
+            a.poll(0.05)
+        assert quiet.id not in a.peers and time.monotonic() - vanished <= 3.0
+
+
+def test_a_node_yields_remote_frames_as_an_iterator(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
+        a.send(*_cloud(700))
+        frame = next(iter(b.frames()))
+        assert frame.name == "a" and frame.positions.shape == (700, 3)
