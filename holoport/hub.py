@@ -7,8 +7,11 @@ sender's id and its own in/out times; it tells members when someone joins, leave
 silent. Malformed messages are dropped and counted, never fatal. Forwarding never blocks:
 a receiver whose queue is full loses that frame (counted), and nobody else waits for it.
 With ``security`` (``holoport.security.HubSecurity``) the socket is a CURVE server that
-admits only allow-listed keys. Per-(receiver, sender) newest-frame slots with credit and
-keyframe caching arrive with the rest of the transport work (issue 4).
+admits only allow-listed keys. Nodes that join with a credit window are sent at most that
+many frames ahead; beyond it the hub holds one newest frame per (receiver, sender). Each
+sender's latest keyframe waits for late joiners; keyframe requests go to the sender; a
+node the hub does not know (after a restart) is told to join again. docs/design.md has
+the whole protocol.
 """
 
 from __future__ import annotations

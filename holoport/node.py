@@ -130,6 +130,7 @@ class Node:
         self.counters = NodeCounters()
         self._seq = 0
         self._rejoined = 0.0
+        self._owed = 0  # credit to hand back to the hub
         self._decoders: dict[int, codec.OctreeDecoder] = {}  # per sender: octree streams carry state
         self._asked_key: dict[int, float] = {}
         self._last_sent = 0.0
@@ -208,6 +209,7 @@ class Node:
         self.name = h.get("name", self.name)
         self.peers = peers
         self._decoders.clear()  # ids may be new (a restarted hub): streams start again
+        self._owed = 0  # a (re)join starts a fresh credit window
         log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
 
     def stop(self) -> None:
@@ -320,6 +322,7 @@ class Node:
         most ``credit`` frames ahead and meanwhile keeps only each sender's newest: a node
         that stops polling holds up nobody and, when it polls again, gets fresh frames."""
         newest: dict[int, wire.Message] = {}
+        self._hand_back_credit()
         if not self._sock.poll(int(timeout * 1000)):
             return []
         taken = 0
@@ -349,10 +352,18 @@ class Node:
                 self._control(msg)
                 if msg.type == MessageType.LEFT:  # don't draw someone who has just left
                     newest.pop(msg.header.get("id"), None)
-        while taken > 0:
-            self._send(wire.header(MessageType.CREDIT, n=min(taken, 64)))
-            taken -= 64
+        self._owed += taken
+        self._hand_back_credit()
         return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
+
+    def _hand_back_credit(self) -> None:
+        """Tell the hub about drained frames. Credit whose message could not be queued is
+        kept and retried on every poll, else a full queue would shrink the window for good."""
+        while self._owed > 0:
+            n = min(self._owed, 64)
+            if not self._send(wire.header(MessageType.CREDIT, n=n)):
+                return
+            self._owed -= n
 
     def _decode(self, msg: wire.Message) -> RemoteFrame | None:
         head = msg.header

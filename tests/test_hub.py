@@ -359,3 +359,27 @@ def test_a_node_yields_remote_frames_as_an_iterator(hub):
         a.send(*_cloud(700))
         frame = next(iter(b.frames()))
         assert frame.name == "a" and frame.positions.shape == (700, 3)
+
+
+def test_credit_that_could_not_be_sent_is_handed_back_later(hub):
+    """A full send queue must not shrink a receiver's window for good."""
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b", credit=2) as b:
+        _poll_until(b, 1, timeout=0.3)
+        real_send, failed = b._send, []
+
+        def flaky_send(head, payloads=()):
+            if head["type"] == "credit" and len(failed) < 2:  # the whole window of 2
+                failed.append(head["n"])
+                return False  # as if the queue to the hub were full
+            return real_send(head, payloads)
+
+        b._send = flaky_send
+        got = []
+        for _ in range(8):
+            a.send(*_cloud(200))
+            time.sleep(0.05)
+            got += b.poll(0.05)
+        deadline = time.monotonic() + 2
+        while (not got or got[-1].seq != 8) and time.monotonic() < deadline:
+            got += b.poll(0.05)
+        assert failed and got[-1].seq == 8
