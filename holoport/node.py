@@ -146,25 +146,23 @@ class Node:
         sock.setsockopt(zmq.SNDHWM, 8)
         if self.security is not None:
             self.security.apply(sock)
-        sock.connect(self.hub)
         self._sock = sock
+        # a refused key or a mismatched security setting fails the handshake, which the
+        # DEALER would retry in silence: watch for it (from before the first connection
+        # attempt, which may fail at once) and say so
+        monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
         try:
-            self._join()
+            sock.connect(self.hub)
+            self._await_welcome(monitor)
         except BaseException:
             self.close()
             raise
+        finally:
+            if self._sock is not None:
+                self._sock.disable_monitor()
+            monitor.close(0)
         self.sync_clock()  # the first sample, answered while the first frames arrive
         return self
-
-    def _join(self) -> None:
-        # a refused key or a mismatched security setting fails the handshake, which the
-        # DEALER would retry forever in silence: watch for it, and say so
-        monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
-        try:
-            self._await_welcome(monitor)
-        finally:
-            self._sock.disable_monitor()
-            monitor.close(0)
 
     def _await_welcome(self, monitor: zmq.Socket) -> None:
         self._send(self._join_header())
