@@ -212,12 +212,18 @@ def test_a_meeting_with_the_octree_codec_delivers_the_voxelized_clouds(tmp_path)
     assert compared >= 2
 
 
-def test_a_hub_killed_and_restarted_mid_meeting_has_frames_flowing_again_within_5_s():
+def _hub_and_two(room: str, duration: float):
+    """A `holoport hub` process and two `holoport join` processes in ``room``."""
     endpoint = free_tcp_endpoint()
     hub = spawn("hub", "--bind", endpoint, "--seats", "3")
     time.sleep(0.5)
-    procs = [spawn("join", "--hub", endpoint, "--room", "again", "--name", name, "--body", str(i),
-                   "--fps", "10", "--duration", "14") for i, name in enumerate(NAMES[:2])]
+    procs = [spawn("join", "--hub", endpoint, "--room", room, "--name", name, "--body", str(i),
+                   "--fps", "10", "--duration", str(duration)) for i, name in enumerate(NAMES[:2])]
+    return endpoint, hub, procs
+
+
+def test_a_hub_killed_and_restarted_mid_meeting_has_frames_flowing_again_within_5_s():
+    endpoint, hub, procs = _hub_and_two("again", 14)
     try:
         _wait_for_members(endpoint, "again", 2, timeout=30)
         hub.kill()  # SIGKILL: no goodbye, every membership lost
@@ -238,11 +244,7 @@ def test_a_hub_killed_and_restarted_mid_meeting_has_frames_flowing_again_within_
 
 
 def test_holoport_stats_shows_each_members_traffic_during_a_meeting(tmp_path):
-    endpoint = free_tcp_endpoint()
-    hub = spawn("hub", "--bind", endpoint, "--seats", "3")
-    time.sleep(0.5)
-    procs = [spawn("join", "--hub", endpoint, "--room", "shown", "--name", name, "--body", str(i),
-                   "--fps", "10", "--duration", "8") for i, name in enumerate(NAMES[:2])]
+    endpoint, hub, procs = _hub_and_two("shown", 8)
     try:
         _wait_for_members(endpoint, "shown", 2, timeout=30)
         time.sleep(2.0)
