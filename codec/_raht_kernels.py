@@ -98,9 +98,28 @@ def _structure(codes, depth):
     return weights, paired, offsets
 
 
+_SMALL = 32  # butterflies of siblings lighter than this come from a table
+
+
+def _pair_table() -> np.ndarray:
+    # the same operations as ``_pair``'s formula, so table and formula agree to the bit
+    table = np.zeros((_SMALL, _SMALL, 2))
+    for w1 in range(1, _SMALL):
+        for w2 in range(1, _SMALL):
+            inv = 1.0 / math.sqrt(w1 + w2)
+            table[w1, w2] = math.sqrt(w1) * inv, math.sqrt(w2) * inv
+    return table
+
+
+_PAIRS = _pair_table()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _pair(w1, w2):
-    """The butterfly's coefficients for siblings of weights w1 and w2."""
+    """The butterfly's coefficients for siblings of weights w1 and w2. Most pairs are of
+    light nodes near the leaves: a table spares them two square roots and a division."""
+    if w1 < _SMALL and w2 < _SMALL:
+        return _PAIRS[w1, w2, 0], _PAIRS[w1, w2, 1]
     inv = 1.0 / math.sqrt(w1 + w2)
     return math.sqrt(w1) * inv, math.sqrt(w2) * inv
 
@@ -110,34 +129,41 @@ def forward(attrs, codes, depth):
     """Coefficients (n, 3), coarse to fine: DC first, then each level's high passes from the
     top level down.
 
-    High passes are written from the end of the array backwards as they are made, which
-    is the coarse-to-fine order without a reordering pass; channels live in separate
-    arrays so that the inner loop is plain scalar arithmetic.
+    Pairs are found while transforming (no ``_structure`` pass: the encoder needs the plan
+    only once). High passes are written from the end of the array backwards as they are
+    made, which is the coarse-to-fine order without a reordering pass; channels live in
+    separate arrays so that the inner loop is plain scalar arithmetic.
     """
     n = codes.shape[0]
-    weights, paired, offsets = _structure(codes, depth)
-    levels = 3 * depth
+    keys = codes.copy()
+    w = np.ones(n, np.int64)
     x0, x1, x2 = attrs[:, 0].copy(), attrs[:, 1].copy(), attrs[:, 2].copy()
     coeffs = np.empty((n, 3), np.float64)
     nh = n - 1
-    for lv in range(levels):
-        start, m = offsets[lv], offsets[lv + 1] - offsets[lv]
+    m = n
+    for _ in range(3 * depth):
         k = 0
         i = 0
         while i < m:
-            if paired[start + i]:
-                a, b = _pair(weights[start + i], weights[start + i + 1])
+            ki = keys[i] >> 1
+            if i + 1 < m and (keys[i + 1] >> 1) == ki:
+                w1, w2 = w[i], w[i + 1]
+                a, b = _pair(w1, w2)
                 u0, v0, u1, v1, u2, v2 = x0[i], x0[i + 1], x1[i], x1[i + 1], x2[i], x2[i + 1]
                 x0[k], x1[k], x2[k] = a * u0 + b * v0, a * u1 + b * v1, a * u2 + b * v2
                 coeffs[nh, 0] = a * v0 - b * u0
                 coeffs[nh, 1] = a * v1 - b * u1
                 coeffs[nh, 2] = a * v2 - b * u2
                 nh -= 1
+                w[k] = w1 + w2
                 i += 2
             else:
                 x0[k], x1[k], x2[k] = x0[i], x1[i], x2[i]
+                w[k] = w[i]
                 i += 1
+            keys[k] = ki
             k += 1
+        m = k
     if n > 0:
         coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = x0[0], x1[0], x2[0]
     return coeffs
