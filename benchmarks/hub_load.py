@@ -29,7 +29,8 @@ import numpy as np
 from benchmarks.common import add_output_arguments, data_root, emit
 
 COLUMNS = ["participants", "curve", "frame_bytes", "sent_fps", "forwarded_mbps", "hub_cpu_s_per_gbit",
-           "added_p50_ms", "added_p99_ms", "credited_drops", "stale_replaced"]
+           "added_p50_ms", "added_p99_ms", "credited_drops", "stale_replaced",
+           "held_share", "credit_wait_p99_ms"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +100,7 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
             payload = np.random.default_rng(n).integers(0, 256, frame_bytes, dtype=np.uint8).tobytes()
             stop = threading.Event()
             added: list[list[float]] = [[] for _ in nodes]
+            waits: list[list[float]] = [[] for _ in nodes]
 
             def participant(i: int) -> None:
                 node, period = nodes[i], 1.0 / fps
@@ -109,7 +111,10 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
                         next_tick = max(next_tick + period, time.monotonic() - period)
                         node.heartbeat()
                     for f in node.poll(max(0.0, min(0.01, next_tick - time.monotonic()))):
-                        added[i].append((f.ts["hub_out"] - f.ts["hub_in"]) * 1e3)
+                        ts = f.ts  # a frame held for want of credit: the hub's part ends there
+                        added[i].append((ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
+                        if "hub_held" in ts:
+                            waits[i].append((ts["hub_out"] - ts["hub_held"]) * 1e3)
 
             threads = [threading.Thread(target=participant, args=(i,), daemon=True) for i in range(n)]
             for t in threads:
@@ -117,12 +122,13 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
             time.sleep(1.0)  # warm up, then measure
             before, cpu0, t0 = query_stats(endpoint, security), _cpu_seconds(hub.pid), time.monotonic()
             sent0 = sum(node.counters.sent for node in nodes)
-            for a in added:
+            for a in added + waits:
                 a.clear()
             time.sleep(seconds)
             after, cpu1, t1 = query_stats(endpoint, security), _cpu_seconds(hub.pid), time.monotonic()
             sent1 = sum(node.counters.sent for node in nodes)
             samples = [x for a in added for x in a]
+            held = [x for a in waits for x in a]
             stop.set()
             for t in threads:
                 t.join(timeout=5)
@@ -142,7 +148,10 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
             # frames lost although their receiver had credit (its queue in the hub was full),
             # and frames held for a receiver without credit that a newer one replaced
             "credited_drops": after["dropped_full"] - before["dropped_full"],
-            "stale_replaced": after["stale_replaced"] - before["stale_replaced"]}
+            "stale_replaced": after["stale_replaced"] - before["stale_replaced"],
+            # frames the hub held until their receiver handed back credit, and that wait
+            "held_share": len(held) / len(samples) if samples else None,
+            "credit_wait_p99_ms": float(np.percentile(held, 99)) if held else None}
 
 
 def plot(records: list[dict], path: str) -> None:

@@ -52,7 +52,7 @@ def _print_stats(stats: dict) -> None:
     for room, members in sorted(stats.get("rooms", {}).items()):
         table = Table(title=f"room {room}")
         for col in ("seat", "name", "fps in", "Mbit/s in", "frames out", "stale replaced",
-                    "hub p50 ms", "hub p99 ms"):
+                    "hub p50 ms", "hub p99 ms", "credit wait p99 ms"):
             table.add_column(col, justify="left" if col == "name" else "right")
 
         def num(v, fmt=".1f"):
@@ -62,7 +62,7 @@ def _print_stats(stats: dict) -> None:
             table.add_row(str(m.get("seat")), str(m.get("name")), num(m.get("fps_in")),
                           num(m.get("mbps_in"), ".2f"), str(m.get("frames_out", 0)),
                           str(m.get("stale_replaced", 0)), num(m.get("hub_p50_ms"), ".2f"),
-                          num(m.get("hub_p99_ms"), ".2f"))
+                          num(m.get("hub_p99_ms"), ".2f"), num(m.get("credit_wait_p99_ms"), ".2f"))
         console.print(table)
     if not stats.get("rooms"):
         console.print("no rooms: nobody has joined")

@@ -65,10 +65,12 @@ class Traffic:
     def as_dict(self) -> dict:
         span = self.last_in - self.first_in
         p50, p99 = self.hub_ms.percentiles("hub", (50, 99))
+        (wait99,) = self.hub_ms.percentiles("credit_wait", (99,))
         return {"frames_in": self.frames_in, "frames_out": self.frames_out,
                 "fps_in": (self.frames_in - 1) / span if span > 0 else 0.0,
                 "mbps_in": self.bytes_in * 8 / span / 1e6 if span > 0 else 0.0,
-                "stale_replaced": self.stale_replaced, "hub_p50_ms": p50, "hub_p99_ms": p99}
+                "stale_replaced": self.stale_replaced, "hub_p50_ms": p50, "hub_p99_ms": p99,
+                "credit_wait_p99_ms": wait99}
 
 
 @dataclass
@@ -312,7 +314,9 @@ class Hub:
             self.stats.stale_replaced += 1
             receiver.traffic.stale_replaced += 1
             del receiver.slots[sender_id]  # re-inserted last: slots flush oldest first
-        receiver.slots[sender_id] = ({**head, "ts": dict(head["ts"])}, payloads)
+        held = {**head, "ts": dict(head["ts"])}
+        held["ts"]["hub_held"] = time.time()  # from here the wait is the receiver's (credit)
+        receiver.slots[sender_id] = (held, payloads)
 
     def _deliver(self, receiver: Member, head: dict, payloads: list) -> None:
         head["ts"]["hub_out"] = time.time()
@@ -323,8 +327,11 @@ class Hub:
                 receiver.credit -= 1
             receiver.traffic.frames_out += 1
             sender = self._by_id.get(head.get("src"))
-            if sender is not None:
-                sender.traffic.hub_ms.add("hub", (head["ts"]["hub_out"] - head["ts"]["hub_in"]) * 1e3)
+            if sender is not None:  # the hub's own time: up to the send, or to holding it
+                ts = head["ts"]
+                sender.traffic.hub_ms.add("hub", (ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
+                if "hub_held" in ts:
+                    sender.traffic.hub_ms.add("credit_wait", (ts["hub_out"] - ts["hub_held"]) * 1e3)
 
     def _credit(self, member: Member, n) -> None:
         if member.credit is None:

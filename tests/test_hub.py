@@ -191,6 +191,11 @@ def test_a_receiver_that_stops_reading_gets_fresh_frames_not_a_backlog(hub):
         for _ in range(20):
             drained += slow.poll(0.05)
         assert [f.seq for f in drained][-1] == 20  # the newest arrives once credit returns
+        held = drained[-1].ts  # and says how long it waited for credit, apart from the hub's work
+        assert held["hub_in"] <= held["hub_held"] <= held["hub_out"]
+        assert all("hub_held" not in f.ts for f in got_c)  # c always had credit
+        waits = [m.traffic.hub_ms.percentiles("credit_wait", (99,))[0] for m in hub.members.values()]
+        assert any(w is not None and w > 0 for w in waits)
         assert slow.counters.received + slow.counters.skipped_stale == 3  # never more than 3
         assert hub.members and all(not m.slots for m in hub.members.values())
 
