@@ -12,6 +12,7 @@ from pathlib import Path
 from holoport import __version__
 
 DEFAULT_HUB = "tcp://127.0.0.1:5555"
+DEFAULT_LINK = "tcp://127.0.0.1:5556"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -80,6 +81,83 @@ def _add_process_options(p: argparse.ArgumentParser, insecure_help: str) -> None
     p.add_argument("--quiet", action="store_true", help="log warnings only")
 
 
+def _profiles() -> dict:
+    from holoport.link import PROFILES
+
+    return PROFILES
+
+
+def _link_description() -> str:
+    import textwrap
+
+    intro = ("Relay TCP connections to a hub through an emulated link: each direction follows "
+             "the profile's capacity (a Lumos5G trace or a synthetic process), delay, jitter, "
+             "loss (as retransmission delay: every byte arrives, in order) and handovers. Point "
+             "`holoport join --hub` at --listen, or give one participant `holoport join --link "
+             "PROFILE`. See docs/link-relay.md.")
+    lines = [*textwrap.wrap(intro, 88), "", "profiles:"]
+    for name, profile in _profiles().items():
+        lines += textwrap.wrap(profile.summary, 88, initial_indent=f"  {name:15} ", subsequent_indent=" " * 18)
+    return "\n".join(lines)
+
+
+def _add_link_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--link", default=None, metavar="PROFILE", choices=list(_profiles()),
+                   help="reach the hub through an emulated link (a relay in this process): "
+                   + ", ".join(_profiles()) + " (see `holoport link --help`)")
+    p.add_argument("--link-trace", default=None, metavar="FILE",
+                   help="with --link: the downlink capacity trace (default: the profile's own)")
+    p.add_argument("--link-seed", type=int, default=0, metavar="N",
+                   help="with --link: seed of the link's randomness (default 0)")
+
+
+def _links(profile_name: str, trace_file: str | None, seed: int):
+    """The (profile, uplink, downlink) a relay runs: the given trace, else the profile's
+    first Lumos5G trace in the shared data, else (synthetic profiles) its own process."""
+    from holoport.link import Trace, get_profile
+
+    profile = get_profile(profile_name)
+    trace = None
+    if trace_file:
+        trace = Trace.load(trace_file)
+    elif profile.traces:
+        from benchmarks.common import data_root
+
+        folder = data_root() / "network" / "lumos5g"
+        files = profile.trace_files(folder)
+        if not files:
+            synthetic = ", ".join(n for n, p in _profiles().items() if not p.traces)
+            raise FileNotFoundError(
+                f"profile {profile.name} replays Lumos5G traces ({profile.traces}) and none are in "
+                f"{folder}: pass a trace file (--trace / --link-trace), set HOLOPORT_DATA to the "
+                f"shared data folder, or pick a synthetic profile ({synthetic})")
+        trace = Trace.load(files[0])
+    uplink, downlink = profile.links(trace, seed)
+    return profile, uplink, downlink
+
+
+class _LinkStatus:
+    """One line about a relay: bytes and Mbit/s each way since the last line, capacity now,
+    lost packets and connections."""
+
+    def __init__(self, relay) -> None:
+        self.relay = relay
+        self.last = (0.0, 0, 0)  # link time, bytes up, bytes down at the last line
+
+    def line(self, whole_run: bool = False) -> str:
+        snap, now = self.relay.snapshot(), self.relay.now()
+        last = (0.0, 0, 0) if whole_run else self.last
+        self.last = (now, snap["bytes_up"], snap["bytes_down"])
+        span = max(now - last[0], 1e-9)
+        up = (snap["bytes_up"] - last[1]) * 8 / span / 1e6
+        down = (snap["bytes_down"] - last[2]) * 8 / span / 1e6
+        return (f"up {snap['bytes_up'] / 1e6:.1f} MB, {up:.2f} Mbit/s (capacity now "
+                f"{snap['up_capacity_mbps']:.1f}); down {snap['bytes_down'] / 1e6:.1f} MB, {down:.2f} "
+                f"Mbit/s (capacity now {snap['down_capacity_mbps']:.1f}); packets lost and resent "
+                f"{snap['lost_up']} up, {snap['lost_down']} down; connections {snap['open']} open, "
+                f"{snap['connections']} in all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="holoport",
@@ -128,7 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-key", default=None, metavar="PUBLIC",
                    help="the hub's public key file (NAME.key), needed with --key")
     p.add_argument("--token", default=None, help="the room's admission token, if it has one")
+    p.add_argument("--rate", default="fixed", choices=["fixed", "adaptive"],
+                   help="adaptive: level of detail and colour step follow what the receivers report "
+                   "(needs --codec octree; see docs/link.md); fixed: always --color-step at full detail")
+    _add_link_options(p)
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
+
+    p = sub.add_parser("link", help="emulate a 5G link between participants and a hub",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=_link_description())
+    p.add_argument("--profile", required=True, choices=list(_profiles()), metavar="NAME",
+                   help="link profile: " + ", ".join(_profiles()))
+    p.add_argument("--listen", default=DEFAULT_LINK, help=f"where participants connect (default {DEFAULT_LINK})")
+    p.add_argument("--hub", default=DEFAULT_HUB, help=f"the hub to relay to (default {DEFAULT_HUB})")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="downlink capacity trace, 'seconds<TAB>Mbit/s' lines (default: the profile's first "
+                   "Lumos5G trace in the shared data, or its synthetic capacity)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for delay, loss, handovers and synthetic "
+                   "capacity (default 0)")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="seconds; 0 = until Ctrl-C")
+    p.add_argument("--every", type=_positive, default=5.0, metavar="S", help="seconds between status lines (default 5)")
+    _add_process_options(p, "allow a non-loopback --listen or --hub: the relay passes bytes as they are "
+                         "and cannot tell whether participants encrypt, so only a CURVE hub or a "
+                         "trusted network is safe")
 
     p = sub.add_parser("stats", help="show a hub's rooms and traffic", description="Ask a hub "
                        "for its counters and, per member, fps and Mbit/s in, frames out, stale "
@@ -155,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub_load.add_arguments(bench.add_parser("hub", help="hub throughput, CPU and latency under load",
                                             description=hub_load.__doc__))
+    from benchmarks import link_sweep
+
+    link_sweep.add_arguments(bench.add_parser("link", help="the meeting over 5G traces, per rate policy",
+                                              description=link_sweep.__doc__,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -171,6 +276,93 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError, FileExistsError) as exc:
         print(f"holoport {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _join(args: argparse.Namespace) -> int:
+    from holoport.node import JoinError
+    from holoport.participant import ParticipantOptions, node_security, run_participant
+
+    if args.dump and not args.out:
+        raise ValueError("--dump needs --out to know where to write the clouds")
+    if (args.link_trace or args.link_seed) and not args.link:
+        raise ValueError("--link-trace and --link-seed go with --link PROFILE")
+    options = ParticipantOptions(
+        hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
+        duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
+        insecure=args.insecure, codec=args.codec, color_step=args.color_step,
+        key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate)
+    relay = None
+    if args.link:
+        from holoport.endpoints import require_loopback
+        from holoport.link.relay import LinkRelay
+
+        # the node sees only the loopback relay: make its check against the real hub here
+        encrypted = node_security(args.key, args.hub_key) is not None
+        require_loopback(args.hub, args.insecure, "hub", encrypted=encrypted)
+        profile, uplink, downlink = _links(args.link, args.link_trace, args.link_seed)
+        relay = LinkRelay("tcp://127.0.0.1:0", args.hub, uplink, downlink).start()
+        options.hub = relay.endpoint
+        if not args.quiet:
+            print(f"link {profile.describe()}; capacity from {downlink.trace.name}", flush=True)
+    try:
+        report = run_participant(options)
+    except JoinError as exc:
+        message = str(exc)
+        if relay is not None:  # speak of the hub the user named, not of our relay
+            message = message.replace(f"--bind {relay.endpoint}", f"--bind {args.hub}")
+            message = message.replace(relay.endpoint, f"{args.hub} (through the {args.link} link)")
+        print(f"holoport join: {message}", file=sys.stderr)
+        return 3
+    finally:
+        if relay is not None:
+            relay.stop(grace=1.0)  # our LEAVE is still on the link: let it reach the hub
+    if not args.quiet:
+        print(f"{report['name']}: sent {report['frames_sent']}, received "
+              f"{report['frames_received']} {report['received_by_sender']}")
+        if report.get("rate"):
+            print(f"rate: frames per rung {report['rate']['rungs']}, skipped {report['rate']['skipped']}")
+        if relay is not None:
+            print(f"link: {_LinkStatus(relay).line(whole_run=True)}")
+    return 0
+
+
+def _link(args: argparse.Namespace) -> int:
+    import threading
+    import time
+
+    from holoport.endpoints import is_loopback
+    from holoport.link.relay import LinkRelay, parse_tcp
+
+    parse_tcp(args.listen)
+    parse_tcp(args.hub)
+    # the relay passes bytes as they are and cannot tell whether its clients encrypt, so it
+    # cannot make the participants' CURVE-or---insecure check for them: it asks instead
+    if not is_loopback(args.listen) and not args.insecure:
+        raise ValueError(
+            f"{args.listen} is reachable from other machines and the relay forwards whatever "
+            f"arrives to the hub {args.hub}: listen on tcp://127.0.0.1:PORT, or pass --insecure "
+            f"if the hub encrypts (CURVE) or the network is trusted")
+    if not is_loopback(args.hub) and not args.insecure:
+        raise ValueError(
+            f"the hub {args.hub} is on another machine and participants that reach it through this "
+            f"relay believe they talk over loopback, so they will not insist on encryption: make "
+            f"sure they join with --key and --hub-key (CURVE), then pass --insecure")
+    profile, uplink, downlink = _links(args.profile, args.trace, args.seed)
+    log = logging.getLogger("holoport.link")
+    print(f"link {profile.describe()}; capacity from {downlink.trace.name}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with LinkRelay(args.listen, args.hub, uplink, downlink) as relay:
+        print(f"relaying {relay.endpoint} -> {args.hub}; connect participants with "
+              f"`holoport join --hub {relay.endpoint}`", flush=True)
+        status = _LinkStatus(relay)
+        end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+        while not stop.is_set() and (left := end - time.monotonic()) > 0:
+            if not stop.wait(min(args.every, left)) and time.monotonic() < end:
+                log.info("link: %s", status.line())
+        print(f"link finished: {status.line(whole_run=True)}", flush=True)
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -206,25 +398,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         hub.run()
         return 0
     if args.command == "join":
-        from holoport.node import JoinError
-        from holoport.participant import ParticipantOptions, run_participant
-
-        if args.dump and not args.out:
-            raise ValueError("--dump needs --out to know where to write the clouds")
-        options = ParticipantOptions(
-            hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
-            duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
-            insecure=args.insecure, codec=args.codec, color_step=args.color_step,
-            key=args.key, hub_key=args.hub_key, token=args.token)
-        try:
-            report = run_participant(options)
-        except JoinError as exc:
-            print(f"holoport join: {exc}", file=sys.stderr)
-            return 3
-        if not args.quiet:
-            print(f"{report['name']}: sent {report['frames_sent']}, received "
-                  f"{report['frames_received']} {report['received_by_sender']}")
-        return 0
+        return _join(args)
+    if args.command == "link":
+        return _link(args)
     if args.command == "stats":
         from holoport.node import JoinError, query_stats
         from holoport.participant import node_security
@@ -245,7 +421,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
-        from benchmarks import codec_rd, hub_load
+        from benchmarks import codec_rd, hub_load, link_sweep
 
-        return {"codec": codec_rd, "hub": hub_load}[args.bench].run(args)
+        return {"codec": codec_rd, "hub": hub_load, "link": link_sweep}[args.bench].run(args)
     raise AssertionError(args.command)

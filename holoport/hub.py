@@ -243,6 +243,14 @@ class Hub:
                 return self._drop("keyframe request for nobody in the room")
             self.stats.keyframe_requests += 1
             self._send(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
+        elif kind == MessageType.FEEDBACK:  # a receiver's arrival reports, for the sender's rate
+            target = self._by_id.get(msg.header.get("to"))
+            reports = msg.header.get("r")
+            if target is None or target.room != member.room or target is member:
+                return self._drop("feedback for nobody in the room")
+            if not _valid_reports(reports):
+                return self._drop("feedback without a list of [seq, arrived, bytes] reports")
+            self._send(target.identity, wire.header(MessageType.FEEDBACK, r=reports, **{"from": member.id}))
         elif kind != MessageType.HEARTBEAT:
             self._drop(f"unexpected {kind} from a participant")
 
@@ -394,3 +402,12 @@ class Hub:
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
                                                  **m.traffic.as_dict()})
         return {**self.stats.as_dict(), "rooms": rooms}
+
+
+MAX_REPORTS = 64  # per feedback message
+
+
+def _valid_reports(reports) -> bool:
+    return (isinstance(reports, list) and 0 < len(reports) <= MAX_REPORTS
+            and all(isinstance(r, list) and len(r) == 3 and isinstance(r[0], int)
+                    and isinstance(r[1], float | int) and isinstance(r[2], int) for r in reports))

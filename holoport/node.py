@@ -134,6 +134,10 @@ class Node:
         self._decoders: dict[int, codec.OctreeDecoder] = {}  # per sender: octree streams carry state
         self._asked_key: dict[int, float] = {}
         self._last_sent = 0.0
+        # rate control: a callback (receiver id, seq, sent, arrived, bytes; our clock) makes
+        # our frames ask their receivers for arrival reports ("fb")
+        self.on_feedback: Callable[[int, int, float, float, int], None] | None = None
+        self._sent_log: dict[int, tuple[float, int]] = {}  # seq -> (sent, bytes), recent ones
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
 
@@ -144,6 +148,9 @@ class Node:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         sock.setsockopt(zmq.RCVHWM, 64)
         sock.setsockopt(zmq.SNDHWM, 8)
+        # the kernel would grow the send buffer past 1 MB: a second of hidden queue at 8
+        # Mbit/s, invisible to the credit window and to rate control (docs/link-relay.md)
+        sock.setsockopt(zmq.SNDBUF, 256 * 1024)
         if self.security is not None:
             self.security.apply(sock)
         self._sock = sock
@@ -243,11 +250,20 @@ class Node:
         head = wire.header(MessageType.FRAME, room=self.room, seq=self._seq, ts=ts, points=points, key=key)
         if self.offset is not None:
             head["off"] = self.offset
+        if self.on_feedback is not None:
+            head["fb"] = True
         ts["sent"] = self.clock()
         if self._send(head, [payload]):
             self.counters.sent += 1
             self.counters.sent_bytes += len(payload)
+            if self.on_feedback is not None:
+                self._sent_log[self._seq] = (ts["sent"], len(payload))
+                self._sent_log.pop(self._seq - 512, None)
         return head
+
+    def sent_frame(self, seq: int) -> tuple[float, int] | None:
+        """(sent at, payload bytes) of one of our recent frames, while ``on_feedback`` is set."""
+        return self._sent_log.get(seq)
 
     def frames(self, timeout: float = 0.1) -> Iterator[RemoteFrame]:
         """Decoded remote frames as they come, for ``for frame in node.frames():`` (keeps
@@ -324,6 +340,7 @@ class Node:
         if not self._sock.poll(int(timeout * 1000)):
             return []
         taken = 0
+        reports: dict[int, list] = {}  # per sender that asked: arrivals, on the hub's clock
         while True:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -343,6 +360,9 @@ class Node:
                     continue
                 self._to_local(msg.header)
                 msg.header.setdefault("ts", {})["received"] = received
+                if msg.header.get("fb") is True and isinstance(msg.header.get("seq"), int):
+                    reports.setdefault(src, []).append(
+                        [msg.header["seq"], received + (self.offset or 0.0), len(msg.payloads[0].buffer)])
                 if src in newest:
                     self.counters.skipped_stale += 1
                 newest[src] = msg
@@ -352,6 +372,8 @@ class Node:
                     newest.pop(msg.header.get("id"), None)
         self._owed += taken
         self._hand_back_credit()
+        for src, r in reports.items():
+            self._send(wire.header(MessageType.FEEDBACK, to=src, r=r[-64:]))
         return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
 
     def _hand_back_credit(self) -> None:
@@ -424,10 +446,25 @@ class Node:
             self._welcome(h)
         elif msg.type == MessageType.TIME:
             self._time_reply(h, self.clock())
+        elif msg.type == MessageType.FEEDBACK:
+            self._feedback(h)
         elif msg.type == MessageType.KEYFRAME:
             self.counters.keyframe_requests += 1
             if hasattr(self.encoder, "request_keyframe"):  # stateless codecs send nothing else
                 self.encoder.request_keyframe()
+
+
+    def _feedback(self, h: dict) -> None:
+        """A receiver's arrival reports of our frames, handed to ``on_feedback`` on our clock."""
+        receiver, reports = h.get("from"), h.get("r")
+        if self.on_feedback is None or not isinstance(receiver, int) or not isinstance(reports, list):
+            return
+        for r in reports:
+            if not (isinstance(r, list) and len(r) == 3 and r[0] in self._sent_log
+                    and isinstance(r[1], float | int)):
+                continue
+            sent, nbytes = self._sent_log[r[0]]
+            self.on_feedback(receiver, r[0], sent, r[1] - (self.offset or 0.0), nbytes)
 
 
 def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float = 3.0,

@@ -48,6 +48,8 @@ class ParticipantOptions:
     token: str | None = None  # the room's admission token
     codec: str = "baseline"  # a name from codec.available()
     color_step: int = 8  # octree colour quantization step (1 = lossless)
+    rate: str = "fixed"  # "adaptive": level of detail and colour step follow the receivers'
+    #                      reports (octree codec; holoport.link.live)
 
 
 class Participant:
@@ -66,6 +68,12 @@ class Participant:
         self.recv_dump: list[dict] = []
         self.last_view = None
         self.most_shown = 0
+        self.rate = None  # LiveRate when options.rate is adaptive
+        self.frame_index = 0
+        if options.rate not in ("fixed", "adaptive"):
+            raise ValueError(f"--rate is fixed or adaptive, not {options.rate!r}")
+        if options.rate == "adaptive" and options.codec != "octree":
+            raise ValueError("--rate adaptive needs --codec octree (its levels of detail are the ladder)")
 
     def run(self) -> dict:
         opt = self.opt
@@ -73,6 +81,8 @@ class Participant:
                   insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
                   token=opt.token) as node:
             self.node = node
+            if opt.rate == "adaptive":
+                self._start_rate(node)
             self.room = Room(node.seats)
             w, h = opt.view_size
             self.view_camera = self.room.seat_camera(node.seat, w, h)
@@ -100,12 +110,30 @@ class Participant:
             elapsed = time.monotonic() - started
         return self._finish(elapsed)
 
+    def _start_rate(self, node: Node) -> None:
+        """Measure the ladder on our first frame and let receivers' reports steer it."""
+        from holoport.link.live import LiveRate, RungEncoders, live_ladder
+
+        positions, colors = rgbd_to_points(self.camera.read())
+        ladder = live_ladder(positions, colors, node.encoder)
+        self.rate = LiveRate(ladder, self.opt.fps)
+        self.encoders = RungEncoders(ladder, node.encoder)
+        node.on_feedback = self.rate.on_feedback
+
     def _capture_and_send(self, node: Node) -> None:
         t0 = time.time()
         frame = self.camera.read()
         positions, colors = rgbd_to_points(frame)
         t1 = time.time()
+        if self.rate is not None:
+            rung = self.rate.choose(t0, t1, self.frame_index, False)
+            self.frame_index += 1
+            if rung is None:  # it would arrive too late: skip it
+                return
+            node.encoder = self.encoders.get(rung)
         head = node.send(positions, colors, ts={"capture": t0, "captured": t1})
+        if self.rate is not None and (sent := node.sent_frame(head["seq"])) is not None:
+            self.rate.on_sent(head["seq"], *sent)
         self.latency.add("capture", (t1 - t0) * 1e3)
         self.latency.add("encode", (head["ts"]["encoded"] - t1) * 1e3)
         self.points_sent.append(len(positions))
@@ -166,6 +194,7 @@ class Participant:
             "mbps_sent": c.sent_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "mbps_received": c.received_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "latency": self.latency.summary(),
+            "rate": self.rate.summary() if self.rate is not None else None,
             "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }
         if self.opt.out:

@@ -46,9 +46,11 @@ class MessageType:
     REJOIN = "rejoin"  # hub -> node: you are not a member (the hub restarted, or timed you out)
     KEYFRAME = "keyframe"  # node -> hub: "of" id needs a keyframe; hub -> that node: "from" id
     TIME = "time"  # node -> hub: t0 (node clock); hub -> node: t0, t1 received, t2 sent (hub clock)
+    FEEDBACK = "feedback"  # node -> hub: "to" id, "r" [[seq, arrived (hub clock), bytes], ...]
+    #                        of frames marked "fb"; hub -> that node: "from" id, "r"
 
     ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
-                       REJOIN, TIME, KEYFRAME})
+                       REJOIN, TIME, KEYFRAME, FEEDBACK})
 
 
 class WireError(ValueError):

@@ -73,3 +73,39 @@ def test_hub_benchmark_forwards_through_a_real_hub_with_and_without_curve(tmp_pa
         assert 0.6 * expected < r["forwarded_mbps"] < 1.3 * expected, r
         assert r["hub_cpu_s_per_gbit"] > 0 and 0 <= r["added_p50_ms"] <= r["added_p99_ms"] < 200
     assert (tmp_path / "hub.png").stat().st_size > 5_000
+
+
+def test_link_benchmark_sweeps_any_traces_and_writes_records_and_plots(tmp_path):
+    """Traces written here (no shared data needed): one walking-kind trace with a dead
+    second, one LTE-kind; the committed ladder of real codec sizes."""
+    import subprocess
+
+    (tmp_path / "traces" / "5g").mkdir(parents=True)
+    (tmp_path / "traces" / "4g").mkdir()
+    walk = [200.0] * 20 + [0.0] * 2 + [200.0] * 18
+    (tmp_path / "traces" / "5g" / "t_walking").write_text("".join(f"{i + 1}\t{v}\n" for i, v in enumerate(walk)))
+    (tmp_path / "traces" / "4g" / "t_lte").write_text("".join(f"{i + 1}\t{20 + 10 * (i % 3)}\n" for i in range(40)))
+    out = tmp_path / "link.json"
+    result = subprocess.run(
+        holoport_cmd("bench", "link", "--traces", str(tmp_path / "traces"), "--profiles", "mmwave-walking",
+                     "lte", "wired", "--seeds", "1", "--seconds", "40", "--json", str(out),
+                     "--markdown", str(tmp_path / "link.md"), "--plot", str(tmp_path / "link.png")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uplink = downlink x 0.3" in result.stdout  # the scaling is said
+    records = json.loads(out.read_text())
+    runs = [r for r in records if r["trace"] != "all"]
+    assert {(r["trace"], r["profile"]) for r in runs} == {
+        ("t_walking", "mmwave-walking"), ("t_lte", "lte"), ("synthetic-0", "wired")}
+    for r in records:
+        assert {"trace", "profile", "policy", "fps", "late_or_skipped", "p50_ms", "p95_ms", "p99_ms",
+                "stall_ratio", "utilization", "mean_y_psnr"} <= set(r)
+        assert 0 <= r["late_or_skipped"] <= 1 and 0 < r["fps"] <= 30.0001
+    walking = {r["policy"]: r for r in runs if r["profile"] == "mmwave-walking"}
+    assert walking["fixed"]["late_or_skipped"] >= 2 / 40  # two dead seconds of forty
+    assert walking["adaptive"]["zero_capacity_share"] == 2 / 40
+    wired = {r["policy"]: r for r in runs if r["profile"] == "wired"}
+    assert all(r["late_or_skipped"] == 0 for r in wired.values())
+    for name in ("link.png", "link-timeline-mmwave-walking.png", "link-timeline-lte.png"):
+        assert (tmp_path / name).stat().st_size > 5_000
+    assert "| profile |" in (tmp_path / "link.md").read_text()

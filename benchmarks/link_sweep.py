@@ -1,0 +1,329 @@
+"""Link sweep: one participant's 30 fps hologram over real 5G traces, per rate policy.
+
+For every trace in --traces (default: all of <data>/network/lumos5g) under the profile of
+its kind (5g/*_walking: mmwave-walking, 5g/*_driving: mmwave-driving, 4g/*: lte), and for
+the synthetic profiles (sub6-static, sub6-driving, wired: --seeds runs each), the
+simulated-time meeting (holoport.link.sim) pushes the stream through the sender's uplink
+(the trace times the profile's uplink/downlink ratio, printed below), the hub and the
+receiver's downlink (wired by default: the uplink is what is under test; --receiver same
+puts the receiver on the same profile, its trace half a period later), with each policy:
+fixed (the ladder's top rung, never skipping), adaptive (delay-gradient control with
+deadline-aware skipping) and oracle (knows the links' future capacity).
+
+Frame sizes, encode and decode times and qualities come from the ladder: the octree
+codec's real output on the MVUB frames at each level of detail and colour step
+(docs/bench/ladder.json, rebuilt with --rebuild-ladder or when --ladder is absent).
+
+Records (one per trace, profile and policy): trace, profile, policy, seconds, fps,
+late_or_skipped (share of captured frames not shown within --deadline-ms glass to glass),
+p50_ms, p95_ms, p99_ms (glass to glass of shown frames), stall_ratio (share of time in
+display gaps over 100 ms), utilization (uplink bits sent over its capacity), sent_mbps,
+mean_y_psnr, mean_d1_psnr, mean_lod (of frames shown in time), switches,
+keyframe_requests, zero_capacity_share (of the uplink's seconds). The summary pools the
+frames of every trace of a profile.
+
+Run: holoport bench link --json link.json --markdown link.md --plot link.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import add_output_arguments, data_root, emit, wide_console
+
+POLICIES = ("fixed", "adaptive", "oracle")
+SYNTHETIC = ("sub6-static", "sub6-driving", "wired")
+DEFAULT_LADDER = Path(__file__).resolve().parent.parent / "docs" / "bench" / "ladder.json"
+COLUMNS = ["trace", "profile", "policy", "seconds", "fps", "late_or_skipped", "p50_ms", "p95_ms",
+           "p99_ms", "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr", "mean_lod"]
+SUMMARY = ["profile", "policy", "runs", "fps", "late_or_skipped", "p50_ms", "p95_ms", "p99_ms",
+           "stall_ratio", "utilization", "mean_y_psnr", "mean_d1_psnr", "mean_lod", "zero_capacity_share"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--traces", type=Path, default=None,
+                        help="folder of Lumos5G-format traces, searched as <dir>/5g/*_walking, "
+                             "<dir>/5g/*_driving, <dir>/4g/* (default <data>/network/lumos5g)")
+    parser.add_argument("--profiles", nargs="*", default=None,
+                        help="profiles to run (default: all; trace-driven ones use their traces)")
+    parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--seconds", type=float, default=300.0,
+                        help="simulated seconds per run, at most each trace's length (default 300)")
+    parser.add_argument("--max-traces", type=int, default=0, help="at most this many traces per profile (0: all)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs of each synthetic profile")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--deadline-ms", type=float, default=150.0, help="glass-to-glass deadline")
+    parser.add_argument("--receiver", choices=["wired", "same"], default="wired",
+                        help="the receiver's downlink: wired, or the sender's profile")
+    parser.add_argument("--ladder", type=Path, default=DEFAULT_LADDER,
+                        help="ladder JSON (built from --frames when absent)")
+    parser.add_argument("--rebuild-ladder", action="store_true", help="measure the ladder again")
+    parser.add_argument("--frames", type=Path, default=None,
+                        help="PLY frames for the ladder (default <data>/pointclouds/mvub)")
+    add_output_arguments(parser)
+
+
+@dataclass(frozen=True)
+class Job:
+    trace: str | None  # a file, or None for a synthetic profile
+    profile: str
+    policy: str
+    seed: int
+    seconds: float
+    fps: float
+    deadline_ms: float
+    receiver: str
+    ladder_json: str
+
+
+def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
+    """One simulated run: its record, its glass-to-glass latencies, and a per-second
+    timeline (capacity, sent rate, latency) for plots."""
+    from holoport.link import Trace, get_profile
+    from holoport.link.ladder import Ladder
+    from holoport.link.sim import Pipeline, simulate
+
+    ladder = Ladder.from_json(job.ladder_json)
+    profile = get_profile(job.profile)
+    down_trace = Trace.load(job.trace) if job.trace else profile.synthetic_trace(job.seed)
+    uplink, _ = profile.links(down_trace, seed=job.seed)
+    if job.receiver == "same":  # the same kind of link, at another moment
+        rx = profile
+        rx_trace = (down_trace.rolled(down_trace.period / 2) if job.trace
+                    else profile.synthetic_trace(job.seed + 1000))
+    else:
+        rx, rx_trace = get_profile("wired"), None
+    _, downlink = rx.links(rx_trace, seed=job.seed + 1)
+    seconds = min(job.seconds, down_trace.period)
+    pipeline = Pipeline(fps=job.fps, deadline_ms=job.deadline_ms)
+    result = simulate(ladder, job.policy, uplink, downlink, seconds, pipeline)
+    summary = result.summary()
+    up = uplink.trace
+    whole = np.arange(int(seconds))
+    zero = float(np.mean([up.rate_at(float(t)) == 0 for t in whole])) if len(whole) else 0.0
+    record = {"trace": Path(job.trace).name if job.trace else f"synthetic-{job.seed}",
+              "profile": job.profile, "policy": job.policy, "seconds": seconds,
+              **{k: summary[k] for k in ("fps", "late_or_skipped", "p50_ms", "p95_ms", "p99_ms",
+                                         "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr",
+                                         "mean_d1_psnr", "mean_lod", "switches", "keyframe_requests")},
+              "frames": summary["frames"], "shown": summary["shown"],
+              "zero_capacity_share": zero, "uplink_scale": profile.uplink_ratio}
+    sent = np.zeros(len(whole))
+    lat = np.full(len(whole), np.nan)
+    for f in result.frames:
+        k = int(f.captured)
+        if k < len(whole) and f.left is not None:
+            sent[k] += f.nbytes * 8 / 1e6
+        if k < len(whole) and f.shown is not None:
+            lat[k] = np.fmax(lat[k], (f.shown - f.captured) * 1e3)
+    timeline = {"capacity": [uplink.capacity_at(float(t) + 0.5) / 1e6 for t in whole],
+                "sent": sent.tolist(), "latency": lat.tolist()}
+    return record, result.latencies_ms().astype(np.float32), timeline
+
+
+def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
+    from holoport.link import PROFILES
+
+    folder = args.traces or data_root() / "network" / "lumos5g"
+    names = args.profiles or list(PROFILES)
+    for n in names:
+        if n not in PROFILES:
+            raise SystemExit(f"unknown profile {n!r}; choose from {', '.join(PROFILES)}")
+    jobs = []
+    for name in names:
+        profile = PROFILES[name]
+        if profile.traces:
+            files = profile.trace_files(folder)
+            if args.max_traces:
+                files = files[: args.max_traces]
+            runs = [(str(f), i) for i, f in enumerate(files)]
+        else:
+            runs = [(None, s) for s in range(args.seeds)]
+        for trace, seed in runs:
+            for policy in args.policies:
+                jobs.append(Job(trace, name, policy, seed, args.seconds, args.fps, args.deadline_ms,
+                                args.receiver, ladder_json))
+    if not jobs:
+        raise SystemExit(f"no traces found under {folder} for {', '.join(names)}; pass --traces DIR "
+                         "(with 5g/ and 4g/ folders of Lumos5G-format files) or choose synthetic profiles")
+    return jobs
+
+
+def load_ladder(args: argparse.Namespace, console) -> str:
+    from holoport.link.ladder import Ladder
+
+    if args.ladder.exists() and not args.rebuild_ladder:
+        return args.ladder.read_text()
+    from rich.progress import Progress
+
+    from benchmarks.codec_rd import grid_bits
+    from benchmarks.common import read_ply
+
+    folder = args.frames or data_root() / "pointclouds" / "mvub"
+    paths = sorted(folder.glob("*.ply"))
+    if not paths:
+        raise SystemExit(f"no ladder at {args.ladder} and no PLY frames in {folder} to build one; "
+                         "pass --frames DIR or --ladder PATH")
+    frames = []
+    for path in paths:
+        positions, colors = read_ply(path)
+        frames.append((path.stem, positions, colors, grid_bits(positions)))
+    with Progress(console=console) as progress:
+        task = progress.add_task("measuring the ladder", total=None)
+        ladder = Ladder.build(frames, progress=lambda what: progress.update(task, description=what))
+    args.ladder.parent.mkdir(parents=True, exist_ok=True)
+    args.ladder.write_text(ladder.to_json())
+    console.print(f"wrote {args.ladder}")
+    return ladder.to_json()
+
+
+def summarize(records: list[dict], latencies: list[np.ndarray]) -> list[dict]:
+    """Per profile and policy, every run's frames pooled."""
+    out = []
+    keys = sorted({(r["profile"], r["policy"]) for r in records},
+                  key=lambda k: (list(dict.fromkeys(r["profile"] for r in records)).index(k[0]),
+                                 POLICIES.index(k[1])))
+    for profile, policy in keys:
+        idx = [i for i, r in enumerate(records) if (r["profile"], r["policy"]) == (profile, policy)]
+        rs = [records[i] for i in idx]
+        lat = np.concatenate([latencies[i] for i in idx]) if idx else np.zeros(0)
+        frames = sum(r["frames"] for r in rs)
+        shown = sum(r["shown"] for r in rs)
+        secs = sum(r["seconds"] for r in rs)
+        weights = np.array([r["shown"] for r in rs], float)
+
+        def wmean(key, rs=rs, weights=weights):  # weighted by frames shown
+            vals = np.array([r[key] if r[key] is not None else np.nan for r in rs], float)
+            ok = ~np.isnan(vals) & (weights > 0)
+            return float(np.average(vals[ok], weights=weights[ok])) if ok.any() else math.nan
+
+        pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [math.nan] * 3
+        out.append({"profile": profile, "policy": policy, "runs": len(rs),
+                    "fps": len(lat) / secs if secs else math.nan,
+                    "late_or_skipped": 1 - shown / frames if frames else math.nan,
+                    "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]),
+                    "stall_ratio": float(np.average([r["stall_ratio"] for r in rs],
+                                                    weights=[r["seconds"] for r in rs])),
+                    "utilization": float(np.mean([r["utilization"] for r in rs])),
+                    "mean_y_psnr": wmean("mean_y_psnr"), "mean_d1_psnr": wmean("mean_d1_psnr"),
+                    "mean_lod": wmean("mean_lod"),
+                    "zero_capacity_share": float(np.average([r["zero_capacity_share"] for r in rs],
+                                                            weights=[r["seconds"] for r in rs]))})
+    return out
+
+
+def plot(summary: list[dict], records: list[dict], latencies: list[np.ndarray],
+         timelines: list[dict], path: str) -> list[str]:
+    """CDFs of glass-to-glass latency (one panel per profile) at ``path``, and one
+    timeline per profile (its first trace: capacity, sent rate, latency per policy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profiles = list(dict.fromkeys(r["profile"] for r in records))
+    colours = {"fixed": "tab:red", "adaptive": "tab:blue", "oracle": "tab:green"}
+    cols = min(3, len(profiles))
+    rows = math.ceil(len(profiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, profile in zip(axes.flat, profiles, strict=False):
+        for policy in POLICIES:
+            idx = [i for i, r in enumerate(records) if (r["profile"], r["policy"]) == (profile, policy)]
+            if not idx:
+                continue
+            lat = np.sort(np.concatenate([latencies[i] for i in idx]))
+            frames = sum(records[i]["frames"] for i in idx)
+            if len(lat):  # share of *captured* frames shown within x: skipped ones never are
+                ax.plot(lat, np.arange(1, len(lat) + 1) / frames, label=policy, color=colours[policy])
+        ax.axvline(150, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlim(20, 5000)
+        ax.set_ylim(0, 1)
+        ax.set_title(profile)
+        ax.set_xlabel("glass to glass, ms")
+        ax.set_ylabel("share of captured frames")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    for ax in list(axes.flat)[len(profiles):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written = [path]
+    stem = Path(path)
+    for profile in profiles:
+        first = next(r["trace"] for r in records if r["profile"] == profile)
+        idx = {r["policy"]: i for i, r in enumerate(records) if r["profile"] == profile and r["trace"] == first}
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
+        any_tl = timelines[next(iter(idx.values()))]
+        t = np.arange(len(any_tl["capacity"]))
+        top.fill_between(t, any_tl["capacity"], step="post", color="lightgrey", label="uplink capacity")
+        for policy, i in idx.items():
+            top.step(t, timelines[i]["sent"], where="post", color=colours[policy], lw=0.9, label=f"{policy} sent")
+            bottom.plot(t, timelines[i]["latency"], color=colours[policy], lw=0.8, label=policy)
+        top.set_yscale("symlog", linthresh=1)
+        top.set_ylabel("Mbit/s")
+        top.set_title(f"{profile}: {first}")
+        top.legend(loc="upper right", fontsize=8)
+        bottom.axhline(150, color="grey", ls="--", lw=0.8)
+        bottom.set_yscale("log")
+        bottom.set_ylabel("worst glass to glass\nin the second, ms")
+        bottom.set_xlabel("seconds")
+        bottom.legend(loc="upper right", fontsize=8)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out = str(stem.with_name(f"{stem.stem}-timeline-{profile}{stem.suffix}"))
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import track
+
+    from holoport.link import PROFILES
+
+    console = wide_console()
+    ladder_json = load_ladder(args, console)
+    jobs = plan(args, ladder_json)
+    for name in dict.fromkeys(j.profile for j in jobs):
+        console.print(PROFILES[name].describe())
+    workers = max(1, os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(track(pool.map(run_job, jobs, chunksize=1), total=len(jobs),
+                             description=f"{len(jobs)} simulated runs", console=console))
+    records = [r for r, _, _ in results]
+    latencies = [lat for _, lat, _ in results]
+    timelines = [tl for _, _, tl in results]
+    summary = summarize(records, latencies)
+    emit(summary, SUMMARY, f"Link sweep: {args.fps:g} fps, {args.deadline_ms:g} ms deadline, "
+         f"receiver {args.receiver}; every run's frames pooled", argparse.Namespace(markdown=args.markdown),
+         console)
+    if args.json:  # every run, plus the pooled summary
+        import json
+
+        Path(args.json).write_text(json.dumps(records + [{**s, "trace": "all"} for s in summary], indent=1))
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        for out in plot(summary, records, latencies, timelines, args.plot):
+            console.print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Rate adaptation for a live sender: the simulated meeting's policies on a real node.
+
+A participant that joins with ``--rate adaptive`` measures a ladder on its own first frame
+(the octree codec at levels of detail 0-3 and several colour steps: real sizes of *this*
+person on *this* camera), then for every captured frame asks :class:`LiveRate` for a rung
+or a skip. Receivers report each frame's arrival (``Node.on_feedback``, through the hub);
+each receiver gets its own :class:`~holoport.link.adapt.AdaptivePolicy`, since each sees
+its own path, and the stream takes the lowest rung any of them can take in time (the hub's
+newest-frame slots spare the others a backlog when one receiver falls behind).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from codec import OctreeCodec, OctreeEncoder
+from holoport.link.adapt import AdaptivePolicy, FixedPolicy, Policy
+from holoport.link.ladder import Ladder
+
+log = logging.getLogger(__name__)
+
+LIVE_LODS = (0, 1, 2, 3)
+LIVE_STEPS = (8, 16, 32, 64)
+
+
+def live_ladder(positions: np.ndarray, colors: np.ndarray, base: OctreeCodec,
+                lods=LIVE_LODS, steps=LIVE_STEPS) -> Ladder:
+    """The ladder of ``base`` (the participant's codec) measured on one frame in metres."""
+    if base.depth - max(lods) < 2:
+        raise ValueError(f"a depth-{base.depth} codec has no room for {max(lods)} levels of detail")
+    grid = (np.asarray(positions, np.float64) - np.asarray(base.origin)) / base.cell
+    inside = np.all((grid >= 0) & (grid < 2**base.depth), axis=1)
+    if not inside.any():
+        raise ValueError("the frame has no points inside the codec's capture volume")
+    t0 = time.perf_counter()
+    ladder = Ladder.build([("live", grid[inside].astype(np.float32), colors[inside], base.depth)],
+                          lods=lods, steps=steps)
+    log.info("measured a ladder of %d rungs on our first frame (%d points) in %.1f s: %s",
+             len(ladder), int(inside.sum()), time.perf_counter() - t0,
+             ", ".join(f"{r.name} {r.mean_bytes() / 1e3:.1f} kB" for r in ladder.rungs))
+    return ladder
+
+
+class RungEncoders:
+    """One octree encoder per rung, keeping each rung's statistics; switching rung starts
+    the new one with a keyframe (the receivers decode a new stream)."""
+
+    def __init__(self, ladder: Ladder, base: OctreeCodec) -> None:
+        self.ladder = ladder
+        self.base = base
+        self._encoders: dict[int, OctreeEncoder] = {}
+        self.current: int | None = None
+
+    def get(self, rung: int) -> OctreeEncoder:
+        r = self.ladder.rungs[rung]
+        enc = self._encoders.get(rung)
+        if enc is None:
+            enc = self._encoders[rung] = OctreeEncoder(OctreeCodec(
+                depth=self.base.depth - r.lod, origin=self.base.origin, size=self.base.size,
+                color_step=r.color_step, slices=self.base.slices))
+        elif rung != self.current:
+            enc.request_keyframe()
+        self.current = rung
+        return enc
+
+
+class LiveRate:
+    """Per-receiver policies over one ladder; times are the node's clock (seconds)."""
+
+    def __init__(self, ladder: Ladder, fps: float, policy: str = "adaptive",
+                 deadline_ms: float = 150.0) -> None:
+        if policy not in ("adaptive", "fixed"):
+            raise ValueError(f"a live sender's rate policy is adaptive or fixed, not {policy!r}")
+        self.ladder = ladder
+        self.fps = fps
+        self.policy = policy
+        self.deadline = deadline_ms / 1e3
+        self._policies: dict[int, Policy] = {}
+        self._first = self._new()  # until a receiver reports
+        self.skipped = 0
+        self.chosen: dict[int, int] = {}  # rung -> frames sent at it
+
+    def _new(self) -> Policy:
+        if self.policy == "fixed":
+            return FixedPolicy(self.ladder, self.fps, len(self.ladder) - 1)
+        return AdaptivePolicy(self.ladder, self.fps)
+
+    def choose(self, captured: float, now: float, frame: int, key: bool) -> int | None:
+        """The rung for a frame captured at ``captured``, deciding at ``now``."""
+        policies = list(self._policies.values()) or [self._first]
+        deadline = captured + self.deadline
+        choices = [p.choose(now, deadline, frame, key) for p in policies]
+        rungs = [c for c in choices if c is not None]
+        if not rungs:
+            self.skipped += 1
+            return None
+        rung = min(rungs)
+        self.chosen[rung] = self.chosen.get(rung, 0) + 1
+        return rung
+
+    def on_sent(self, seq: int, at: float, nbytes: int) -> None:
+        for p in [self._first, *self._policies.values()]:
+            p.on_sent(seq, at, nbytes)
+
+    def on_feedback(self, receiver: int, seq: int, sent: float, arrived: float, nbytes: int) -> None:
+        policy = self._policies.get(receiver)
+        if policy is None:
+            policy = self._policies[receiver] = self._new()
+        policy.on_feedback(time.time(), seq, sent, arrived, nbytes)
+
+    def forget(self, receiver: int) -> None:
+        self._policies.pop(receiver, None)
+
+    def summary(self) -> dict:
+        """What the sender chose: frames per rung name, skipped, and each receiver's target."""
+        return {"rungs": {self.ladder.rungs[r].name: n for r, n in sorted(self.chosen.items())},
+                "skipped": self.skipped,
+                "target_mbps": {rid: round(getattr(p, "target_bps", 0.0) / 1e6, 3)
+                                for rid, p in self._policies.items()}}

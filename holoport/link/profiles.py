@@ -1,0 +1,124 @@
+"""Named link profiles from ../shared/FIELD-NOTES.md's 5G figures.
+
+A profile gives both directions of a participant's access link: where the capacity comes
+from (Lumos5G traces of its kind, or a synthetic log-normal process around a measured
+median), how the uplink relates to the downlink, delay, loss and handovers. Each figure
+says where it comes from; where FIELD-NOTES has none, the profile says so and what it
+assumed instead.
+
+The Lumos5G traces are downlink measurements. Where one stands for an uplink it is scaled
+by ``uplink_ratio``: FIELD-NOTES' mmWave uplink medians over the matching downlink medians.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from holoport.link.model import Link, LinkConfig
+from holoport.link.trace import Trace
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    summary: str
+    down: LinkConfig
+    up: LinkConfig
+    uplink_ratio: float
+    ratio_source: str
+    traces: str | None = None  # glob under the Lumos5G folder; None: synthetic capacity
+    median_mbps: float = 0.0  # synthetic capacity: median downlink
+    sigma: float = 0.0  # synthetic capacity: log-normal spread per second
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def synthetic_trace(self, seed: int, seconds: int = 300) -> Trace:
+        """Per-second log-normal AR(1) capacity around ``median_mbps`` (correlation 0.9
+        from one second to the next), deterministic for ``seed``."""
+        if self.median_mbps <= 0:
+            raise ValueError(f"profile {self.name} replays traces; give one")
+        rng = np.random.default_rng(seed)
+        phi = 0.9
+        x = np.empty(seconds)
+        x[0] = rng.standard_normal() * self.sigma
+        for k in range(1, seconds):
+            x[k] = phi * x[k - 1] + math.sqrt(1 - phi * phi) * self.sigma * rng.standard_normal()
+        return Trace(f"{self.name}-synthetic-{seed}", np.arange(seconds, dtype=np.float64),
+                     self.median_mbps * 1e6 * np.exp(x), float(seconds))
+
+    def trace_files(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob(self.traces)) if self.traces else []
+
+    def links(self, downlink: Trace | None = None, seed: int = 0) -> tuple[Link, Link]:
+        """(uplink, downlink) for one participant. ``downlink`` is the capacity trace (a
+        Lumos5G file for trace-driven profiles); the uplink is it times ``uplink_ratio``.
+        The two directions draw their delay, loss and outages independently."""
+        down = downlink if downlink is not None else self.synthetic_trace(seed)
+        up = down.scaled(self.uplink_ratio, f"{down.name} x{self.uplink_ratio:g} (uplink)")
+        return Link(up, self.up, seed=2 * seed + 1), Link(down, self.down, seed=2 * seed + 2)
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.summary}; uplink = downlink x {self.uplink_ratio:g} ({self.ratio_source})"
+
+
+def _mmwave(delay: float, p99: float, handover_every: float) -> LinkConfig:
+    return LinkConfig(delay_ms=delay, delay_p99_ms=p99, handover_every_s=handover_every)
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile(
+        "mmwave-walking", "Lumos5G mmWave walking traces; RTT 14 ms median, 127 ms p99; a handover "
+        "(42 ms median, 92 ms p99) every ~19 s",
+        down=_mmwave(7.0, 63.5, 19.0), up=_mmwave(7.0, 63.5, 19.0),
+        uplink_ratio=0.30, ratio_source="FIELD-NOTES: mmWave uplink median 142-157 Mbit/s facing "
+        "the mast over ~500 Mbit/s walking downlink",
+        traces="5g/*_walking"),
+    Profile(
+        "mmwave-driving", "Lumos5G mmWave driving traces; RTT 32 ms median (p99 assumed 9x the "
+        "median, as when static); handovers as walking (no driving figure)",
+        down=_mmwave(16.0, 145.0, 19.0), up=_mmwave(16.0, 145.0, 19.0),
+        uplink_ratio=0.045, ratio_source="FIELD-NOTES: mmWave uplink median 5.6 Mbit/s driving over "
+        "~124 Mbit/s driving downlink",
+        traces="5g/*_driving"),
+    Profile(
+        "sub6-static", "sub-6 GHz, static: synthetic capacity around the 30 Mbit/s downlink median; "
+        "ping loss 1.7% (bursts of 2 assumed); RTT assumed 20 ms median, 80 ms p99",
+        down=LinkConfig(10.0, 40.0, loss=0.017, burst=2.0),
+        up=LinkConfig(10.0, 40.0, loss=0.017, burst=2.0),
+        uplink_ratio=0.30, ratio_source="assumed: FIELD-NOTES has no sub-6 uplink figure, the "
+        "mmWave ratio is used", median_mbps=30.0, sigma=0.5),
+    Profile(
+        "sub6-driving", "sub-6 GHz, driving: synthetic capacity around the 8.5 Mbit/s downlink "
+        "median; ping loss 3.9% (bursts of 2 assumed); handovers every ~19 s; RTT assumed 40 ms",
+        down=LinkConfig(20.0, 80.0, loss=0.039, burst=2.0, handover_every_s=19.0),
+        up=LinkConfig(20.0, 80.0, loss=0.039, burst=2.0, handover_every_s=19.0),
+        uplink_ratio=0.30, ratio_source="assumed: FIELD-NOTES has no sub-6 uplink figure, the "
+        "mmWave ratio is used", median_mbps=8.5, sigma=0.8),
+    Profile(
+        "lte", "Lumos5G LTE driving traces; RTT assumed 40 ms median, 120 ms p99",
+        down=LinkConfig(20.0, 60.0), up=LinkConfig(20.0, 60.0),
+        uplink_ratio=0.30, ratio_source="assumed: FIELD-NOTES has no LTE uplink figure, the "
+        "mmWave ratio is used", traces="4g/*"),
+    Profile(
+        "wired", "1 Gbit/s Ethernet to the hub: 0.5 ms, no loss",
+        down=LinkConfig(0.5), up=LinkConfig(0.5), uplink_ratio=1.0, ratio_source="symmetric",
+        median_mbps=1000.0, sigma=0.0),
+]}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown link profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def profile_for_trace(path: Path) -> Profile | None:
+    """The trace-driven profile whose traces this file is one of (by its name)."""
+    for p in PROFILES.values():
+        if p.traces and path.match(p.traces.split("/")[-1]) and path.parent.name == p.traces.split("/")[0]:
+            return p
+    return None

@@ -1,0 +1,244 @@
+"""The simulated-time meeting: one participant's stream through its uplink, the hub and a
+receiver's downlink, without waiting in real time (a 5-minute trace takes about a second).
+
+What happens to frame i, captured at i / fps (all times in seconds of simulated time):
+1. The sender's policy picks a rung or skips the frame (``adapt``). A frame is a keyframe
+   when it is the first, when the rung changes (other codec parameters), every
+   ``keyframe_interval`` frames, or after the receiver asked for one.
+2. It leaves after capture and encode (the rung's measured encode time) into the uplink.
+3. At the hub it goes out at once if the receiver has credit (window ``credit``), else it
+   waits as that sender's newest frame and replaces an older one waiting there (as
+   ``holoport.hub`` does).
+4. Through the receiver's downlink; decoded (the rung's decode time) if its reference
+   was decoded, else dropped and a keyframe requested; shown after ``render_ms``. Credit
+   goes back to the hub and a report (sent and arrival times) back to the sender, each
+   after the reverse path's median delay.
+
+Every captured frame ends in one state: shown (glass to glass within the deadline),
+late, skipped (by the sender), replaced (at the hub), lost (unreliable link) or
+undecodable (its reference never arrived).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from holoport.link.adapt import AdaptivePolicy, FixedPolicy, OraclePolicy, Policy
+from holoport.link.ladder import Ladder
+from holoport.link.model import Link
+
+STATES = ("shown", "late", "skipped", "replaced", "lost", "undecodable")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    fps: float = 30.0
+    deadline_ms: float = 150.0  # glass to glass
+    capture_ms: float = 11.0  # depth images -> points: the demo's measured p50 (README)
+    render_ms: float = 3.0  # the demo's measured render p50 (README)
+    credit: int = 4  # the node's default credit window
+    send_queue: int = 8  # the node's SNDHWM: frames beyond it are dropped, never queued
+    keyframe_interval: int = 30  # OctreeEncoder's default
+    stall_ms: float = 100.0  # a display gap longer than this is a stall
+
+
+@dataclass
+class FrameResult:
+    seq: int
+    captured: float
+    rung: int | None = None
+    key: bool = False
+    nbytes: int = 0
+    left: float | None = None  # left the sender
+    at_hub: float | None = None
+    shown: float | None = None
+    state: str = "skipped"
+
+
+@dataclass
+class Result:
+    frames: list[FrameResult]
+    seconds: float
+    pipeline: Pipeline
+    ladder: Ladder
+    uplink: Link
+    downlink: Link
+    keyframe_requests: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def latencies_ms(self) -> np.ndarray:
+        return np.array([(f.shown - f.captured) * 1e3 for f in self.frames if f.shown is not None])
+
+    def summary(self) -> dict:
+        """The figures the link benchmark reports (see benchmarks/link_sweep.py)."""
+        n = len(self.frames)
+        states = {s: sum(f.state == s for f in self.frames) for s in STATES}
+        lat = self.latencies_ms()
+        on_time = [f for f in self.frames if f.state == "shown"]
+        shown_at = sorted(f.shown for f in self.frames if f.shown is not None)
+        p = self.pipeline
+        begin = self.frames[0].captured + p.deadline_ms / 1e3 if self.frames else 0.0
+        marks = [begin, *shown_at, self.seconds]
+        gaps = np.diff(marks)
+        stall = float(gaps[gaps > p.stall_ms / 1e3].sum()) if len(gaps) else 0.0
+        cap_bits = capacity_bits(self.uplink, 0.0, self.seconds)
+        sent_bits = sum(f.nbytes for f in self.frames if f.at_hub is not None and f.at_hub <= self.seconds) * 8
+        rungs = [self.ladder.rungs[f.rung] for f in on_time]
+        switches = sum(1 for a, b in zip(self.frames, self.frames[1:], strict=False) if a.rung is not None
+                       and b.rung is not None and a.rung != b.rung)
+        pct = (np.percentile(lat, [50, 95, 99]) if len(lat) else [math.nan] * 3)
+        return {
+            "frames": n, **{f"{s}": states[s] for s in STATES},
+            "fps": len(lat) / self.seconds,
+            "late_or_skipped": 1.0 - len(on_time) / n if n else math.nan,
+            "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]),
+            "stall_ratio": min(1.0, stall / max(self.seconds - begin, 1e-9)),
+            "utilization": sent_bits / cap_bits if cap_bits else math.nan,  # carried in time
+            "sent_mbps": sum(f.nbytes for f in self.frames if f.left is not None) * 8 / self.seconds / 1e6,
+            "mean_y_psnr": float(np.mean([r.y_psnr for r in rungs])) if rungs else math.nan,
+            "mean_d1_psnr": float(np.mean([r.d1_psnr for r in rungs])) if rungs else math.nan,
+            "mean_lod": float(np.mean([r.lod for r in rungs])) if rungs else math.nan,
+            "switches": switches, "keyframe_requests": self.keyframe_requests,
+        }
+
+
+def capacity_bits(link: Link, t0: float, t1: float, step: float = 0.01) -> float:
+    """Bits the link could have carried over [t0, t1), outages included."""
+    ts = np.arange(t0, t1, step)
+    return float(sum(link.capacity_at(float(t)) for t in ts) * step)
+
+
+def make_policy(name: str, ladder: Ladder, fps: float, uplink: Link, downlink: Link,
+                pipeline: Pipeline, fixed_rung: int | None = None) -> Policy:
+    if name == "fixed":
+        return FixedPolicy(ladder, fps, len(ladder) - 1 if fixed_rung is None else fixed_rung)
+    if name == "adaptive":
+        return AdaptivePolicy(ladder, fps)
+    if name == "oracle":
+        up_delay, down_delay = uplink.config.delay_quantile(0.9), downlink.config.delay_quantile(0.9)
+
+        def predict(now: float, nbytes: int, rung: int) -> float:
+            # the future capacity and outages exactly; the random delay at its 90th percentile
+            bits = nbytes * 8.0
+            leave = now + ladder.rungs[rung].encode_ms / 1e3
+            hub = uplink.finish(max(leave, uplink.busy_until), bits) + up_delay
+            there = downlink.finish(max(hub, downlink.busy_until), bits) + down_delay
+            return there + ladder.rungs[rung].decode_ms / 1e3
+        return OraclePolicy(ladder, fps, predict)
+    raise ValueError(f"unknown policy {name!r}: fixed, adaptive or oracle")
+
+
+def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, downlink: Link,
+             seconds: float, pipeline: Pipeline | None = None, fixed_rung: int | None = None) -> Result:
+    """Run one stream for ``seconds`` of simulated time; see the module doc."""
+    p = pipeline or Pipeline()
+    pol = (make_policy(policy, ladder, p.fps, uplink, downlink, p, fixed_rung)
+           if isinstance(policy, str) else policy(ladder, p.fps))
+    back_up = downlink.config.delay_ms / 1e3  # receiver -> hub (its uplink: same profile)
+    back_down = uplink.config.delay_ms / 1e3  # hub -> sender
+    n = int(seconds * p.fps)
+    frames = [FrameResult(i, i / p.fps) for i in range(n)]
+    events: list = []
+    order = 0
+
+    def push(t: float, kind: str, arg) -> None:
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (t, order, kind, arg))
+
+    for i in range(n):
+        push(frames[i].captured, "capture", i)
+    credit = p.credit
+    held: int | None = None  # the newest frame waiting at the hub for credit
+    last_left = 0.0
+    queued: deque = deque()  # when each frame still in the sender's queue is through the uplink
+    last_rung: int | None = None
+    since_key = 0
+    want_key = True
+    ref_of: dict[int, int | None] = {}  # frame -> the frame it continues (None: keyframe)
+    prev_encoded: int | None = None
+    decoded: set[int] = set()
+    asked = False
+    requests = 0
+
+    def forward(now: float, seq: int) -> None:
+        nonlocal credit
+        credit -= 1
+        d = downlink.send(now, frames[seq].nbytes)
+        if d.arrival is None:
+            frames[seq].state = "lost"
+        else:
+            push(d.arrival, "recv", seq)
+
+    while events:
+        now, _, kind, arg = heapq.heappop(events)
+        if kind == "capture":
+            f = frames[arg]
+            top = ladder.rungs[-1]
+            decide = f.captured + p.capture_ms / 1e3
+            deadline = f.captured + (p.deadline_ms - p.render_ms - top.decode_ms) / 1e3
+            key = want_key or since_key + 1 >= p.keyframe_interval
+            rung = pol.choose(decide, deadline, arg, key)
+            if rung is None:
+                continue  # skipped: the encoder's state does not move
+            key = key or rung != last_rung
+            f.rung, f.key = rung, key
+            f.nbytes = ladder.frame_bytes(rung, arg, key)
+            left = max(decide + ladder.rungs[rung].encode_ms / 1e3, last_left)
+            ref_of[arg] = None if key else prev_encoded
+            prev_encoded, last_rung = arg, rung  # encoded: the next frame continues this one
+            since_key = 0 if key else since_key + 1
+            want_key = False
+            while queued and queued[0] <= left:
+                queued.popleft()
+            if len(queued) >= p.send_queue:
+                continue  # the socket's queue is full: the node drops it (skipped)
+            f.left = last_left = left
+            pol.on_sent(arg, f.left, f.nbytes)
+            d = uplink.send(f.left, f.nbytes)
+            queued.append(d.done)
+            if d.arrival is None:
+                f.state = "lost"
+            else:
+                push(d.arrival, "hub", arg)
+        elif kind == "hub":
+            frames[arg].at_hub = now
+            if credit > 0:
+                forward(now, arg)
+            else:
+                if held is not None:
+                    frames[held].state = "replaced"
+                held = arg
+        elif kind == "recv":
+            f = frames[arg]
+            ref = ref_of[arg]
+            push(now + back_up + back_down, "feedback", (arg, now))
+            push(now + ladder.rungs[f.rung].decode_ms / 1e3 + back_up, "credit", None)
+            if ref is not None and ref not in decoded:
+                f.state = "undecodable"
+                if not asked:
+                    asked = True
+                    requests += 1
+                    push(now + back_up + back_down, "keyreq", None)
+                continue
+            decoded.add(arg)
+            asked = False
+            f.shown = now + (ladder.rungs[f.rung].decode_ms + p.render_ms) / 1e3
+            f.state = "shown" if f.shown - f.captured <= p.deadline_ms / 1e3 + 1e-9 else "late"
+        elif kind == "credit":
+            credit += 1
+            if held is not None and credit > 0:
+                seq, held = held, None
+                forward(now, seq)
+        elif kind == "feedback":
+            seq, arrived = arg
+            pol.on_feedback(now, seq, frames[seq].left, arrived, frames[seq].nbytes)
+        elif kind == "keyreq":
+            want_key = True
+    return Result(frames, n / p.fps, p, ladder, uplink, downlink, requests)

@@ -1,0 +1,147 @@
+"""Rate adaptation on real nodes: arrival reports through a real hub, and a live sender
+over a thin emulated link (a real relay) that keeps its frames fresh by adapting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from capture import BodyShape, SyntheticCamera, rgbd_to_points
+from holoport import wire
+from holoport.hub import Hub
+from holoport.link import Link, LinkConfig, Trace
+from holoport.link.live import LiveRate, RungEncoders, live_ladder
+from holoport.link.relay import LinkRelay
+from holoport.node import Node
+from holoport.participant import make_encoder
+
+
+@pytest.fixture
+def hub():
+    with Hub("tcp://127.0.0.1:0", heartbeat_timeout=5.0) as h:
+        yield h
+
+
+def _cloud(n: int = 300):
+    rng = np.random.default_rng(n)
+    return rng.random((n, 3), dtype=np.float32), rng.integers(0, 256, (n, 3), dtype=np.uint8)
+
+
+def test_receivers_report_arrivals_to_a_sender_that_asks(hub):
+    got = []
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b, \
+            Node(hub.endpoint, "r", "c") as c:
+        a.on_feedback = lambda *report: got.append(report)
+        for _ in range(5):
+            a.send(*_cloud())
+            time.sleep(0.03)
+            b.poll(0.02)
+            c.poll(0.02)
+        c.on_feedback = None
+        deadline = time.monotonic() + 2
+        while len(got) < 10 and time.monotonic() < deadline:
+            a.poll(0.05)
+            b.poll(0.01)
+            c.poll(0.01)
+        assert {r[0] for r in got} == {b.id, c.id}  # from each receiver
+        for _receiver, seq, sent, arrived, nbytes in got:
+            assert 1 <= seq <= 5 and nbytes > 100
+            assert 0 <= arrived - sent < 0.5  # on the sender's clock
+        before = len(got)
+        b.send(*_cloud())  # b's frames do not ask: nobody reports them
+        time.sleep(0.1)
+        a.poll(0.05)
+        c.poll(0.05)
+        assert len(got) == before and b.counters.sent == 1
+
+
+def test_malformed_feedback_is_dropped_and_counted(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b"):
+        before = hub.stats.dropped_malformed
+        a._send(wire.header(wire.MessageType.FEEDBACK, to=999, r=[[1, 1.0, 10]]))  # nobody
+        a._send(wire.header(wire.MessageType.FEEDBACK, to=a.id + 1, r="many"))  # no list
+        a._send(wire.header(wire.MessageType.FEEDBACK, to=a.id + 1, r=[[1, 2.0, 3]] * 65))  # too long
+        deadline = time.monotonic() + 2
+        while hub.stats.dropped_malformed < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hub.stats.dropped_malformed == before + 3
+
+
+def _run_sender(hub, policy: str, mbps: float, seconds: float) -> tuple[LiveRate, list[float]]:
+    """A synthetic person at 15 fps through a relay whose uplink carries ``mbps``; returns
+    the rate controller and the glass-to-capture latencies the receiver saw (ms)."""
+    camera = SyntheticCamera(BodyShape.preset(0), seed=0)
+    base = make_encoder("octree", 8)
+    up = Link(Trace.constant(mbps), LinkConfig(delay_ms=10))
+    down = Link(Trace.constant(1000), LinkConfig(delay_ms=1))
+    latencies: list[float] = []
+    with LinkRelay("tcp://127.0.0.1:0", hub.endpoint, up, down) as relay, \
+            Node(relay.endpoint, "r", "sender") as a, Node(hub.endpoint, "r", "receiver") as b:
+        ladder = live_ladder(*rgbd_to_points(camera.read()), base)
+        rate, encoders = LiveRate(ladder, 15, policy), RungEncoders(ladder, base)
+        a.on_feedback = rate.on_feedback
+        start = next_tick = time.time()
+        frame = 0
+        while time.time() < start + seconds:
+            if time.time() >= next_tick:
+                captured = time.time()
+                positions, colors = rgbd_to_points(camera.read())
+                rung = rate.choose(captured, time.time(), frame, False)
+                if rung is not None:
+                    a.encoder = encoders.get(rung)
+                    head = a.send(positions, colors, ts={"capture": captured})
+                    if (sent := a.sent_frame(head["seq"])) is not None:  # None: the queue was full
+                        rate.on_sent(head["seq"], *sent)
+                frame += 1
+                next_tick += 1 / 15
+                a.heartbeat()
+            a.poll(0.0)
+            for f in b.poll(0.005):
+                if f.ts["capture"] > start + seconds / 2:  # after the start-up
+                    latencies.append((time.time() - f.ts["capture"]) * 1e3)
+            b.heartbeat()
+    return rate, latencies
+
+
+def test_a_live_sender_adapts_to_a_thin_uplink_and_keeps_frames_fresh(hub):
+    """1 Mbit/s up: the top rung needs ~1.8 Mbit/s at 15 fps. The fixed sender's frames
+    queue for seconds; the adaptive one's arrive in a fraction of one."""
+    fixed, fixed_lat = _run_sender(hub, "fixed", 1.0, 8.0)
+    adaptive, adaptive_lat = _run_sender(hub, "adaptive", 1.0, 8.0)
+    top = fixed.ladder.rungs[-1]
+    assert top.mbps(15) > 1.2  # the premise: the top rung does not fit
+    assert fixed_lat and np.median(fixed_lat) > 1000
+    assert len(adaptive_lat) > 30 and np.median(adaptive_lat) < 400
+    lower = sum(n for name, n in adaptive.summary()["rungs"].items() if name != top.name)
+    assert lower > sum(adaptive.chosen.values()) / 2  # it mostly sent lower rungs
+
+
+def test_join_with_adaptive_rate_over_a_thin_link_as_a_real_process(tmp_path):
+    """`holoport join --codec octree --rate adaptive --link wired --link-trace` (1 Mbit/s):
+    the participant measures its ladder, hears the receiver's reports and steps down."""
+    import json
+
+    from holoport.endpoints import free_tcp_endpoint
+    from tests.conftest import spawn
+
+    thin = tmp_path / "thin"
+    thin.write_text("".join(f"{t}\t1.0\n" for t in range(1, 31)))
+    with Hub(free_tcp_endpoint(), seats=3) as hub:
+        join = spawn("join", "--hub", hub.endpoint, "--link", "wired", "--link-trace", str(thin),
+                     "--codec", "octree", "--rate", "adaptive", "--name", "mobile", "--duration", "10",
+                     "--out", str(tmp_path / "out"))
+        with Node(hub.endpoint, "main", "desk") as desk:  # a receiver that reports arrivals
+            deadline = time.monotonic() + 60
+            while join.poll() is None and time.monotonic() < deadline:
+                desk.heartbeat()
+                desk.poll(0.05)
+        out = join.communicate(timeout=30)[0]
+    assert join.returncode == 0, out
+    assert "rate: frames per rung" in out
+    report = json.loads(next((tmp_path / "out").glob("seat*.json")).read_text())
+    rungs = report["rate"]["rungs"]
+    assert sum(rungs.values()) > 50 and report["rate"]["target_mbps"]  # the desk reported
+    assert report["mbps_sent"] < 1.0  # what fits the link, not the top rung's ~1.8
+    assert sum(n for name, n in rungs.items() if name.startswith("lod0")) < sum(rungs.values()) / 2, rungs
