@@ -255,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub_load.add_arguments(bench.add_parser("hub", help="hub throughput, CPU and latency under load",
                                             description=hub_load.__doc__))
-    from benchmarks import link_sweep
+    from benchmarks import link_sweep, live_rate
+
+    live_rate.add_arguments(bench.add_parser("live", help="a live sender adapting to a thin uplink",
+                                             description=live_rate.__doc__,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter))
 
     link_sweep.add_arguments(bench.add_parser("link", help="the meeting over 5G traces, per rate policy",
                                               description=link_sweep.__doc__,
@@ -421,7 +425,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
-        from benchmarks import codec_rd, hub_load, link_sweep
+        from benchmarks import codec_rd, hub_load, link_sweep, live_rate
 
-        return {"codec": codec_rd, "hub": hub_load, "link": link_sweep}[args.bench].run(args)
+        return {"codec": codec_rd, "hub": hub_load, "link": link_sweep,
+                "live": live_rate}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -1,0 +1,153 @@
+"""Live rate: a real sender adapting to a thin uplink, in real time.
+
+A synthetic participant (the demo's person, octree codec, 15 fps) sends through a real
+link relay (holoport.link.relay, constant --mbps uplink, 10 ms each way) to a real hub and
+a receiving node on this machine, for --seconds per run, with each --policies: fixed (the
+ladder's top rung, every frame) and adaptive (holoport.link.live: the ladder measured on
+the first frame, steered by the receiver's arrival reports). The second half of each run
+is measured. Records: policy, uplink_mbps, top_rung_mbps, sent_fps, received_fps,
+p50_ms, p95_ms (capture to arrival at the receiver, one clock), sent_mbps, mean_lod,
+skipped (by the policy; frames the node's full queue dropped are not sent either).
+
+Run: python -m benchmarks.live_rate --json live.json --markdown live.md --plot live.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from benchmarks.common import add_output_arguments, emit
+
+COLUMNS = ["policy", "uplink_mbps", "top_rung_mbps", "sent_fps", "received_fps", "p50_ms", "p95_ms",
+           "sent_mbps", "mean_lod", "skipped"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mbps", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0],
+                        help="uplink capacities to run (default 0.5 1 2 4)")
+    parser.add_argument("--policies", nargs="*", default=["fixed", "adaptive"], choices=["fixed", "adaptive"])
+    parser.add_argument("--seconds", type=float, default=12.0, help="per run; the second half is measured")
+    parser.add_argument("--fps", type=float, default=15.0)
+    add_output_arguments(parser)
+
+
+def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps: float = 15.0):
+    """One run: returns the LiveRate, the sender node's counters and the receiver's
+    (capture -> arrival) latencies in ms for frames captured in the second half."""
+    from capture import BodyShape, SyntheticCamera, rgbd_to_points
+    from holoport.link import Link, LinkConfig, Trace
+    from holoport.link.live import LiveRate, RungEncoders, live_ladder
+    from holoport.link.relay import LinkRelay
+    from holoport.node import Node
+    from holoport.participant import make_encoder
+
+    camera = SyntheticCamera(BodyShape.preset(0), seed=0)
+    base = make_encoder("octree", 8)
+    up = Link(Trace.constant(mbps), LinkConfig(delay_ms=10))
+    down = Link(Trace.constant(1000), LinkConfig(delay_ms=1))
+    latencies: list[float] = []
+    with LinkRelay("tcp://127.0.0.1:0", hub_endpoint, up, down) as relay, \
+            Node(relay.endpoint, "live", "sender") as a, Node(hub_endpoint, "live", "receiver") as b:
+        ladder = live_ladder(*rgbd_to_points(camera.read()), base)
+        rate, encoders = LiveRate(ladder, fps, policy), RungEncoders(ladder, base)
+        a.on_feedback = rate.on_feedback
+        start = next_tick = time.time()
+        frame = 0
+        half = start + seconds / 2
+        sent_half = 0
+        while time.time() < start + seconds:
+            if time.time() >= next_tick:
+                captured = time.time()
+                positions, colors = rgbd_to_points(camera.read())
+                rung = rate.choose(captured, time.time(), frame, False)
+                if rung is not None:
+                    a.encoder = encoders.get(rung)
+                    head = a.send(positions, colors, ts={"capture": captured})
+                    if (sent := a.sent_frame(head["seq"])) is not None:  # None: the queue was full
+                        rate.on_sent(head["seq"], *sent)
+                        sent_half += captured >= half
+                frame += 1
+                next_tick += 1 / fps
+                a.heartbeat()
+            a.poll(0.0)
+            for f in b.poll(0.005):
+                if f.ts["capture"] >= half:
+                    latencies.append((time.time() - f.ts["capture"]) * 1e3)
+            b.heartbeat()
+        counters = a.counters
+    return rate, counters, latencies, sent_half
+
+
+def run_one(policy: str, mbps: float, seconds: float, fps: float) -> dict:
+    from holoport.endpoints import free_tcp_endpoint
+    from holoport.hub import Hub
+
+    with Hub(free_tcp_endpoint()) as hub:
+        rate, counters, lat, sent_half = run_sender(hub.endpoint, policy, mbps, seconds, fps)
+    rungs = rate.ladder.rungs
+    by_name = {r.name: r for r in rungs}
+    chosen = rate.summary()["rungs"]
+    n = sum(chosen.values())
+    return {"policy": policy, "uplink_mbps": mbps, "top_rung_mbps": rungs[-1].mbps(fps),
+            "sent_fps": sent_half / (seconds / 2), "received_fps": len(lat) / (seconds / 2),
+            "p50_ms": float(np.percentile(lat, 50)) if lat else None,
+            "p95_ms": float(np.percentile(lat, 95)) if lat else None,
+            "sent_mbps": counters.sent_bytes * 8 / seconds / 1e6,
+            "mean_lod": sum(by_name[k].lod * v for k, v in chosen.items()) / n if n else None,
+            "skipped": rate.skipped}
+
+
+def plot(records: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for policy, colour in (("fixed", "tab:red"), ("adaptive", "tab:blue")):
+        rs = [r for r in records if r["policy"] == policy and r["p50_ms"] is not None]
+        if not rs:
+            continue
+        x = [r["uplink_mbps"] for r in rs]
+        left.plot(x, [r["p50_ms"] for r in rs], "o-", color=colour, label=f"{policy} p50")
+        left.plot(x, [r["p95_ms"] for r in rs], "s--", color=colour, label=f"{policy} p95")
+        right.plot(x, [r["received_fps"] for r in rs], "o-", color=colour, label=policy)
+    left.set_yscale("log")
+    left.set_ylabel("capture to arrival, ms")
+    right.set_ylabel("frames received per second")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("uplink, Mbit/s")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from rich.progress import track
+
+    logging.getLogger("holoport").setLevel(logging.WARNING)
+    configs = [(p, m) for m in args.mbps for p in args.policies]
+    records = [run_one(p, m, args.seconds, args.fps)
+               for p, m in track(configs, description="live runs through a relay")]
+    emit(records, COLUMNS, f"Live rate: synthetic person, octree codec, {args.fps:g} fps, constant uplink", args)
+    if args.plot:
+        plot(records, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
