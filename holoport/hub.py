@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,7 +186,11 @@ class Hub:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._handle(frames)
+                        try:
+                            self._handle(frames)
+                        except Exception:  # a message we did not foresee: drop it, keep serving
+                            log.exception("dropped a message that broke its handler")
+                            self._drop("a message that broke its handler")
                 if time.monotonic() >= next_sweep:
                     self._expire_silent()
                     next_sweep = time.monotonic() + 0.5
@@ -238,13 +243,15 @@ class Hub:
         elif kind == MessageType.CREDIT:
             self._credit(member, msg.header.get("n"))
         elif kind == MessageType.KEYFRAME:
-            source = self._by_id.get(msg.header.get("of"))
+            of = msg.header.get("of")
+            source = self._by_id.get(of) if isinstance(of, int) else None
             if source is None or source.room != member.room or source is member:
                 return self._drop("keyframe request for nobody in the room")
             self.stats.keyframe_requests += 1
             self._send(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
         elif kind == MessageType.FEEDBACK:  # a receiver's arrival reports, for the sender's rate
-            target = self._by_id.get(msg.header.get("to"))
+            to = msg.header.get("to")
+            target = self._by_id.get(to) if isinstance(to, int) else None
             reports = msg.header.get("r")
             if target is None or target.room != member.room or target is member:
                 return self._drop("feedback for nobody in the room")
@@ -407,7 +414,8 @@ class Hub:
 MAX_REPORTS = 64  # per feedback message
 
 
-def _valid_reports(reports) -> bool:
+def _valid_reports(reports: object) -> bool:
     return (isinstance(reports, list) and 0 < len(reports) <= MAX_REPORTS
             and all(isinstance(r, list) and len(r) == 3 and isinstance(r[0], int)
-                    and isinstance(r[1], float | int) and isinstance(r[2], int) for r in reports))
+                    and isinstance(r[1], float | int) and math.isfinite(r[1])
+                    and isinstance(r[2], int) for r in reports))

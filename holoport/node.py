@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -460,11 +461,13 @@ class Node:
         if self.on_feedback is None or not isinstance(receiver, int) or not isinstance(reports, list):
             return
         for r in reports:
-            if not (isinstance(r, list) and len(r) == 3 and r[0] in self._sent_log
-                    and isinstance(r[1], float | int)):
+            if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], int)
+                    and r[0] in self._sent_log and isinstance(r[1], float | int) and math.isfinite(r[1])):
                 continue
             sent, nbytes = self._sent_log[r[0]]
-            self.on_feedback(receiver, r[0], sent, r[1] - (self.offset or 0.0), nbytes)
+            arrived = r[1] - (self.offset or 0.0)
+            if -1.0 <= arrived - sent <= 30.0:  # else a broken clock or a lie: not evidence
+                self.on_feedback(receiver, r[0], sent, arrived, nbytes)
 
 
 def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float = 3.0,

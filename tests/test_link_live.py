@@ -53,16 +53,43 @@ def test_receivers_report_arrivals_to_a_sender_that_asks(hub):
         assert len(got) == before and b.counters.sent == 1
 
 
-def test_malformed_feedback_is_dropped_and_counted(hub):
-    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b"):
+def test_malformed_feedback_is_dropped_and_counted_and_the_hub_keeps_serving(hub):
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
         before = hub.stats.dropped_malformed
-        a._send(wire.header(wire.MessageType.FEEDBACK, to=999, r=[[1, 1.0, 10]]))  # nobody
-        a._send(wire.header(wire.MessageType.FEEDBACK, to=a.id + 1, r="many"))  # no list
-        a._send(wire.header(wire.MessageType.FEEDBACK, to=a.id + 1, r=[[1, 2.0, 3]] * 65))  # too long
+        bad = [dict(to=999, r=[[1, 1.0, 10]]),  # nobody
+               dict(to=b.id, r="many"),  # no list
+               dict(to=b.id, r=[[1, 2.0, 3]] * 65),  # too long
+               dict(to=[b.id], r=[[1, 2.0, 3]]),  # an id that is not a number
+               dict(to=b.id, r=[[1, float("nan"), 3]])]  # not a time
+        for fields in bad:
+            a._send(wire.header(wire.MessageType.FEEDBACK, **fields))
+        a._send(wire.header(wire.MessageType.KEYFRAME, of={"x": 1}))  # the same for keyframes
         deadline = time.monotonic() + 2
-        while hub.stats.dropped_malformed < before + 3 and time.monotonic() < deadline:
+        while hub.stats.dropped_malformed < before + 6 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert hub.stats.dropped_malformed == before + 3
+        assert hub.stats.dropped_malformed == before + 6
+        a.send(*_cloud())  # and still forwards
+        got = []
+        deadline = time.monotonic() + 2
+        while not got and time.monotonic() < deadline:
+            got = b.poll(0.05)
+        assert got and got[0].name == "a"
+
+
+def test_a_sender_ignores_reports_that_cannot_be_true(hub):
+    got = []
+    with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
+        a.on_feedback = lambda *report: got.append(report)
+        a.send(*_cloud())
+        time.sleep(0.1)
+        for arrived in (1e9, -1e9, time.time() + 3600):  # finite, but no clock is that wrong
+            b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, arrived, 10]]))
+        b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, time.time(), 10]]))
+        deadline = time.monotonic() + 2
+        while not got and time.monotonic() < deadline:
+            a.poll(0.05)
+        a.poll(0.1)
+        assert len(got) == 1 and got[0][1] == 1  # only the plausible one
 
 
 def test_a_live_sender_adapts_to_a_thin_uplink_and_keeps_frames_fresh(hub):

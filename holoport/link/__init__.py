@@ -5,8 +5,7 @@ See docs/link.md for the model and the measured figures.
 """
 
 from holoport.link.model import Delivery, Link, LinkConfig
-from holoport.link.profiles import PROFILES, Profile, get_profile, profile_for_trace
+from holoport.link.profiles import PROFILES, Profile, get_profile
 from holoport.link.trace import Trace
 
-__all__ = ["PROFILES", "Delivery", "Link", "LinkConfig", "Profile", "Trace", "get_profile",
-           "profile_for_trace"]
+__all__ = ["PROFILES", "Delivery", "Link", "LinkConfig", "Profile", "Trace", "get_profile"]

@@ -1,7 +1,8 @@
 """Rate adaptation policies: what a sender sends next, from what its receiver reports.
 
 Every policy answers one question per captured frame, ``choose(now, deadline, frame, key)``: the
-ladder rung to encode it at, or None to skip it. Feedback arrives as ``on_feedback``
+ladder rung to encode it at, or None to skip it; ``deadline`` is when the frame must be
+decoded at the receiver (capture + the glass-to-glass budget - render). Feedback arrives as ``on_feedback``
 calls (frame sent at, arrived at, bytes; a real receiver reports these through the hub),
 delayed by the way back, so a policy knows the link only as late as a real sender would.
 
@@ -18,6 +19,7 @@ delayed by the way back, so a policy knows the link only as late as a real sende
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +29,16 @@ from holoport.link.ladder import Ladder
 
 @dataclass
 class Sent:
+    """A frame on its way, as far as the sender knows."""
+
     seq: int
     at: float
     nbytes: int
 
 
 class Policy:
+    """What to send next: ``choose`` per frame, told of every send and report."""
+
     name = "policy"
 
     def __init__(self, ladder: Ladder, fps: float) -> None:
@@ -69,7 +75,7 @@ class AdaptivePolicy(Policy):
 
     def __init__(self, ladder: Ladder, fps: float, start_mbps: float = 1.0, window: int = 20,
                  threshold_ms: float = 12.5, increase: float = 2.0, probe_after: int = 3,
-                 max_queue_ms: float = 60.0, recover: float = 4.0) -> None:
+                 max_queue_ms: float = 60.0, recover: float = 4.0, forget_after: float = 2.0) -> None:
         super().__init__(ladder, fps)
         # Per second while the delay is flat. GCC climbs 1.08x a second; our ladder spans
         # 85x in rungs up to 2x apart, at that pace a minute to climb: measured on the
@@ -90,8 +96,11 @@ class AdaptivePolicy(Policy):
         self._acked: deque = deque()  # (arrived, bytes) over the last second
         self._in_flight: dict[int, Sent] = {}
         self._delays: deque = deque()  # (arrived, one-way delay, bytes) over the last 10 s
-        self._base = float("inf")
-        self._report_delay = 0.0  # how long reports take to come back (smallest seen)
+        # (arrived, one-way delay, bytes, report delay) over the last 30 s: the base delay and
+        # the way back are their smallest; a window forgets a clock that jumped
+        self._minima: deque = deque()
+        self._deltas = 0  # delay variations seen (GCC's gain grows with them, up to 60)
+        self.forget_after = forget_after
         self._last_change = 0.0
         self._last_sent_reported = 0.0
         self._before_cut = 0.0
@@ -101,15 +110,24 @@ class AdaptivePolicy(Policy):
     # what the receiver told us -------------------------------------------------------------
     def on_sent(self, seq: int, at: float, nbytes: int) -> None:
         self._in_flight[seq] = Sent(seq, at, nbytes)
+        self._forget_old(at)
+
+    def _forget_old(self, now: float) -> None:
+        """Frames unreported for ``forget_after`` s were lost, or their receiver left:
+        waiting for them would stall us for good."""
+        for old in [s for s, f in self._in_flight.items() if f.at < now - self.forget_after]:
+            del self._in_flight[old]
 
     def on_feedback(self, now: float, seq: int, sent_at: float, arrived_at: float, nbytes: int) -> None:
         for s in [s for s in self._in_flight if s <= seq]:  # in order: earlier ones are done
             del self._in_flight[s]
         self._delays.append((arrived_at, arrived_at - sent_at, nbytes))
-        self._base = min(self._base, arrived_at - sent_at)
         while self._delays[0][0] < arrived_at - 10.0:
             self._delays.popleft()
-        self._report_delay = now - arrived_at if self._last is None else min(self._report_delay, now - arrived_at)
+        self._minima.append((arrived_at, arrived_at - sent_at, nbytes, now - arrived_at))
+        while self._minima[0][0] < arrived_at - 30.0:
+            self._minima.popleft()
+        self._deltas += 1
         self._acked.append((arrived_at, nbytes))
         while self._acked and self._acked[0][0] < arrived_at - 1.0:
             self._acked.popleft()
@@ -143,14 +161,14 @@ class AdaptivePolicy(Policy):
     def _update(self, now: float) -> None:
         dt = 0.0 if self._last_update is None else min(1.0, now - self._last_update)
         self._last_update = now
-        modified = self._trend() * min(len(self._points), 60) * 4.0  # GCC's gain
+        modified = self._trend() * min(self._deltas, 60) * 4.0  # GCC's gain
         if abs(modified) <= self._threshold + 15:  # GCC's adaptive threshold (gamma)
             k = 0.01 if abs(modified) > self._threshold else 0.00018
             self._threshold = float(np.clip(self._threshold + k * dt * 1e3 * (abs(modified) - self._threshold),
                                             6.0, 600.0))
         delivered = self.delivered_bps()
         recent = sorted(d for _, d, _ in list(self._delays)[-9:])
-        queued = recent[len(recent) // 2] - self._base if recent else 0.0
+        queued = recent[len(recent) // 2] - self._base_delay()[0] if recent else 0.0
         # overuse: the delay trend (GCC), or a standing queue that the trend misses when
         # skipping keeps the delay from growing steadily (median of the last 9 reports)
         if modified > self._threshold or queued * 1e3 > self.max_queue_ms:
@@ -182,28 +200,36 @@ class AdaptivePolicy(Policy):
 
         A reported frame arrived after everything sent before it, so old reports say
         nothing about the queue now: what can hold a new frame back is the base delay (the
-        smallest one-way delay so far, which includes sending a frame of the usual size;
-        a window would forget it during a long outage, whose late reports fill it), the
-        extra transmission time when this frame is bigger than the usual one, and the
+        smallest one-way delay of the last 30 s, which includes sending that frame; after a
+        long outage only late reports fill the window, and the probe below refreshes it),
+        the extra transmission time when this frame is bigger than that one, and the
         frames still unreported: when the oldest of them has been travelling for longer
         than that, the link is congested or down and a new frame cannot arrive before it.
         (Rates here are the larger of the target and the delivered rate: the delivered
         rate alone is only what we chose to send.)"""
         rate = max(self.delivered_bps() or 0.0, self.target_bps, 1e4)
-        base = 0.0 if self._base == float("inf") else self._base
-        usual = self._delays[-1][2] if self._delays else nbytes
-        expected = base + max(0, nbytes - usual) * 8 / rate
+        base, usual = self._base_delay()
+        expected = base + max(0, nbytes - (usual or nbytes)) * 8 / rate
         if self._in_flight:
             oldest = min(s.at for s in self._in_flight.values())
-            expected = max(expected, now - oldest - self._report_delay)
+            way_back = min((m[3] for m in self._minima), default=0.0)
+            expected = max(expected, now - oldest - way_back)
         return expected
 
+    def _base_delay(self) -> tuple[float, int | None]:
+        """The smallest one-way delay of the last 30 s and the size of that frame."""
+        if not self._minima:
+            return 0.0, None
+        best = min(self._minima, key=lambda m: m[1])
+        return best[1], best[2]
+
     def choose(self, now: float, deadline: float, frame: int, key: bool) -> int | None:
+        self._forget_old(now)
         rung = self.ladder.highest_within(self.target_bps / 1e6, self.fps)
         while rung >= 0:  # the best rung under the target that still arrives in time
             r = self.ladder.rungs[rung]
             nbytes = self.ladder.frame_bytes(rung, frame, key)
-            if now + r.encode_ms / 1e3 + self.predicted_delay(now, nbytes) <= deadline:
+            if now + (r.encode_ms + r.decode_ms) / 1e3 + self.predicted_delay(now, nbytes) <= deadline:
                 self._skipped = 0
                 return rung
             rung -= 1
@@ -221,7 +247,7 @@ class OraclePolicy(Policy):
 
     name = "oracle"
 
-    def __init__(self, ladder: Ladder, fps: float, predict) -> None:
+    def __init__(self, ladder: Ladder, fps: float, predict: Callable[[float, int, int], float]) -> None:
         super().__init__(ladder, fps)
         self._predict = predict  # (now, nbytes) -> arrival time at the receiver
 

@@ -29,6 +29,8 @@ DEFAULT_STEPS = (4, 8, 16, 32, 64)
 
 @dataclass(frozen=True)
 class Rung:
+    """One (level of detail, colour step) and what the codec gave there, per frame."""
+
     lod: int  # grid levels below the frame's own
     color_step: int
     key_bytes: tuple[int, ...]  # per frame
@@ -51,6 +53,8 @@ class Rung:
 
 @dataclass(frozen=True)
 class Ladder:
+    """Rungs from smallest to best, each bigger and better than the one below."""
+
     frames: tuple[str, ...]  # the frames it was measured on
     rungs: tuple[Rung, ...]  # smallest first
 
@@ -75,13 +79,6 @@ class Ladder:
             if bits * fps <= mbps * 1e6:
                 best = i
         return best
-
-    def nearest(self, lod: int, color_step: int) -> int:
-        for i, r in enumerate(self.rungs):
-            if (r.lod, r.color_step) == (lod, color_step):
-                return i
-        raise ValueError(f"no rung lod{lod}/step{color_step} in this ladder: "
-                         + ", ".join(r.name for r in self.rungs))
 
     def to_json(self) -> str:
         return json.dumps({"frames": list(self.frames), "rungs": [asdict(r) for r in self.rungs]}, indent=1)

@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 LIVE_LODS = (0, 1, 2, 3)
 LIVE_STEPS = (8, 16, 32, 64)
+SILENT_S = 3.0  # a receiver that has not reported for this long no longer steers us
+RENDER_S = 0.003  # the demo's measured render p50 (README), left out of the budget
 
 
 def live_ladder(positions: np.ndarray, colors: np.ndarray, base: OctreeCodec,
-                lods=LIVE_LODS, steps=LIVE_STEPS) -> Ladder:
+                lods: tuple[int, ...] = LIVE_LODS, steps: tuple[int, ...] = LIVE_STEPS) -> Ladder:
     """The ladder of ``base`` (the participant's codec) measured on one frame in metres."""
     if base.depth - max(lods) < 2:
         raise ValueError(f"a depth-{base.depth} codec has no room for {max(lods)} levels of detail")
@@ -79,7 +81,8 @@ class LiveRate:
         self.policy = policy
         self.deadline = deadline_ms / 1e3
         self._policies: dict[int, Policy] = {}
-        self._first = self._new()  # until a receiver reports
+        self._heard: dict[int, float] = {}  # receiver -> when it last reported
+        self._first = self._new()  # while no receiver reports
         self.skipped = 0
         self.chosen: dict[int, int] = {}  # rung -> frames sent at it
 
@@ -90,8 +93,10 @@ class LiveRate:
 
     def choose(self, captured: float, now: float, frame: int, key: bool) -> int | None:
         """The rung for a frame captured at ``captured``, deciding at ``now``."""
+        for gone in [r for r, t in self._heard.items() if now - t > SILENT_S]:
+            self.forget(gone)  # left, or the hub restarted and ids changed
         policies = list(self._policies.values()) or [self._first]
-        deadline = captured + self.deadline
+        deadline = captured + self.deadline - RENDER_S  # decoded by then
         choices = [p.choose(now, deadline, frame, key) for p in policies]
         rungs = [c for c in choices if c is not None]
         if not rungs:
@@ -102,17 +107,22 @@ class LiveRate:
         return rung
 
     def on_sent(self, seq: int, at: float, nbytes: int) -> None:
-        for p in [self._first, *self._policies.values()]:
+        for p in self._policies.values() or [self._first]:
             p.on_sent(seq, at, nbytes)
 
     def on_feedback(self, receiver: int, seq: int, sent: float, arrived: float, nbytes: int) -> None:
+        now = time.time()
         policy = self._policies.get(receiver)
         if policy is None:
             policy = self._policies[receiver] = self._new()
-        policy.on_feedback(time.time(), seq, sent, arrived, nbytes)
+        self._heard[receiver] = now
+        policy.on_feedback(now, seq, sent, arrived, nbytes)
 
     def forget(self, receiver: int) -> None:
         self._policies.pop(receiver, None)
+        self._heard.pop(receiver, None)
+        if not self._policies:
+            self._first = self._new()  # start again from the first policy's caution
 
     def summary(self) -> dict:
         """What the sender chose: frames per rung name, skipped, and each receiver's target."""

@@ -23,7 +23,7 @@ How each effect is modelled (and why):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +32,11 @@ from holoport.link.trace import Trace
 
 MIN_RTO_S = 0.2  # Linux's minimum retransmission timeout
 _Z99 = 2.3263  # the standard normal's 99th percentile
+
+
+def _sigma(median: float, p99: float | None) -> float:
+    """The log-normal spread whose median and 99th percentile these are (0: none)."""
+    return math.log(p99 / median) / _Z99 if p99 and median > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -54,25 +59,23 @@ class LinkConfig:
             raise ValueError("delay must be >= 0 and its p99 at least its median")
         if not 0 <= self.loss < 1 or self.burst < 1:
             raise ValueError("loss must be in [0, 1) and the mean burst at least 1 packet")
-        if self.handover_every_s < 0 or not 0 < self.handover_ms <= self.handover_p99_ms:
-            raise ValueError("handover interval must be >= 0 and 0 < median <= p99")
+        if (self.handover_every_s < 0 or not 0 < self.handover_ms <= self.handover_p99_ms
+                or self.handover_max_ms < self.handover_ms):
+            raise ValueError("handovers need an interval >= 0 and 0 < median <= p99, max >= median")
         if self.mtu < 64:
             raise ValueError("mtu must be at least 64 bytes")
 
     def delay_quantile(self, q: float) -> float:
         """The one-way propagation delay's ``q`` quantile, in seconds."""
-        if not self.delay_p99_ms or self.delay_ms == 0:
-            return self.delay_ms / 1e3
         from statistics import NormalDist
 
-        sigma = math.log(self.delay_p99_ms / self.delay_ms) / _Z99
+        sigma = _sigma(self.delay_ms, self.delay_p99_ms)
         return self.delay_ms * math.exp(sigma * NormalDist().inv_cdf(q)) / 1e3
-
-    def with_(self, **changes) -> LinkConfig:
-        return replace(self, **changes)
 
 
 class Delivery(NamedTuple):
+    """What became of one ``send``: the times it passed the link's stages."""
+
     sent: float  # when the bytes were handed to the link
     start: float  # when their first bit went out (after the queue ahead of them)
     done: float  # when their last bit went out
@@ -98,9 +101,8 @@ class Link:
         c = self.config
         self._bad = False
         self._left = self._sojourn()  # packets left in the current loss state
-        self._delay_sigma = (math.log(c.delay_p99_ms / c.delay_ms) / _Z99
-                             if c.delay_p99_ms and c.delay_ms > 0 else 0.0)
-        self._outage_sigma = math.log(c.handover_p99_ms / c.handover_ms) / _Z99
+        self._delay_sigma = _sigma(c.delay_ms, c.delay_p99_ms)
+        self._outage_sigma = _sigma(c.handover_ms, c.handover_p99_ms)
         self.outages: list[tuple[float, float]] = []  # generated so far, in order
         self._next_outage = self._draw_gap(0.0)
 

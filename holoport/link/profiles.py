@@ -24,6 +24,8 @@ from holoport.link.trace import Trace
 
 @dataclass(frozen=True)
 class Profile:
+    """Both directions of one kind of access link, and where its figures come from."""
+
     name: str
     summary: str
     down: LinkConfig
@@ -53,7 +55,8 @@ class Profile:
         return sorted(folder.glob(self.traces)) if self.traces else []
 
     def links(self, downlink: Trace | None = None, seed: int = 0) -> tuple[Link, Link]:
-        """(uplink, downlink) for one participant. ``downlink`` is the capacity trace (a
+        """(uplink, downlink) for one participant. Handovers are drawn per direction,
+        independently (a real one cuts both at once: the model is kinder there). ``downlink`` is the capacity trace (a
         Lumos5G file for trace-driven profiles); the uplink is it times ``uplink_ratio``.
         The two directions draw their delay, loss and outages independently."""
         down = downlink if downlink is not None else self.synthetic_trace(seed)
@@ -114,11 +117,3 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown link profile {name!r}; choose one of {', '.join(PROFILES)}") from None
-
-
-def profile_for_trace(path: Path) -> Profile | None:
-    """The trace-driven profile whose traces this file is one of (by its name)."""
-    for p in PROFILES.values():
-        if p.traces and path.match(p.traces.split("/")[-1]) and path.parent.name == p.traces.split("/")[0]:
-            return p
-    return None

@@ -25,7 +25,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,6 +38,8 @@ STATES = ("shown", "late", "skipped", "replaced", "lost", "undecodable")
 
 @dataclass(frozen=True)
 class Pipeline:
+    """The meeting's timing around the links."""
+
     fps: float = 30.0
     deadline_ms: float = 150.0  # glass to glass
     capture_ms: float = 11.0  # depth images -> points: the demo's measured p50 (README)
@@ -50,6 +52,8 @@ class Pipeline:
 
 @dataclass
 class FrameResult:
+    """One captured frame's fate (times in simulated seconds)."""
+
     seq: int
     captured: float
     rung: int | None = None
@@ -63,6 +67,8 @@ class FrameResult:
 
 @dataclass
 class Result:
+    """Every frame of a run, and the links as they ended."""
+
     frames: list[FrameResult]
     seconds: float
     pipeline: Pipeline
@@ -70,7 +76,6 @@ class Result:
     uplink: Link
     downlink: Link
     keyframe_requests: int = 0
-    extra: dict = field(default_factory=dict)
 
     def latencies_ms(self) -> np.ndarray:
         return np.array([(f.shown - f.captured) * 1e3 for f in self.frames if f.shown is not None])
@@ -81,10 +86,10 @@ class Result:
         states = {s: sum(f.state == s for f in self.frames) for s in STATES}
         lat = self.latencies_ms()
         on_time = [f for f in self.frames if f.state == "shown"]
-        shown_at = sorted(f.shown for f in self.frames if f.shown is not None)
         p = self.pipeline
-        begin = self.frames[0].captured + p.deadline_ms / 1e3 if self.frames else 0.0
-        marks = [begin, *shown_at, self.seconds]
+        begin = self.frames[0].captured + p.deadline_ms / 1e3
+        shown_at = sorted(min(max(f.shown, begin), self.seconds) for f in self.frames if f.shown is not None)
+        marks = [begin, *shown_at, self.seconds]  # the display's updates within the session
         gaps = np.diff(marks)
         stall = float(gaps[gaps > p.stall_ms / 1e3].sum()) if len(gaps) else 0.0
         cap_bits = capacity_bits(self.uplink, 0.0, self.seconds)
@@ -99,7 +104,7 @@ class Result:
             "late_or_skipped": 1.0 - len(on_time) / n if n else math.nan,
             "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]),
             "stall_ratio": min(1.0, stall / max(self.seconds - begin, 1e-9)),
-            "utilization": sent_bits / cap_bits if cap_bits else math.nan,  # carried in time
+            "utilization": sent_bits / cap_bits if cap_bits else math.nan,  # through by the end
             "sent_mbps": sum(f.nbytes for f in self.frames if f.left is not None) * 8 / self.seconds / 1e6,
             "mean_y_psnr": float(np.mean([r.y_psnr for r in rungs])) if rungs else math.nan,
             "mean_d1_psnr": float(np.mean([r.d1_psnr for r in rungs])) if rungs else math.nan,
@@ -115,7 +120,8 @@ def capacity_bits(link: Link, t0: float, t1: float, step: float = 0.01) -> float
 
 
 def make_policy(name: str, ladder: Ladder, fps: float, uplink: Link, downlink: Link,
-                pipeline: Pipeline, fixed_rung: int | None = None) -> Policy:
+                fixed_rung: int | None = None) -> Policy:
+    """A policy by name; the oracle gets a predictor that asks these two links."""
     if name == "fixed":
         return FixedPolicy(ladder, fps, len(ladder) - 1 if fixed_rung is None else fixed_rung)
     if name == "adaptive":
@@ -138,13 +144,15 @@ def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, 
              seconds: float, pipeline: Pipeline | None = None, fixed_rung: int | None = None) -> Result:
     """Run one stream for ``seconds`` of simulated time; see the module doc."""
     p = pipeline or Pipeline()
-    pol = (make_policy(policy, ladder, p.fps, uplink, downlink, p, fixed_rung)
+    pol = (make_policy(policy, ladder, p.fps, uplink, downlink, fixed_rung)
            if isinstance(policy, str) else policy(ladder, p.fps))
     back_up = downlink.config.delay_ms / 1e3  # receiver -> hub (its uplink: same profile)
     back_down = uplink.config.delay_ms / 1e3  # hub -> sender
-    n = int(seconds * p.fps)
+    n = math.floor(seconds * p.fps + 1e-9)
+    if n < 1:
+        raise ValueError(f"{seconds} s at {p.fps} fps is not one frame")
     frames = [FrameResult(i, i / p.fps) for i in range(n)]
-    events: list = []
+    events: list[tuple[float, int, str, object]] = []
     order = 0
 
     def push(t: float, kind: str, arg) -> None:
@@ -164,15 +172,16 @@ def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, 
     ref_of: dict[int, int | None] = {}  # frame -> the frame it continues (None: keyframe)
     prev_encoded: int | None = None
     decoded: set[int] = set()
-    asked = False
+    asked = -math.inf  # when the receiver last asked for a keyframe
     requests = 0
 
     def forward(now: float, seq: int) -> None:
         nonlocal credit
         credit -= 1
         d = downlink.send(now, frames[seq].nbytes)
-        if d.arrival is None:
-            frames[seq].state = "lost"
+        if d.arrival is None:  # the node hands credit back for what it takes off the socket;
+            frames[seq].state = "lost"  # a lost frame never gets there: count it back when
+            push(d.done + back_up, "credit", None)  # it would have (else the window shrinks)
         else:
             push(d.arrival, "recv", seq)
 
@@ -180,9 +189,8 @@ def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, 
         now, _, kind, arg = heapq.heappop(events)
         if kind == "capture":
             f = frames[arg]
-            top = ladder.rungs[-1]
             decide = f.captured + p.capture_ms / 1e3
-            deadline = f.captured + (p.deadline_ms - p.render_ms - top.decode_ms) / 1e3
+            deadline = f.captured + (p.deadline_ms - p.render_ms) / 1e3  # decoded by then
             key = want_key or since_key + 1 >= p.keyframe_interval
             rung = pol.choose(decide, deadline, arg, key)
             if rung is None:
@@ -222,13 +230,12 @@ def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, 
             push(now + ladder.rungs[f.rung].decode_ms / 1e3 + back_up, "credit", None)
             if ref is not None and ref not in decoded:
                 f.state = "undecodable"
-                if not asked:
-                    asked = True
+                if now - asked >= 0.5:  # as the node: ask again if no keyframe came in 0.5 s
+                    asked = now
                     requests += 1
                     push(now + back_up + back_down, "keyreq", None)
                 continue
             decoded.add(arg)
-            asked = False
             f.shown = now + (ladder.rungs[f.rung].decode_ms + p.render_ms) / 1e3
             f.state = "shown" if f.shown - f.captured <= p.deadline_ms / 1e3 + 1e-9 else "late"
         elif kind == "credit":

@@ -10,6 +10,7 @@ run longer than its trace), so every time has a capacity.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,8 @@ class Trace:
         return Trace(name or self.name, self.starts, self.bps * factor, self.period)
 
     def rolled(self, seconds: float, name: str | None = None) -> Trace:
-        """The same trace started ``seconds`` later into it (another moment of the same
-        walk: a second participant's link drawn from one trace)."""
+        """The same trace started at the sample that holds ``seconds`` into it (another
+        moment of the same walk: a second participant's link drawn from one trace)."""
         k = int(np.searchsorted(self.starts, seconds % self.period, "right")) - 1
         starts = np.concatenate([self.starts[k:] - self.starts[k],
                                  self.starts[:k] + (self.period - self.starts[k])])
@@ -78,7 +79,7 @@ class Trace:
         k = int(np.searchsorted(self.starts, t % self.period, "right")) - 1
         return float(self.bps[k])
 
-    def segments(self, t: float):
+    def segments(self, t: float) -> Iterator[tuple[float, float, float]]:
         """(start, end, bit/s) of the constant pieces from ``t`` on, forever."""
         lap = math.floor(t / self.period)
         k = int(np.searchsorted(self.starts, t - lap * self.period, "right")) - 1
@@ -91,14 +92,3 @@ class Trace:
             k += 1
             if k == len(self.starts):
                 k, lap = 0, lap + 1
-
-    def mean_bps(self, t0: float, t1: float) -> float:
-        """Mean capacity over [t0, t1)."""
-        if t1 <= t0:
-            return self.rate_at(t0)
-        bits = 0.0
-        for a, b, r in self.segments(t0):
-            bits += (min(b, t1) - a) * r
-            if b >= t1:
-                break
-        return bits / (t1 - t0)
