@@ -193,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=DEFAULT_HUB, help=f"hub endpoint (default {DEFAULT_HUB})")
     p.add_argument("--room", default="main", help="room name (default main)")
     p.add_argument("--name", default="", help="display name (default: the hub picks one)")
-    p.add_argument("--source", default="synthetic", choices=["synthetic"],
-                   help="where the RGB-D frames come from (default synthetic)")
+    p.add_argument("--source", default="synthetic", metavar="SOURCE",
+                   help="where the person comes from: synthetic (default) or a recording made by "
+                   "holoport record, played with its original timing, looping")
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
@@ -211,6 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "(needs --codec octree; see docs/link.md); fixed: always --color-step at full detail")
     _add_link_options(p)
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
+
+    p = sub.add_parser("record", help="save a source to a Holoport recording",
+                       description="Record a source (the synthetic camera, or another recording) to a "
+                       "Holoport recording: RGB-D frames, or with --codec clouds encoded by the project's "
+                       "codec. Every frame is on disk as soon as it is captured; a recording cut off "
+                       "anywhere plays up to its last complete frame.")
+    p.add_argument("out", help="the recording to write (e.g. me.hprec)")
+    p.add_argument("--source", default="synthetic", help="synthetic (default) or a recording")
+    p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
+    p.add_argument("--frames", type=int, default=150, help="frames to record (default 150)")
+    p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
+    p.add_argument("--codec", default=None, choices=["baseline", "octree"],
+                   help="store clouds encoded with this codec (each frame stands alone) instead of RGB-D")
+    p.add_argument("--color-step", type=int, default=8, help="octree colour step (default 8)")
+
+    p = sub.add_parser("play", help="replay a Holoport recording",
+                       description="Replay a recording as a live source, with its original timing or "
+                       "as fast as possible, from any frame; prints what it holds and how fast it plays.")
+    p.add_argument("recording")
+    p.add_argument("--fast", action="store_true", help="as fast as possible instead of the original timing")
+    p.add_argument("--seek", type=int, default=0, metavar="N", help="start at frame N")
+    p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: to the end)")
 
     p = sub.add_parser("link", help="emulate a 5G link between participants and a hub",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -291,7 +314,7 @@ def _join(args: argparse.Namespace) -> int:
     if (args.link_trace or args.link_seed) and not args.link:
         raise ValueError("--link-trace and --link-seed go with --link PROFILE")
     options = ParticipantOptions(
-        hub=args.hub, room=args.room, name=args.name, body=args.body, fps=args.fps,
+        hub=args.hub, room=args.room, name=args.name, source=args.source, body=args.body, fps=args.fps,
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, color_step=args.color_step,
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate)
@@ -327,6 +350,82 @@ def _join(args: argparse.Namespace) -> int:
             print(f"rate: frames per rung {report['rate']['rungs']}, skipped {report['rate']['skipped']}")
         if relay is not None:
             print(f"link: {_LinkStatus(relay).line(whole_run=True)}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    """Capture at --fps and write every frame as it comes."""
+    import time
+
+    from capture import rgbd_to_points
+    from capture.recording import RecordingWriter
+    from holoport.participant import make_encoder
+    from holoport.sources import CODEC_FORMAT, open_points
+
+    if args.frames < 1:
+        raise ValueError("--frames must be at least 1")
+    source = open_points(args.source, args.body, realtime=False, loop=True)
+    encoder = make_encoder(args.codec, args.color_step) if args.codec else None
+    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time()}
+    written = 0
+    with RecordingWriter(args.out, meta) as writer:
+        start = time.monotonic()
+        for i in range(args.frames):
+            due = start + i / args.fps
+            time.sleep(max(0.0, due - time.monotonic()))
+            frame = source.read_rgbd()
+            t = time.monotonic() - start
+            if encoder is None:
+                if frame is None:
+                    raise ValueError(f"{args.source} holds clouds, not RGB-D: record it with --codec")
+                frame.timestamp = t
+                writer.write_rgbd(frame)
+            else:
+                positions, colors = rgbd_to_points(frame) if frame is not None else source.read()
+                writer.write_cloud(t, encoder.encode(positions, colors), len(positions), CODEC_FORMAT)
+            written += 1
+    source.close()
+    size = Path(args.out).stat().st_size
+    print(f"wrote {written} frames to {args.out} ({size / 1e6:.1f} MB, "
+          f"{'RGB-D' if encoder is None else args.codec + ' clouds'})")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from capture.recording import CLOUD
+    from holoport.sources import RecordingPoints
+
+    source = RecordingPoints(args.recording, realtime=not args.fast, loop=False)
+    rec = source.player.recording
+    print(f"{args.recording}: {len(rec)} frames over {rec.timestamps[-1] - rec.timestamps[0]:.2f} s, "
+          f"{'indexed' if rec.indexed else 'no index (cut off?): scanned'}; meta {rec.meta}")
+    source.player.seek(args.seek)
+    points, shown, start = [], set(), time.monotonic()
+    while not args.frames or len(points) < args.frames:
+        entry = source.player.read()
+        if entry is None:
+            break
+        if entry.index in shown and not args.fast:
+            time.sleep(0.002)
+            continue
+        shown.add(entry.index)
+        if entry.kind == CLOUD:
+            import codec
+
+            positions, _ = codec.decode(entry.payload)
+        else:
+            from capture import rgbd_to_points
+
+            positions, _ = rgbd_to_points(entry.rgbd())
+        points.append(len(positions))
+    elapsed = time.monotonic() - start
+    source.close()
+    print(f"played {len(points)} frames in {elapsed:.2f} s ({len(points) / max(elapsed, 1e-9):.1f} fps), "
+          f"{np.mean(points) if points else 0:,.0f} points per frame")
     return 0
 
 
@@ -405,6 +504,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _join(args)
     if args.command == "link":
         return _link(args)
+    if args.command == "record":
+        return _record(args)
+    if args.command == "play":
+        return _play(args)
     if args.command == "stats":
         from holoport.node import JoinError, query_stats
         from holoport.participant import node_security

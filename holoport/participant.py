@@ -20,9 +20,9 @@ import imageio.v3 as iio
 import numpy as np
 
 import codec
-from capture import BodyShape, SyntheticCamera, rgbd_to_points
 from holoport.node import Node, RemoteFrame
 from holoport.security import KeyPair, NodeSecurity, load_public
+from holoport.sources import open_points
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
 
@@ -34,6 +34,7 @@ class ParticipantOptions:
     hub: str = "tcp://127.0.0.1:5555"
     room: str = "main"
     name: str = ""
+    source: str = "synthetic"  # or a recording made by holoport record (holoport.sources)
     body: int = 0  # which synthetic person to film
     fps: float = 15.0
     duration: float = 10.0  # seconds; 0 = until interrupted
@@ -55,7 +56,7 @@ class ParticipantOptions:
 class Participant:
     def __init__(self, options: ParticipantOptions) -> None:
         self.opt = options
-        self.camera = SyntheticCamera(BodyShape.preset(options.body), seed=options.body)
+        self.source = open_points(options.source, options.body)
         self.renderer = Renderer()
         self.latency = LatencyLog()
         self.stop_event = threading.Event()
@@ -108,13 +109,14 @@ class Participant:
                     self._receive(arrived)
                     self._render()
             elapsed = time.monotonic() - started
+        self.source.close()
         return self._finish(elapsed)
 
     def _start_rate(self, node: Node) -> None:
         """Measure the ladder on our first frame and let receivers' reports steer it."""
         from holoport.link.live import LiveRate, RungEncoders, live_ladder
 
-        positions, colors = rgbd_to_points(self.camera.read())
+        positions, colors = self.source.read()
         ladder = live_ladder(positions, colors, node.encoder)
         self.rate = LiveRate(ladder, self.opt.fps)
         self.encoders = RungEncoders(ladder, node.encoder)
@@ -122,8 +124,7 @@ class Participant:
 
     def _capture_and_send(self, node: Node) -> None:
         t0 = time.time()
-        frame = self.camera.read()
-        positions, colors = rgbd_to_points(frame)
+        positions, colors = self.source.read()
         t1 = time.time()
         if self.rate is not None:
             rung = self.rate.choose(t0, t1, self.frame_index, False)
