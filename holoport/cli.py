@@ -366,7 +366,8 @@ def _record(args: argparse.Namespace) -> int:
         raise ValueError("--frames must be at least 1")
     source = open_points(args.source, args.body, realtime=False, loop=True)
     encoder = make_encoder(args.codec, args.color_step) if args.codec else None
-    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time()}
+    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(),
+            "crop": getattr(source, "crop", "person")}
     written = 0
     with RecordingWriter(args.out, meta) as writer:
         start = time.monotonic()
@@ -396,7 +397,6 @@ def _play(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from capture.recording import CLOUD
     from holoport.sources import RecordingPoints
 
     source = RecordingPoints(args.recording, realtime=not args.fast, loop=False)
@@ -413,14 +413,7 @@ def _play(args: argparse.Namespace) -> int:
             time.sleep(0.002)
             continue
         shown.add(entry.index)
-        if entry.kind == CLOUD:
-            import codec
-
-            positions, _ = codec.decode(entry.payload)
-        else:
-            from capture import rgbd_to_points
-
-            positions, _ = rgbd_to_points(entry.rgbd())
+        positions, _ = source.points(entry)
         points.append(len(positions))
     elapsed = time.monotonic() - start
     source.close()
