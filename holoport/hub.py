@@ -120,13 +120,18 @@ class Hub:
         self._next_id = 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ctx = zmq.Context.instance()
+        # a context of its own: a ZAP handler serves its whole context, and the process's
+        # shared one also carries nodes and other hubs (tests, the demo) that must not
+        # depend on this hub's authenticator
+        self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         self.endpoint: str | None = None
 
     # -- life cycle ----------------------------------------------------------------------
     def open(self) -> str:
         """Bind the socket; returns the endpoint actually bound (port 0 picks one)."""
+        if self._ctx.closed:  # served and stopped before: serve again
+            self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full -> an error we count
@@ -199,6 +204,7 @@ class Hub:
             self._sock = None
             if self.security is not None:
                 self.security.close()
+            self._ctx.destroy(linger=0)
             log.info("hub stopped: %s", self.stats.as_dict())
 
     # -- messages ------------------------------------------------------------------------
