@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, median_ms, read_ply
+from benchmarks.common import add_output_arguments, data_root, emit, median_ms, read_ply, script_main
 from codec import BaselineCodec, OctreeCodec, container
 from codec.metrics import estimate_normals, quality
 
@@ -196,10 +196,7 @@ def plot(records: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

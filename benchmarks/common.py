@@ -84,3 +84,12 @@ def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
         lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in records]
         Path(args.markdown).write_text("\n".join(lines) + "\n")
         console.print(f"wrote {args.markdown}")
+
+
+def script_main(doc: str, add_arguments: Callable, run: Callable, argv: list[str] | None) -> int:
+    """``python -m benchmarks.NAME``: the same arguments as ``holoport bench NAME``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit
+from benchmarks.common import add_output_arguments, data_root, emit, script_main
 
 COLUMNS = ["participants", "curve", "frame_bytes", "sent_fps", "forwarded_mbps", "hub_cpu_s_per_gbit",
            "added_p50_ms", "added_p99_ms", "credited_drops", "stale_replaced",
@@ -204,9 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, wide_console
+from benchmarks.common import add_output_arguments, data_root, emit, script_main, wide_console
 
 POLICIES = ("fixed", "adaptive", "oracle")
-SYNTHETIC = ("sub6-static", "sub6-driving", "wired")
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent / "docs" / "bench" / "ladder.json"
 COLUMNS = ["trace", "profile", "policy", "seconds", "fps", "late_or_skipped", "p50_ms", "p95_ms",
            "p99_ms", "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr", "mean_lod"]
@@ -320,9 +319,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, emit
+from benchmarks.common import add_output_arguments, emit, script_main
 
 COLUMNS = ["policy", "uplink_mbps", "top_rung_mbps", "sent_fps", "received_fps", "p50_ms", "p95_ms",
            "sent_mbps", "mean_lod", "skipped"]
@@ -144,9 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

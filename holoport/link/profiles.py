@@ -13,7 +13,7 @@ by ``uplink_ratio``: FIELD-NOTES' mmWave uplink medians over the matching downli
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class Profile:
     traces: str | None = None  # glob under the Lumos5G folder; None: synthetic capacity
     median_mbps: float = 0.0  # synthetic capacity: median downlink
     sigma: float = 0.0  # synthetic capacity: log-normal spread per second
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def synthetic_trace(self, seed: int, seconds: int = 300) -> Trace:
         """Per-second log-normal AR(1) capacity around ``median_mbps`` (correlation 0.9
