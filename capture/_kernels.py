@@ -6,11 +6,12 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def backproject_crop(depth, color, fx, fy, cx, cy, depth_scale, z_min, z_max, pose, box_min,
-                     box_max, out_pos, out_col):
+def backproject_crop(depth, color, rays, depth_scale, z_min, z_max, pose, box_min, box_max, out_pos, out_col):
     """Depth pixels -> points in the participant frame, keeping those inside the crop box.
 
-    Writes compacted results into ``out_pos``/``out_col`` (sized H*W) and returns the count.
+    ``rays[v, u]`` is the pixel's ray (x/z, y/z) from ``capture.lens.rays``, NaN where the
+    lens has none. Writes compacted results into ``out_pos``/``out_col`` (sized H*W) and
+    returns the count.
     """
     h, w = depth.shape
     n = 0
@@ -22,8 +23,11 @@ def backproject_crop(depth, color, fx, fy, cx, cy, depth_scale, z_min, z_max, po
             z = d * depth_scale
             if z < z_min or z > z_max:
                 continue
-            xc = (u - cx) / fx * z
-            yc = (v - cy) / fy * z
+            rx = rays[v, u, 0]
+            if rx != rx:
+                continue
+            xc = rx * z
+            yc = rays[v, u, 1] * z
             px = pose[0, 0] * xc + pose[0, 1] * yc + pose[0, 2] * z + pose[0, 3]
             py = pose[1, 0] * xc + pose[1, 1] * yc + pose[1, 2] * z + pose[1, 3]
             pz = pose[2, 0] * xc + pose[2, 1] * yc + pose[2, 2] * z + pose[2, 3]

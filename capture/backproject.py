@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from capture._kernels import backproject_crop
+from capture.lens import rays
 from capture.types import CropBox, RGBDFrame
 
 DEFAULT_BOX = CropBox()
@@ -15,7 +16,8 @@ def rgbd_to_points(
     box: CropBox | None = DEFAULT_BOX,
     depth_range: tuple[float, float] = (0.2, 6.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Back-project every valid depth pixel with the frame's intrinsics and camera pose.
+    """Back-project every valid depth pixel through the frame's lens (``capture.lens.rays``:
+    intrinsics and distortion) and camera pose.
 
     Points outside ``depth_range`` (metres along the optical axis) or outside ``box`` (in
     the participant's frame) are dropped, which is what cuts the person out of the room.
@@ -33,7 +35,7 @@ def rgbd_to_points(
     out_pos = np.empty((depth.size, 3), dtype=np.float32)
     out_col = np.empty((depth.size, 3), dtype=np.uint8)
     n = backproject_crop(
-        depth, color, k.fx, k.fy, k.cx, k.cy, frame.depth_scale, depth_range[0], depth_range[1],
+        depth, color, rays(k), frame.depth_scale, depth_range[0], depth_range[1],
         np.ascontiguousarray(frame.camera_pose, dtype=np.float64), lo, hi, out_pos, out_col,
     )
     return out_pos[:n].copy(), out_col[:n].copy()

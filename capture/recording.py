@@ -62,7 +62,7 @@ class Entry:
         if self.kind != RGBD:
             raise RecordingError(f"frame {self.index} holds a {self.head.get('format', 'cloud')}, not RGB-D")
         h = self.head
-        k = Intrinsics(**h["intrinsics"])
+        k = Intrinsics.from_dict(h["intrinsics"])
         raw = zstandard.ZstdDecompressor().decompress(self.payload, max_output_size=k.width * k.height * 5)
         if len(raw) != k.width * k.height * 5:
             raise RecordingError(f"frame {self.index}: images of the wrong size")
@@ -91,8 +91,7 @@ class RecordingWriter:
         if frame.color.shape != (k.height, k.width, 3) or frame.color.dtype != np.uint8:
             raise ValueError("colour must be uint8 RGB the size of the depth image")
         head = {"index": len(self._index), "timestamp": float(frame.timestamp),
-                "intrinsics": {"width": k.width, "height": k.height, "fx": k.fx, "fy": k.fy,
-                               "cx": k.cx, "cy": k.cy},
+                "intrinsics": k.to_dict(),
                 "depth_scale": float(frame.depth_scale),
                 "pose": np.asarray(frame.camera_pose, np.float64).reshape(16).tolist(),
                 "meta": frame.meta}

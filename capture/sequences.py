@@ -18,12 +18,12 @@ Colour images in these datasets are already registered to depth.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 
+from capture.source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 TUM_INTRINSICS = Intrinsics(640, 480, 525.0, 525.0, 319.5, 239.5)
@@ -51,10 +51,14 @@ def _numbered(folder: Path, suffix: str) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem))
 
 
-class ImageSequence:
-    """A folder of RGB-D images as a source: ``len``, ``read(i)``, iteration."""
+class ImageSequence(RGBDSource):
+    """A folder of RGB-D images as a source: ``read()`` in order (``realtime``, ``loop``),
+    or any frame by number with ``frame(i)``."""
 
-    def __init__(self, folder: str | Path, layout: str | None = None, fps: float = 30.0) -> None:
+    def __init__(self, folder: str | Path, layout: str | None = None, fps: float = 30.0, realtime: bool = False,
+                 loop: bool = False) -> None:
+        super().__init__(realtime=realtime, loop=loop)
+        self._cursor = 0
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"no RGB-D sequence folder at {self.folder}")
@@ -62,6 +66,7 @@ class ImageSequence:
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}: one of {', '.join(LAYOUTS)}")
         self.fps = fps
+        self.name = f"{self.folder.name} ({self.layout})"
         self.poses: list[np.ndarray] | None = None
         getattr(self, f"_open_{self.layout}")()
         if not self.pairs:
@@ -112,7 +117,7 @@ class ImageSequence:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def read(self, i: int) -> RGBDFrame:
+    def frame(self, i: int) -> RGBDFrame:
         colour_path, depth_path = self.pairs[i]
         depth = iio.imread(depth_path)
         if depth.ndim != 2 or depth.dtype.kind not in "iu" or depth.min() < 0 or depth.max() > 65535:
@@ -128,9 +133,14 @@ class ImageSequence:
         return RGBDFrame(depth.astype(np.uint16), np.ascontiguousarray(colour, np.uint8), k, self.depth_scale,
                          pose, self.times[i], i, {"layout": self.layout, "file": depth_path.name})
 
-    def __iter__(self) -> Iterator[RGBDFrame]:
-        for i in range(len(self)):
-            yield self.read(i)
+    def _next_frame(self) -> RGBDFrame | None:
+        if self._cursor >= len(self):
+            return None
+        self._cursor += 1
+        return self.frame(self._cursor - 1)
+
+    def _rewind(self) -> None:
+        self._cursor = 0
 
 
 def _tum_list(path: Path) -> list[tuple[float, str]]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from capture._synthetic_kernels import raycast_scene
 from capture.geometry import look_at_pose
+from capture.source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 #: An Azure Kinect-like narrow field of view depth camera (640x576, ~65 deg vertical).
@@ -110,11 +111,12 @@ def _arm_dir(abduct: float, swing: float) -> tuple[float, float, float]:
     return (x, y * math.cos(swing), -y * math.sin(swing))
 
 
-class SyntheticCamera:
+class SyntheticCamera(RGBDSource):
     """A depth camera on a tripod in front of a synthetic person; yields :class:`RGBDFrame`.
 
     ``read(t)`` renders the scene at time ``t`` (seconds since the camera started when
-    omitted). Frames are deterministic for a given body, time and ``seed``.
+    omitted). Frames are deterministic for a given body, time and ``seed``. A live camera:
+    it never ends, and ``read()`` does not wait for the next frame time.
     """
 
     def __init__(
@@ -126,6 +128,8 @@ class SyntheticCamera:
         noise: float = 0.0006,
         seed: int = 0,
     ) -> None:
+        super().__init__()
+        self.name = "synthetic"
         self.body = body or BodyShape()
         self.intrinsics = intrinsics
         self.noise = noise

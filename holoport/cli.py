@@ -357,7 +357,6 @@ def _record(args: argparse.Namespace) -> int:
     """Capture at --fps and write every frame as it comes."""
     import time
 
-    from capture import rgbd_to_points
     from capture.recording import RecordingWriter
     from holoport.participant import make_encoder
     from holoport.sources import CODEC_FORMAT, open_points
@@ -366,8 +365,7 @@ def _record(args: argparse.Namespace) -> int:
         raise ValueError("--frames must be at least 1")
     source = open_points(args.source, args.body, realtime=False, loop=True)
     encoder = make_encoder(args.codec, args.color_step) if args.codec else None
-    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(),
-            "crop": getattr(source, "crop", "person")}
+    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop}
     written = 0
     with RecordingWriter(args.out, meta) as writer:
         start = time.monotonic()
@@ -382,7 +380,7 @@ def _record(args: argparse.Namespace) -> int:
                 frame.timestamp = t
                 writer.write_rgbd(frame)
             else:
-                positions, colors = rgbd_to_points(frame) if frame is not None else source.read()
+                positions, colors = source.cut(frame) if frame is not None else source.read()
                 writer.write_cloud(t, encoder.encode(positions, colors), len(positions), CODEC_FORMAT)
             written += 1
     source.close()

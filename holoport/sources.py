@@ -1,5 +1,5 @@
-"""Where a participant's points come from: the synthetic camera, a Holoport recording, or
-an RGB-D image sequence.
+"""Where a participant's points come from: the synthetic camera, a Holoport recording, an
+Azure Kinect recording, or an RGB-D image sequence.
 
 ``open_points(spec)`` takes what ``holoport join --source`` and ``holoport record --source``
 take: ``synthetic`` (the built-in person), the path of a recording made by ``holoport
@@ -17,6 +17,7 @@ import numpy as np
 import codec
 from capture import BodyShape, RGBDFrame, SyntheticCamera, rgbd_to_points
 from capture.recording import CLOUD, Entry, RecordingPlayer
+from capture.source import RGBDSource
 
 CODEC_FORMAT = "holoport-codec"  # a recording's CLOUD entries that codec.decode reads
 
@@ -34,27 +35,41 @@ class PointSource:
         """The RGB-D frame behind the next points, where there is one (for recording)."""
         return None
 
+    def cut(self, frame: RGBDFrame) -> tuple[np.ndarray, np.ndarray]:
+        """A frame's points as this source keeps them (the person, or the whole room)."""
+        return rgbd_to_points(frame) if self.crop == "person" else rgbd_to_points(frame, box=None)
+
     def close(self) -> None:
         pass
 
 
-class SyntheticPoints(PointSource):
-    name = "synthetic"
+class CameraPoints(PointSource):
+    """Any ``capture.source.RGBDSource`` (a camera, a Kinect recording, an image sequence):
+    its frames back-projected, cut to the person (``crop="person"``) or kept whole."""
 
-    def __init__(self, body: int = 0) -> None:
-        self.camera = SyntheticCamera(BodyShape.preset(body), seed=body)
+    def __init__(self, source: RGBDSource, crop: str = "person") -> None:
+        if crop not in ("person", "none"):
+            raise ValueError(f"crop must be 'person' or 'none', got {crop!r}")
+        self.source, self.crop, self.name = source, crop, source.name
 
     def read_rgbd(self) -> RGBDFrame:
-        return self.camera.read()
+        frame = self.source.read()
+        if frame is None:
+            raise EOFError(f"{self.name} has ended")
+        return frame
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        return rgbd_to_points(self.camera.read())
+        return self.cut(self.read_rgbd())
+
+    def close(self) -> None:
+        self.source.close()
 
 
 class RecordingPoints(PointSource):
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = True) -> None:
         self.player = RecordingPlayer(path, realtime=realtime, loop=loop)
         self.name = Path(path).name
+        self.crop = "none" if self.player.recording.meta.get("crop") == "none" else "person"
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         entry = self.player.read()
@@ -70,8 +85,7 @@ class RecordingPoints(PointSource):
                 raise ValueError(f"{self.name}: frame {entry.index} is {entry.head.get('format')!r}, "
                                  f"not a {CODEC_FORMAT} stream")
             return codec.decode(entry.payload)
-        person = self.player.recording.meta.get("crop", "person") == "person"
-        return rgbd_to_points(entry.rgbd()) if person else rgbd_to_points(entry.rgbd(), box=None)
+        return self.cut(entry.rgbd())
 
     def read_rgbd(self) -> RGBDFrame | None:
         entry = self.player.read()
@@ -81,36 +95,21 @@ class RecordingPoints(PointSource):
         self.player.close()
 
 
-class SequencePoints(PointSource):
-    """A TUM, Redwood or slambook folder (``capture.sequences``), frame after frame, looping.
-    These are rooms, not people: nothing is cropped, the poses place every frame in it."""
-
-    crop = "none"
-
-    def __init__(self, folder: str | Path) -> None:
-        from capture.sequences import ImageSequence
-
-        self.sequence = ImageSequence(folder)
-        self.name = f"{Path(folder).name} ({self.sequence.layout})"
-        self._next = 0
-
-    def read_rgbd(self) -> RGBDFrame:
-        frame = self.sequence.read(self._next % len(self.sequence))
-        self._next += 1
-        return frame
-
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        return rgbd_to_points(self.read_rgbd(), box=None)
-
-
 def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = True) -> PointSource:
-    """``synthetic``, a recording file, or an RGB-D sequence folder."""
+    """``synthetic``, a Holoport recording, an Azure Kinect ``.mkv``, or an RGB-D sequence
+    folder (TUM, Redwood, slambook: rooms, so nothing is cropped)."""
     if spec == "synthetic":
-        return SyntheticPoints(body)
+        return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body))
     path = Path(spec)
     if path.is_dir():
-        return SequencePoints(path)
+        from capture.sequences import ImageSequence
+
+        return CameraPoints(ImageSequence(path, realtime=realtime, loop=loop), crop="none")
     if not path.is_file():
-        raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', a recording (make one with "
-                                "holoport record) or a TUM/Redwood/slambook folder")
+        raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', a recording (make one with holoport "
+                                "record), an Azure Kinect .mkv or a TUM/Redwood/slambook folder")
+    if path.suffix.lower() == ".mkv":
+        from capture.azure_kinect import AzureKinectRecording
+
+        return CameraPoints(AzureKinectRecording(path, realtime=realtime, loop=loop), crop="none")
     return RecordingPoints(path, realtime=realtime, loop=loop)

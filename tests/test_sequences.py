@@ -56,7 +56,7 @@ def test_redwood_trajectory_places_its_frames_within_a_centimetre(rgbd_dir):
     assert seq.layout == "redwood" and len(seq) == 5
     k = seq.intrinsics
     assert (k.width, k.height, k.fx, k.fy, k.cx, k.cy) == (640, 480, 525.0, 525.0, 319.5, 239.5)
-    first, last = seq.read(0), seq.read(4)
+    first, last = seq.frame(0), seq.frame(4)
     fitness, rmse, moved, turned = _fit(_cloud(first, first.camera_pose), _cloud(last, last.camera_pose))
     assert fitness > 0.95 and rmse < 0.015 and moved < 0.01 and turned < 0.5
     *_, moved_bare, turned_bare = _fit(_cloud(first, np.eye(4)), _cloud(last, np.eye(4)))
@@ -68,7 +68,7 @@ def test_tum_depth_is_read_at_its_scale(rgbd_dir):
     millimetres it would be 12 m, through the walls of an office)."""
     seq = ImageSequence(rgbd_dir / "tum")
     assert seq.layout == "tum" and len(seq) == 1
-    f = seq.read(0)
+    f = seq.frame(0)
     assert 1.0 < np.median(f.depth[f.depth > 0]) * f.depth_scale < 4.0
     positions, _ = rgbd_to_points(f, box=None)
     assert len(positions) > 100_000
