@@ -158,6 +158,12 @@ class _LinkStatus:
                 f"{snap['connections']} in all")
 
 
+SOURCE_HELP = ("where the person comes from: synthetic (default), a Holoport recording (holoport record), an "
+               "Azure Kinect .mkv, or a TUM/Redwood/slambook folder; recordings play with their original "
+               "timing, looping; with --cameras, NAME=SOURCE for each camera, comma-separated")
+CAMERAS_HELP = "a cameras file from holoport calibrate: places and fuses several cameras into one participant"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="holoport",
@@ -193,9 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=DEFAULT_HUB, help=f"hub endpoint (default {DEFAULT_HUB})")
     p.add_argument("--room", default="main", help="room name (default main)")
     p.add_argument("--name", default="", help="display name (default: the hub picks one)")
-    p.add_argument("--source", default="synthetic", metavar="SOURCE",
-                   help="where the person comes from: synthetic (default) or a recording made by "
-                   "holoport record, played with its original timing, looping")
+    p.add_argument("--source", default="synthetic", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--cameras", metavar="FILE", help=CAMERAS_HELP)
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
@@ -219,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "codec. Every frame is on disk as soon as it is captured; a recording cut off "
                        "anywhere plays up to its last complete frame.")
     p.add_argument("out", help="the recording to write (e.g. me.hprec)")
-    p.add_argument("--source", default="synthetic", help="synthetic (default) or a recording")
+    p.add_argument("--source", default="synthetic", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--cameras", metavar="FILE", help=CAMERAS_HELP)
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--frames", type=int, default=150, help="frames to record (default 150)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
@@ -234,6 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of the original timing")
     p.add_argument("--seek", type=int, default=0, metavar="N", help="start at frame N")
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: to the end)")
+
+    p = sub.add_parser("calibrate", help="find each camera's pose from a ChArUco board",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Each camera of one participant films the same ChArUco board once; the "
+                       "board's pose in each image (OpenCV's aruco module) places the cameras in one frame, "
+                       "ICP on their clouds (--cloud) refines it, and the cameras file that --cameras reads "
+                       "is written.\n\nExample (the depth and colour cameras of one Azure Kinect):\n"
+                       "  holoport calibrate rig.json --board board_plane.json \\\n"
+                       "      --camera depth ir-0.png calib_ir.yml --camera color color-0.jpg calib_color.yml")
+    p.add_argument("out", help="the cameras file to write (JSON)")
+    p.add_argument("--camera", nargs=3, action="append", required=True, metavar=("NAME", "IMAGE", "INTRINSICS"),
+                   help="a camera: its name, its image of the board, its OpenCV intrinsics file (K, dist); "
+                   "repeat for each camera")
+    p.add_argument("--reference", help="the camera whose frame the others are given in (default: the first)")
+    p.add_argument("--board", help="the board as a JSON description (board_plane.json style)")
+    p.add_argument("--squares", default="14x9", help="squares across x down, without --board (default 14x9)")
+    p.add_argument("--square-mm", type=_positive, default=40.0, help="square side, without --board (default 40)")
+    p.add_argument("--marker-mm", type=_positive, default=30.0, help="marker side, without --board (default 30)")
+    p.add_argument("--dictionary", default="DICT_5X5_250", help="ArUco dictionary, without --board")
+    p.add_argument("--frame", default="reference", choices=["reference", "floor"],
+                   help="reference: poses in the reference camera's frame; floor: the board lies on the floor "
+                   "and its centre is the participant's origin, y up, facing the reference camera")
+    p.add_argument("--cloud", nargs=2, action="append", default=[], metavar=("NAME", "PLY"),
+                   help="a camera's cloud (its own coordinates) taken with the image, for ICP refinement")
+    p.add_argument("--icp-max-distance", type=_positive, default=0.02, help="ICP pair distance, m (default 0.02)")
 
     p = sub.add_parser("link", help="emulate a 5G link between participants and a hub",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -314,7 +345,8 @@ def _join(args: argparse.Namespace) -> int:
     if (args.link_trace or args.link_seed) and not args.link:
         raise ValueError("--link-trace and --link-seed go with --link PROFILE")
     options = ParticipantOptions(
-        hub=args.hub, room=args.room, name=args.name, source=args.source, body=args.body, fps=args.fps,
+        hub=args.hub, room=args.room, name=args.name, source=args.source, cameras=args.cameras, body=args.body,
+        fps=args.fps,
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, color_step=args.color_step,
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate)
@@ -363,7 +395,7 @@ def _record(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
-    source = open_points(args.source, args.body, realtime=False, loop=True)
+    source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras)
     encoder = make_encoder(args.codec, args.color_step) if args.codec else None
     meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop}
     written = 0
@@ -387,6 +419,39 @@ def _record(args: argparse.Namespace) -> int:
     size = Path(args.out).stat().st_size
     print(f"wrote {written} frames to {args.out} ({size / 1e6:.1f} MB, "
           f"{'RGB-D' if encoder is None else args.codec + ' clouds'})")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from capture.calibration import CharucoBoard, calibrate, load_opencv_intrinsics, rotation_angle_deg
+
+    names = [name for name, _, _ in args.camera]
+    if len(set(names)) != len(names):
+        raise ValueError(f"camera names must differ, got {names}")
+    if args.board:
+        board = CharucoBoard.from_json(args.board)
+    else:
+        try:
+            sx, sy = (int(v) for v in args.squares.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--squares takes COLUMNSxROWS like 14x9, got {args.squares!r}") from None
+        board = CharucoBoard(sx, sy, args.square_mm / 1000, args.marker_mm / 1000, args.dictionary)
+    clouds = None
+    if args.cloud:
+        from benchmarks.common import read_ply
+
+        clouds = {name: read_ply(Path(path))[0] for name, path in args.cloud}
+    rig = calibrate({name: image for name, image, _ in args.camera},
+                    {name: load_opencv_intrinsics(k) for name, _, k in args.camera}, board,
+                    args.reference or names[0], clouds, frame=args.frame, icp_max_distance=args.icp_max_distance)
+    rig.save(args.out)
+    for cam in rig.cameras:
+        t = cam.pose[:3, 3] * 1000
+        icp = f", ICP fitness {cam.icp['fitness']:.2f} RMSE {cam.icp['rmse_m'] * 1000:.1f} mm" if cam.icp else ""
+        print(f"{cam.name}: board fit {cam.reprojection_rms_px:.2f} px RMS; pose {cam.name} -> {rig.reference}: "
+              f"t = ({t[0]:.1f}, {t[1]:.1f}, {t[2]:.1f}) mm, rotation {rotation_angle_deg(cam.pose[:3, :3]):.2f} deg"
+              f"{icp}")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -495,6 +560,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _join(args)
     if args.command == "link":
         return _link(args)
+    if args.command == "calibrate":
+        return _calibrate(args)
     if args.command == "record":
         return _record(args)
     if args.command == "play":

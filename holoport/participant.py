@@ -34,7 +34,8 @@ class ParticipantOptions:
     hub: str = "tcp://127.0.0.1:5555"
     room: str = "main"
     name: str = ""
-    source: str = "synthetic"  # or a recording made by holoport record (holoport.sources)
+    source: str = "synthetic"  # or a recording, a Kinect .mkv, a sequence folder (holoport.sources)
+    cameras: str | None = None  # cameras file (holoport calibrate): source is then NAME=SOURCE,...
     body: int = 0  # which synthetic person to film
     fps: float = 15.0
     duration: float = 10.0  # seconds; 0 = until interrupted
@@ -56,7 +57,7 @@ class ParticipantOptions:
 class Participant:
     def __init__(self, options: ParticipantOptions) -> None:
         self.opt = options
-        self.source = open_points(options.source, options.body)
+        self.source = open_points(options.source, options.body, cameras=options.cameras)
         self.renderer = Renderer()
         self.latency = LatencyLog()
         self.stop_event = threading.Event()

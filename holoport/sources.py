@@ -47,15 +47,18 @@ class CameraPoints(PointSource):
     """Any ``capture.source.RGBDSource`` (a camera, a Kinect recording, an image sequence):
     its frames back-projected, cut to the person (``crop="person"``) or kept whole."""
 
-    def __init__(self, source: RGBDSource, crop: str = "person") -> None:
+    def __init__(self, source: RGBDSource, crop: str = "person", pose: np.ndarray | None = None) -> None:
         if crop not in ("person", "none"):
             raise ValueError(f"crop must be 'person' or 'none', got {crop!r}")
         self.source, self.crop, self.name = source, crop, source.name
+        self.pose = pose  # camera -> participant frame, from a cameras file; else the source's own
 
     def read_rgbd(self) -> RGBDFrame:
         frame = self.source.read()
         if frame is None:
             raise EOFError(f"{self.name} has ended")
+        if self.pose is not None:
+            frame.camera_pose = self.pose
         return frame
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +98,59 @@ class RecordingPoints(PointSource):
         self.player.close()
 
 
-def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = True) -> PointSource:
+class FusedPoints(PointSource):
+    """Several cameras of one participant, each placed by the cameras file (``holoport
+    calibrate``), read together and merged into one cloud: where two cameras see the same
+    surface, points that share a ``voxel``-sized cell become one."""
+
+    def __init__(self, parts: list[CameraPoints], voxel: float | None = 0.005) -> None:
+        if not parts:
+            raise ValueError("FusedPoints needs at least one camera")
+        self.parts, self.voxel = parts, voxel
+        self.crop = parts[0].crop
+        self.name = " + ".join(p.name for p in parts)
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        from capture.rig import merge_voxels
+
+        clouds = [part.read() for part in self.parts]
+        positions = np.concatenate([c[0] for c in clouds])
+        colors = np.concatenate([c[1] for c in clouds])
+        if self.voxel and len(positions):
+            return merge_voxels(positions, colors, self.voxel)
+        return positions, colors
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = True,
+                cameras: str | Path | None = None) -> PointSource:
     """``synthetic``, a Holoport recording, an Azure Kinect ``.mkv``, or an RGB-D sequence
-    folder (TUM, Redwood, slambook: rooms, so nothing is cropped)."""
+    folder (TUM, Redwood, slambook: rooms, so nothing is cropped).
+
+    With ``cameras`` (a cameras file from ``holoport calibrate``), ``spec`` names each
+    camera's source, ``NAME=SOURCE[,NAME=SOURCE...]``: each camera's points are placed by
+    its pose in the file and all are fused into one participant.
+    """
+    if cameras is not None:
+        from capture.rig import Rig
+
+        rig = Rig.load(cameras)
+        parts = []
+        for item in spec.split(","):
+            name, sep, source = item.partition("=")
+            if not sep:
+                if len(rig.cameras) != 1:
+                    raise ValueError(f"--source {spec!r}: with a cameras file of {len(rig.cameras)} cameras, give "
+                                     f"NAME=SOURCE for each of {rig.names}")
+                name, source = rig.names[0], item
+            point_source = open_points(source, body, realtime, loop)
+            if not isinstance(point_source, CameraPoints):
+                raise ValueError(f"camera {name!r}: {source} holds no RGB-D frames to place")
+            parts.append(CameraPoints(point_source.source, crop=point_source.crop, pose=rig.pose(name)))
+        return parts[0] if len(parts) == 1 else FusedPoints(parts)
     if spec == "synthetic":
         return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body))
     path = Path(spec)

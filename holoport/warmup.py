@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
 import codec
 from capture import BodyShape, Intrinsics, SyntheticCamera, rgbd_to_points
+from capture.lens import register
 from render import PlacedCloud, Renderer, Room
 
 
@@ -15,7 +20,10 @@ def warm_up() -> None:
     one process first keeps several processes from compiling the same kernels at once.
     """
     small = Intrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
-    positions, colors = rgbd_to_points(SyntheticCamera(BodyShape(), small).read(0.0))
+    frame = SyntheticCamera(BodyShape(), small).read(0.0)
+    lens = dataclasses.replace(small, distortion=(0.1, 0.01, 0.0, 0.0, 0.0, 0.05))
+    register(frame.depth, frame.depth_scale, lens, frame.color, small, np.eye(4))
+    positions, colors = rgbd_to_points(frame)
     codec.decode(codec.OctreeCodec(depth=6, color_step=1).encode(positions, colors))
     codec.decode(codec.OctreeCodec(depth=6, color_step=8).encode(positions, colors))
     room = Room(3)

@@ -160,3 +160,31 @@ def test_open_points_takes_a_kinect_file(mkv):
     assert source.crop == "none"  # a room, kept whole
     assert len(positions) == int(((frame.depth > 0) & (frame.depth <= 6000) & (frame.depth >= 200)).sum())
     assert positions[:, 2].min() >= 0.2 and colors.mean() > 60
+
+
+def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):
+    """Two cameras from a cameras file (the one recording standing in for both): each
+    camera's points are moved by its own pose and the two clouds are fused."""
+    from capture.rig import Rig, RigCamera
+    from holoport.sources import FusedPoints, open_points
+
+    turn = np.eye(4)
+    turn[:3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # 90° about y
+    turn[:3, 3] = [2.0, 1.0, 3.0]
+    rig_file = tmp_path / "cameras.json"
+    Rig([RigCamera("front", np.eye(4)), RigCamera("side", turn)], "front").save(rig_file)
+    with pytest.raises(ValueError, match="NAME=SOURCE"):
+        open_points(str(mkv), cameras=rig_file)
+    source = open_points(f"front={mkv},side={mkv}", realtime=False, cameras=rig_file)
+    assert isinstance(source, FusedPoints)
+    source.voxel = None  # keep every point, to check each camera's placement
+    try:
+        positions, _ = source.read()
+    finally:
+        source.close()
+    half = len(positions) // 2
+    front, side = positions[:half].astype(np.float64), positions[half:].astype(np.float64)
+    assert len(front) == len(side) > 100_000
+    assert np.allclose(side, front @ turn[:3, :3].T + turn[:3, 3], atol=1e-4)
+    fused = FusedPoints(source.parts, voxel=0.01)  # and merging does merge
+    assert fused.voxel == 0.01
