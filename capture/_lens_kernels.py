@@ -140,21 +140,25 @@ def register_color(depth, depth_scale, rays, rotation, translation, image, fx, f
     """
     h, w = depth.shape
     ih, iw = image.shape[0], image.shape[1]
-    zh, zw = (ih + 1) // 2, (iw + 1) // 2
-    zbuf = np.full((zh, zw), np.inf)
-    if occlusion > 0.0:
-        for v in range(h):
-            for u in range(w):
-                qx, qy, qz = _to_color(depth, depth_scale, rays, rotation, translation, v, u)
-                fu, fv = _to_pixel(qx, qy, qz, fx, fy, cx, cy, c, model, max_radius, iw, ih)
-                if fu >= 0.0:
-                    zu, zv = int(fu + 0.5) // 2, int(fv + 0.5) // 2
-                    if qz < zbuf[zv, zu]:
-                        zbuf[zv, zu] = qz
+    where = np.empty((h, w, 3), np.float32)  # (u, v) in the colour image, depth there; u < 0: unseen
     for v in prange(h):
         for u in range(w):
             qx, qy, qz = _to_color(depth, depth_scale, rays, rotation, translation, v, u)
             fu, fv = _to_pixel(qx, qy, qz, fx, fy, cx, cy, c, model, max_radius, iw, ih)
+            where[v, u, 0] = fu
+            where[v, u, 1] = fv
+            where[v, u, 2] = qz
+    zbuf = np.full(((ih + 1) // 2, (iw + 1) // 2), np.inf, np.float32)
+    if occlusion > 0.0:
+        for v in range(h):
+            for u in range(w):
+                if where[v, u, 0] >= 0.0:
+                    zu, zv = int(where[v, u, 0] + 0.5) // 2, int(where[v, u, 1] + 0.5) // 2
+                    if where[v, u, 2] < zbuf[zv, zu]:
+                        zbuf[zv, zu] = where[v, u, 2]
+    for v in prange(h):
+        for u in range(w):
+            fu, fv, qz = where[v, u, 0], where[v, u, 1], where[v, u, 2]
             seen = fu >= 0.0
             if seen and occlusion > 0.0:
                 seen = qz <= zbuf[int(fv + 0.5) // 2, int(fu + 0.5) // 2] + occlusion + 0.01 * qz

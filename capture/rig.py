@@ -283,18 +283,6 @@ def fuse(
 
 def merge_voxels(positions: np.ndarray, colors: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
     """One point per occupied ``voxel``-sized cell: the mean position and colour of its points."""
-    cells = np.floor(positions / voxel).astype(np.int64)
-    cells -= cells.min(axis=0)
-    span = cells.max(axis=0) + 1
-    if float(np.prod(span.astype(np.float64))) < 2**62:
-        keys = np.ravel_multi_index(cells.T, span)
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    else:  # a cloud spread over kilometres at millimetre cells: slower, still right
-        _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
+    from capture.cut import voxel_downsample
 
-    def mean(values: np.ndarray) -> np.ndarray:
-        return np.stack([np.bincount(inverse, values[:, j].astype(np.float64), len(counts)) for j in range(3)],
-                        axis=1) / counts[:, None]
-
-    return mean(positions).astype(np.float32), np.clip(np.rint(mean(colors)), 0, 255).astype(np.uint8)
+    return voxel_downsample(positions, colors, voxel)

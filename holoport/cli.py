@@ -162,6 +162,9 @@ SOURCE_HELP = ("where the person comes from: synthetic (default), a Holoport rec
                "Azure Kinect .mkv, or a TUM/Redwood/slambook folder; recordings play with their original "
                "timing, looping; with --cameras, NAME=SOURCE for each camera, comma-separated")
 CAMERAS_HELP = "a cameras file from holoport calibrate: places and fuses several cameras into one participant"
+CROP_HELP = ("what to keep of what the camera sees: person (the box around a placed participant), cut (depth "
+             "range, floor, outliers, largest cluster: for a real camera), none (the whole room); default: "
+             "person for synthetic, cut for a Kinect recording, none for an image sequence")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="display name (default: the hub picks one)")
     p.add_argument("--source", default="synthetic", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--cameras", metavar="FILE", help=CAMERAS_HELP)
+    p.add_argument("--crop", choices=["person", "cut", "none"], help=CROP_HELP)
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
@@ -226,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the recording to write (e.g. me.hprec)")
     p.add_argument("--source", default="synthetic", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--cameras", metavar="FILE", help=CAMERAS_HELP)
+    p.add_argument("--crop", choices=["person", "cut", "none"], help=CROP_HELP)
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--frames", type=int, default=150, help="frames to record (default 150)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
@@ -318,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     link_sweep.add_arguments(bench.add_parser("link", help="the meeting over 5G traces, per rate policy",
                                               description=link_sweep.__doc__,
                                               formatter_class=argparse.RawDescriptionHelpFormatter))
+    from benchmarks import capture_rate
+
+    capture_rate.add_arguments(bench.add_parser("capture", help="frames per second of the capture path, by stage",
+                                                description=capture_rate.__doc__,
+                                                formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -345,7 +355,8 @@ def _join(args: argparse.Namespace) -> int:
     if (args.link_trace or args.link_seed) and not args.link:
         raise ValueError("--link-trace and --link-seed go with --link PROFILE")
     options = ParticipantOptions(
-        hub=args.hub, room=args.room, name=args.name, source=args.source, cameras=args.cameras, body=args.body,
+        hub=args.hub, room=args.room, name=args.name, source=args.source, cameras=args.cameras, crop=args.crop,
+        body=args.body,
         fps=args.fps,
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, color_step=args.color_step,
@@ -395,7 +406,8 @@ def _record(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
-    source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras)
+    source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras,
+                         crop=args.crop)
     encoder = make_encoder(args.codec, args.color_step) if args.codec else None
     meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop}
     written = 0
@@ -586,8 +598,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
-        from benchmarks import codec_rd, hub_load, link_sweep, live_rate
+        from benchmarks import capture_rate, codec_rd, hub_load, link_sweep, live_rate
 
-        return {"codec": codec_rd, "hub": hub_load, "link": link_sweep,
-                "live": live_rate}[args.bench].run(args)
+        return {"codec": codec_rd, "hub": hub_load, "link": link_sweep, "live": live_rate,
+                "capture": capture_rate}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -36,6 +36,7 @@ class ParticipantOptions:
     name: str = ""
     source: str = "synthetic"  # or a recording, a Kinect .mkv, a sequence folder (holoport.sources)
     cameras: str | None = None  # cameras file (holoport calibrate): source is then NAME=SOURCE,...
+    crop: str | None = None  # person / cut / none; None: the source's own (holoport.sources)
     body: int = 0  # which synthetic person to film
     fps: float = 15.0
     duration: float = 10.0  # seconds; 0 = until interrupted
@@ -57,7 +58,7 @@ class ParticipantOptions:
 class Participant:
     def __init__(self, options: ParticipantOptions) -> None:
         self.opt = options
-        self.source = open_points(options.source, options.body, cameras=options.cameras)
+        self.source = open_points(options.source, options.body, cameras=options.cameras, crop=options.crop)
         self.renderer = Renderer()
         self.latency = LatencyLog()
         self.stop_event = threading.Event()

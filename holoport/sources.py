@@ -10,23 +10,43 @@ here), or a TUM / Redwood / slambook folder (``capture.sequences``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 import codec
 from capture import BodyShape, RGBDFrame, SyntheticCamera, rgbd_to_points
+from capture.cut import PersonCut
 from capture.recording import CLOUD, Entry, RecordingPlayer
 from capture.source import RGBDSource
 
 CODEC_FORMAT = "holoport-codec"  # a recording's CLOUD entries that codec.decode reads
+CROPS = ("person", "cut", "none")
+PERSON_RANGE = (0.3, 3.0)  # metres from a real camera where a participant stands
+
+
+@lru_cache(maxsize=8)
+def _person_cut(pose_bytes: bytes) -> PersonCut:
+    pose = np.frombuffer(pose_bytes, np.float64).reshape(4, 4)
+    # a camera nobody placed (identity pose) gives camera coordinates: y points down
+    up = (0.0, -1.0, 0.0) if np.array_equal(pose, np.eye(4)) else (0.0, 1.0, 0.0)
+    return PersonCut.for_camera(pose, up=up)
+
+
+def person_cut(pose: np.ndarray) -> PersonCut:
+    """The person cut for a camera at ``pose`` (camera -> the points' frame)."""
+    return _person_cut(np.ascontiguousarray(pose, np.float64).tobytes())
 
 
 class PointSource:
     """``read()`` -> (positions float32 (N, 3) metres, colours uint8 (N, 3)) of the person."""
 
     name = "source"
-    crop = "person"  # what read() keeps: "person" (cut out of the room) or "none" (a room)
+    #: what read() keeps: "person" (the crop box in the participant's frame, for a camera
+    #: placed by its pose), "cut" (capture.cut.PersonCut: depth range, floor, outliers,
+    #: largest cluster; for a camera nobody placed) or "none" (a room)
+    crop = "person"
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -37,7 +57,11 @@ class PointSource:
 
     def cut(self, frame: RGBDFrame) -> tuple[np.ndarray, np.ndarray]:
         """A frame's points as this source keeps them (the person, or the whole room)."""
-        return rgbd_to_points(frame) if self.crop == "person" else rgbd_to_points(frame, box=None)
+        if self.crop == "person":
+            return rgbd_to_points(frame)
+        if self.crop == "none":
+            return rgbd_to_points(frame, box=None)
+        return person_cut(frame.camera_pose).apply(*rgbd_to_points(frame, box=None, depth_range=PERSON_RANGE))
 
     def close(self) -> None:
         pass
@@ -48,8 +72,8 @@ class CameraPoints(PointSource):
     its frames back-projected, cut to the person (``crop="person"``) or kept whole."""
 
     def __init__(self, source: RGBDSource, crop: str = "person", pose: np.ndarray | None = None) -> None:
-        if crop not in ("person", "none"):
-            raise ValueError(f"crop must be 'person' or 'none', got {crop!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         self.source, self.crop, self.name = source, crop, source.name
         self.pose = pose  # camera -> participant frame, from a cameras file; else the source's own
 
@@ -72,7 +96,8 @@ class RecordingPoints(PointSource):
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = True) -> None:
         self.player = RecordingPlayer(path, realtime=realtime, loop=loop)
         self.name = Path(path).name
-        self.crop = "none" if self.player.recording.meta.get("crop") == "none" else "person"
+        crop = self.player.recording.meta.get("crop", "person")
+        self.crop = crop if crop in CROPS else "person"
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         entry = self.player.read()
@@ -126,14 +151,20 @@ class FusedPoints(PointSource):
 
 
 def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = True,
-                cameras: str | Path | None = None) -> PointSource:
+                cameras: str | Path | None = None, crop: str | None = None) -> PointSource:
     """``synthetic``, a Holoport recording, an Azure Kinect ``.mkv``, or an RGB-D sequence
-    folder (TUM, Redwood, slambook: rooms, so nothing is cropped).
+    folder.
+
+    ``crop`` (see ``PointSource.crop``) defaults to what each source is: the synthetic
+    person is placed, so "person" (its box); a Kinect's camera is not, so "cut"; sequences
+    are rooms, so "none"; a recording keeps what it was recorded with.
 
     With ``cameras`` (a cameras file from ``holoport calibrate``), ``spec`` names each
     camera's source, ``NAME=SOURCE[,NAME=SOURCE...]``: each camera's points are placed by
     its pose in the file and all are fused into one participant.
     """
+    if crop is not None and crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     if cameras is not None:
         from capture.rig import Rig
 
@@ -146,23 +177,26 @@ def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = Tr
                     raise ValueError(f"--source {spec!r}: with a cameras file of {len(rig.cameras)} cameras, give "
                                      f"NAME=SOURCE for each of {rig.names}")
                 name, source = rig.names[0], item
-            point_source = open_points(source, body, realtime, loop)
+            point_source = open_points(source, body, realtime, loop, crop=crop)
             if not isinstance(point_source, CameraPoints):
                 raise ValueError(f"camera {name!r}: {source} holds no RGB-D frames to place")
             parts.append(CameraPoints(point_source.source, crop=point_source.crop, pose=rig.pose(name)))
         return parts[0] if len(parts) == 1 else FusedPoints(parts)
     if spec == "synthetic":
-        return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body))
+        return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body), crop=crop or "person")
     path = Path(spec)
     if path.is_dir():
         from capture.sequences import ImageSequence
 
-        return CameraPoints(ImageSequence(path, realtime=realtime, loop=loop), crop="none")
+        return CameraPoints(ImageSequence(path, realtime=realtime, loop=loop), crop=crop or "none")
     if not path.is_file():
         raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', a recording (make one with holoport "
                                 "record), an Azure Kinect .mkv or a TUM/Redwood/slambook folder")
     if path.suffix.lower() == ".mkv":
         from capture.azure_kinect import AzureKinectRecording
 
-        return CameraPoints(AzureKinectRecording(path, realtime=realtime, loop=loop), crop="none")
-    return RecordingPoints(path, realtime=realtime, loop=loop)
+        return CameraPoints(AzureKinectRecording(path, realtime=realtime, loop=loop), crop=crop or "cut")
+    source = RecordingPoints(path, realtime=realtime, loop=loop)
+    if crop is not None:
+        source.crop = crop
+    return source

@@ -8,6 +8,7 @@ import numpy as np
 
 import codec
 from capture import BodyShape, Intrinsics, SyntheticCamera, rgbd_to_points
+from capture.cut import PersonCut, voxel_downsample
 from capture.lens import register
 from render import PlacedCloud, Renderer, Room
 
@@ -24,6 +25,8 @@ def warm_up() -> None:
     lens = dataclasses.replace(small, distortion=(0.1, 0.01, 0.0, 0.0, 0.0, 0.05))
     register(frame.depth, frame.depth_scale, lens, frame.color, small, np.eye(4))
     positions, colors = rgbd_to_points(frame)
+    PersonCut().apply(*rgbd_to_points(frame, box=None))
+    voxel_downsample(positions, colors, 0.005)
     codec.decode(codec.OctreeCodec(depth=6, color_step=1).encode(positions, colors))
     codec.decode(codec.OctreeCodec(depth=6, color_step=8).encode(positions, colors))
     room = Room(3)

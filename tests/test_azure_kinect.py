@@ -151,15 +151,22 @@ def test_a_cut_recording_plays_what_it_holds(tmp_path, mkv):
 def test_open_points_takes_a_kinect_file(mkv):
     from holoport.sources import open_points
 
-    source = open_points(str(mkv), realtime=False, loop=True)
+    source = open_points(str(mkv), realtime=False, loop=True, crop="none")
     try:
         frame = source.read_rgbd()
         positions, colors = source.read()
     finally:
         source.close()
-    assert source.crop == "none"  # a room, kept whole
     assert len(positions) == int(((frame.depth > 0) & (frame.depth <= 6000) & (frame.depth >= 200)).sum())
     assert positions[:, 2].min() >= 0.2 and colors.mean() > 60
+    # by default a Kinect's points go through the person cut: within 3 m, one cluster
+    source = open_points(str(mkv), realtime=False, loop=True)
+    try:
+        cut, _ = source.read()
+    finally:
+        source.close()
+    assert source.crop == "cut"
+    assert 0 < len(cut) < len(positions) and cut[:, 2].max() <= 3.0
 
 
 def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):

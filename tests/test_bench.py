@@ -126,3 +126,28 @@ def test_live_rate_benchmark_writes_records_and_a_plot(tmp_path):
     assert r["policy"] == "adaptive" and r["uplink_mbps"] == 3.0
     assert r["received_fps"] > 5 and 0 < r["p50_ms"] <= r["p95_ms"] < 2000
     assert (tmp_path / "live.png").stat().st_size > 5_000
+
+
+def test_capture_benchmark_measures_every_stage(tmp_path, data_dir):
+    import subprocess
+
+    out = tmp_path / "capture.json"
+    result = subprocess.run(
+        holoport_cmd("bench", "capture", "--data", str(data_dir), "--resolutions", "640x480", "--cores", "1",
+                     "--frames", "3", "--json", str(out), "--markdown", str(tmp_path / "capture.md"),
+                     "--plot", str(tmp_path / "capture.png")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    assert all({"stage", "resolution", "cores", "fps"} <= set(r) for r in records)
+    sources = {r["source"] for r in records}
+    assert "synthetic" in sources
+    for source in sources:
+        stages = {r["stage"]: r for r in records if r["source"] == source}
+        assert set(stages) == {"decode", "register", "backproject", "cut", "voxelize", "total"}
+        assert all(r["fps"] > 0 for r in stages.values())
+        # the whole path is slower than any one stage, and cutting and voxelizing drop points
+        assert stages["total"]["fps"] < min(r["fps"] for s, r in stages.items() if s != "total")
+        assert 0 < stages["voxelize"]["points"] <= stages["cut"]["points"] < stages["backproject"]["points"]
+    assert (tmp_path / "capture.png").stat().st_size > 5_000
+    assert "| source |" in (tmp_path / "capture.md").read_text()
