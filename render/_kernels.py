@@ -1,4 +1,4 @@
-"""numba kernels of the renderer: the analytic room and z-buffered point splatting."""
+"""numba kernels of the renderer: the analytic room (splatting is in ``_splat_kernels``)."""
 
 from __future__ import annotations
 
@@ -93,39 +93,3 @@ def draw_room(cam_to_world, fx, fy, cx, cy, table_radius, table_height, seats_xz
                 image[v, u, 2] = 44.0 + 60.0 * k
                 depth[v, u] = math.inf
                 ids[v, u] = BACKGROUND_ID
-
-
-@njit(cache=True, nogil=True)
-def splat_points(positions, colors, model_to_camera, fx, fy, cx, cy, point_size, cloud_id,
-                 near, image, depth, ids):
-    """Z-buffered square splats whose side is ``point_size`` metres seen at the point's depth.
-
-    Returns how many points landed in front of the camera and inside the image.
-    """
-    h, w = depth.shape
-    m = model_to_camera
-    drawn = 0
-    for i in range(positions.shape[0]):
-        px, py, pz = positions[i, 0], positions[i, 1], positions[i, 2]
-        z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
-        if z < near:
-            continue
-        x = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3]
-        y = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3]
-        uf = fx * x / z + cx
-        vf = fy * y / z + cy
-        if uf < -0.5 or vf < -0.5 or uf >= w - 0.5 or vf >= h - 0.5:
-            continue
-        u0 = int(uf + 0.5)
-        v0 = int(vf + 0.5)
-        half = int(0.5 * point_size * fx / z + 0.5)
-        drawn += 1
-        for v in range(max(0, v0 - half), min(h, v0 + half + 1)):
-            for u in range(max(0, u0 - half), min(w, u0 + half + 1)):
-                if z < depth[v, u]:
-                    depth[v, u] = z
-                    image[v, u, 0] = colors[i, 0]
-                    image[v, u, 1] = colors[i, 1]
-                    image[v, u, 2] = colors[i, 2]
-                    ids[v, u] = cloud_id
-    return drawn

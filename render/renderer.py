@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from render._kernels import BACKGROUND_ID, ROOM_ID, draw_room, splat_points
+from render import _splat_kernels as sk
+from render._kernels import BACKGROUND_ID, ROOM_ID, draw_room
 from render.camera import Camera
 from render.room import Room
 
@@ -19,6 +21,7 @@ class PlacedCloud:
     positions: np.ndarray
     colors: np.ndarray
     pose: np.ndarray  # 4x4, participant frame -> room
+    point_size: float | None = None  # metres a point covers (its sampling); None: the renderer's
 
 
 @dataclass
@@ -33,37 +36,74 @@ class RenderResult:
 
 
 class Renderer:
-    """Splats clouds into a pinhole view of the room.
+    """Splats clouds into a pinhole view of the room, on every core numba has.
 
-    ``point_size`` is the side in metres each point covers (about the capture's sample
-    spacing), so nearby people render solid and distant ones don't bloat.
+    Each point covers a square of ``point_size`` metres (about the capture's or the codec's
+    sample spacing; a cloud may carry its own) seen at its depth, so near people render
+    solid and far ones do not bloat; ``splat_px`` fixes the square's side in pixels
+    instead (1, 3, 5...). ``fill_holes`` closes the one-pixel cracks uneven sampling leaves;
+    ``soft_edges`` blends silhouettes into the room.
     """
 
     ROOM_ID = ROOM_ID
     BACKGROUND_ID = BACKGROUND_ID
 
-    def __init__(self, point_size: float = 0.006, near: float = 0.05) -> None:
+    def __init__(self, point_size: float = 0.006, near: float = 0.05, splat_px: int | None = None,
+                 fill_holes: bool = True, soft_edges: bool = False) -> None:
         if point_size <= 0:
             raise ValueError(f"point_size must be positive, got {point_size}")
+        if splat_px is not None and not (isinstance(splat_px, int) and 1 <= splat_px <= 65 and splat_px % 2):
+            raise ValueError(f"splat_px must be an odd number of pixels from 1 to 65, got {splat_px!r}")
         self.point_size = point_size
         self.near = near
+        self.splat_px = splat_px
+        self.fill_holes = fill_holes
+        self.soft_edges = soft_edges
         self._layer_key: tuple | None = None
-        self._layer: tuple[np.ndarray, ...] = ()
+        self._layer = np.zeros((0, 0), np.uint64)
+        self._bufs = np.zeros((0, 0, 0), np.uint64)
 
     def render(self, camera: Camera, room: Room | None, clouds: Sequence[PlacedCloud]) -> RenderResult:
-        image, depth, ids = (buf.copy() for buf in self._room_layer(camera, room))
+        if len(clouds) >= sk.ROOM_CODE:
+            raise ValueError(f"at most {sk.ROOM_CODE} clouds in one image, got {len(clouds)}")
+        layer = self._room_layer(camera, room)
+        bufs = self._buffers(layer)
+        fixed = 0 if self.splat_px is None else self.splat_px
         for index, cloud in enumerate(clouds):
-            if len(cloud.positions) == 0:
+            n = len(cloud.positions)
+            if n == 0:
                 continue
+            positions = np.ascontiguousarray(cloud.positions, dtype=np.float32)
+            colors = np.ascontiguousarray(cloud.colors, dtype=np.uint8)
+            if positions.shape != (n, 3) or colors.shape != (n, 3):
+                raise ValueError(f"cloud {index}: positions and colours must both be (N, 3), got "
+                                 f"{positions.shape} and {colors.shape}")
             m = camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64)
-            splat_points(np.ascontiguousarray(cloud.positions, dtype=np.float32),
-                         np.ascontiguousarray(cloud.colors, dtype=np.uint8), m, camera.fx,
-                         camera.fy, camera.cx, camera.cy, self.point_size, index, self.near,
-                         image, depth, ids)
+            size = self.point_size if cloud.point_size is None else float(cloud.point_size)
+            sk.splat_cloud(positions, colors, m, camera.fx, camera.fy, camera.cx, camera.cy, self.near, size, fixed,
+                           index, bufs)
+        if len(bufs) > 1:
+            sk.merge(bufs)
+        h, w = layer.shape
+        image = np.empty((h, w, 3), np.uint8)
+        depth = np.empty((h, w), np.float32)
+        ids = np.empty((h, w), np.int16)
+        sk.finish(bufs[0], layer, self.fill_holes, self.soft_edges, image, depth, ids)
         return RenderResult(image, depth, ids)
 
-    def _room_layer(self, camera: Camera, room: Room | None) -> tuple[np.ndarray, ...]:
-        """The room seen from ``camera``; drawn once and reused while the camera stays put."""
+    def _buffers(self, layer: np.ndarray) -> np.ndarray:
+        """One z-buffer per numba thread: the first starts as the room, the others empty.
+        Allocated once per image size and thread count."""
+        shape = (numba.get_num_threads(), *layer.shape)
+        if self._bufs.shape != shape:
+            self._bufs = np.empty(shape, np.uint64)
+        self._bufs[0] = layer
+        self._bufs[1:] = sk.EMPTY
+        return self._bufs
+
+    def _room_layer(self, camera: Camera, room: Room | None) -> np.ndarray:
+        """The room seen from ``camera`` as packed keys; drawn once and reused while the
+        camera stays put."""
         if self._layer_key is not None and self._layer_key[0] is camera and self._layer_key[1] == room:
             return self._layer
         h, w = camera.height, camera.width
@@ -74,5 +114,8 @@ class Renderer:
             seats = np.array([room.seat_position(i)[[0, 2]] for i in range(room.seats)])
             draw_room(np.linalg.inv(camera.world_to_camera), camera.fx, camera.fy, camera.cx,
                       camera.cy, room.table_radius, room.table_height, seats, image, depth, ids)
-        self._layer_key, self._layer = (camera, room), (image, depth, ids)
-        return self._layer
+        codes = np.where(ids == ROOM_ID, sk.ROOM_CODE, sk.BACKGROUND_CODE).astype(np.uint8)
+        layer = np.empty((h, w), np.uint64)
+        sk.pack_layer(image, depth, codes, layer)
+        self._layer_key, self._layer = (camera, room), layer
+        return layer
