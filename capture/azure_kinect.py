@@ -119,8 +119,8 @@ class AzureKinectRecording(RGBDSource):
                  loop: bool = False) -> None:
         try:
             import av
-        except ImportError as e:  # pragma: no cover - av is a dependency
-            raise ImportError("reading Azure Kinect recordings needs PyAV: pip install av") from e
+        except ImportError as e:  # an extra: the rest of capture works without it
+            raise ImportError("reading Azure Kinect recordings needs PyAV: pip install 'holoport[kinect]'") from e
         super().__init__(realtime=realtime, loop=loop)
         self.path = Path(path)
         self.name = self.path.name

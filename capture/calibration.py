@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
+
+try:
+    import cv2
+except ImportError as e:  # an extra: the rest of capture works without it
+    raise ImportError("calibration needs OpenCV: pip install 'holoport[calibration]'") from e
 
 from capture.rig import Rig, RigCamera, check_pose
 from capture.types import Intrinsics
