@@ -120,8 +120,8 @@ def _to_pixel(qx, qy, qz, fx, fy, cx, cy, c, model, max_radius, iw, ih):
     xd, yd = distort(x, y, c, model)
     fu = xd * fx + cx
     fv = yd * fy + cy
-    if fu >= 0.0 and fv >= 0.0 and fu <= iw - 1 and fv <= ih - 1:
-        return fu, fv
+    if fu >= -0.5 and fv >= -0.5 and fu <= iw - 0.5 and fv <= ih - 0.5:  # inside a pixel of the image
+        return min(max(fu, 0.0), iw - 1.0), min(max(fv, 0.0), ih - 1.0)
     return -1.0, -1.0
 
 

@@ -158,8 +158,9 @@ class _LinkStatus:
                 f"{snap['connections']} in all")
 
 
-SOURCE_HELP = ("where the person comes from: synthetic (default), a Holoport recording (holoport record), an "
-               "Azure Kinect .mkv, or a TUM/Redwood/slambook folder; recordings play with their original "
+SOURCE_HELP = ("where the person comes from: synthetic (default), realsense[:SERIAL] (a live camera), a "
+               "Holoport recording (holoport record), an Azure Kinect .mkv, a RealSense .bag/.db3, or a "
+               "TUM/Redwood/slambook folder; recordings play with their original "
                "timing, looping; with --cameras, NAME=SOURCE for each camera, comma-separated")
 CAMERAS_HELP = "a cameras file from holoport calibrate: places and fuses several cameras into one participant"
 CROP_HELP = ("what to keep of what the camera sees: person (the box around a placed participant), cut (depth "
@@ -323,8 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     link_sweep.add_arguments(bench.add_parser("link", help="the meeting over 5G traces, per rate policy",
                                               description=link_sweep.__doc__,
                                               formatter_class=argparse.RawDescriptionHelpFormatter))
-    from benchmarks import capture_rate
+    from benchmarks import capture_rate, render_fps
 
+    render_fps.add_arguments(bench.add_parser("render", help="frames per second of the splat renderer and browser",
+                                              description=render_fps.__doc__,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
     capture_rate.add_arguments(bench.add_parser("capture", help="frames per second of the capture path, by stage",
                                                 description=capture_rate.__doc__,
                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
@@ -598,8 +602,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it)")
         return 0
     if args.command == "bench":
-        from benchmarks import capture_rate, codec_rd, hub_load, link_sweep, live_rate
+        from benchmarks import capture_rate, codec_rd, hub_load, link_sweep, live_rate, render_fps
 
         return {"codec": codec_rd, "hub": hub_load, "link": link_sweep, "live": live_rate,
-                "capture": capture_rate}[args.bench].run(args)
+                "capture": capture_rate, "render": render_fps}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -1,5 +1,5 @@
-"""Where a participant's points come from: the synthetic camera, a Holoport recording, an
-Azure Kinect recording, or an RGB-D image sequence.
+"""Where a participant's points come from: the synthetic camera, a RealSense camera, a
+Holoport recording, an Azure Kinect or RealSense recording, or an RGB-D image sequence.
 
 ``open_points(spec)`` takes what ``holoport join --source`` and ``holoport record --source``
 take: ``synthetic`` (the built-in person), the path of a recording made by ``holoport
@@ -152,8 +152,8 @@ class FusedPoints(PointSource):
 
 def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = True,
                 cameras: str | Path | None = None, crop: str | None = None) -> PointSource:
-    """``synthetic``, a Holoport recording, an Azure Kinect ``.mkv``, or an RGB-D sequence
-    folder.
+    """``synthetic``, ``realsense[:SERIAL]`` (a live camera), a Holoport recording, an Azure
+    Kinect ``.mkv``, a RealSense ``.bag``/``.db3``, or an RGB-D sequence folder.
 
     ``crop`` (see ``PointSource.crop``) defaults to what each source is: the synthetic
     person is placed, so "person" (its box); a Kinect's camera is not, so "cut"; sequences
@@ -184,18 +184,28 @@ def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = Tr
         return parts[0] if len(parts) == 1 else FusedPoints(parts)
     if spec == "synthetic":
         return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body), crop=crop or "person")
+    if spec == "realsense" or spec.startswith("realsense:"):
+        from capture.realsense import RealSenseSource
+
+        serial = spec.partition(":")[2] or None
+        return CameraPoints(RealSenseSource(serial=serial), crop=crop or "cut")
     path = Path(spec)
     if path.is_dir():
         from capture.sequences import ImageSequence
 
         return CameraPoints(ImageSequence(path, realtime=realtime, loop=loop), crop=crop or "none")
     if not path.is_file():
-        raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', a recording (make one with holoport "
-                                "record), an Azure Kinect .mkv or a TUM/Redwood/slambook folder")
+        raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', 'realsense[:SERIAL]', a recording (make one "
+                                "with holoport record), an Azure Kinect .mkv, a RealSense .bag/.db3 or a "
+                                "TUM/Redwood/slambook folder")
     if path.suffix.lower() == ".mkv":
         from capture.azure_kinect import AzureKinectRecording
 
         return CameraPoints(AzureKinectRecording(path, realtime=realtime, loop=loop), crop=crop or "cut")
+    if path.suffix.lower() in (".bag", ".db3"):
+        from capture.realsense import RealSenseSource
+
+        return CameraPoints(RealSenseSource(file=path, realtime=realtime, loop=loop), crop=crop or "cut")
     source = RecordingPoints(path, realtime=realtime, loop=loop)
     if crop is not None:
         source.crop = crop
