@@ -10,12 +10,12 @@ STAMP  := $(VENV)/.installed
 KERNELS := $(wildcard capture/_*.py codec/_*.py render/_*.py)
 KCACHE  := $(VENV)/.kernels
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps test-deps clean
 
 demo: $(STAMP) $(KCACHE)
 	$(BIN)/holoport demo
 
-test: $(STAMP) $(KCACHE)
+test: $(STAMP) $(KCACHE) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -50,6 +50,23 @@ system-deps:
 	    else echo "Holoport needs these system packages:$$missing. Install them (Debian/Ubuntu: sudo apt-get install$$missing) and run make again."; exit 1; fi; \
 	    echo "Installing system packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  fi
+
+# What only the tests need: headless Chromium for the browser viewer, Xvfb for the desktop
+# window. Installed with apt when we are root (or have passwordless sudo); otherwise the
+# tests that need them are skipped, with the reason.
+TEST_PACKAGES := chromium xvfb
+test-deps:
+	@missing=""; \
+	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="chromium"; \
+	  command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
+	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \
+	    else echo "Tests of the browser viewer and the desktop window need:$$missing (Debian/Ubuntu: sudo apt-get install$$missing); they will be skipped."; exit 0; fi; \
+	    echo "Installing test packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	      || echo "Could not install$$missing; the tests that need them will be skipped."; \
 	  fi
 
 clean:

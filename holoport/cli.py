@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", metavar="FILE", help=CAMERAS_HELP)
     p.add_argument("--crop", choices=["person", "cut", "none"], help=CROP_HELP)
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
+    p.add_argument("--view", action="store_true", help="show the room live in a desktop window (orbit: drag, "
+                   "zoom: wheel); needs a display")
+    p.add_argument("--web", type=int, metavar="PORT", help="serve the browser / headset viewer on this port "
+                   "(open http://HOST:PORT; WebXR 'Enter VR' where the browser offers it)")
+    p.add_argument("--web-host", default="127.0.0.1", help="address the viewer listens on (default 127.0.0.1; "
+                   "0.0.0.0 lets a headset on the network in)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--out", default=None, help="folder for the final view, GIF and statistics")
     _add_meeting_options(p)
@@ -364,7 +370,8 @@ def _join(args: argparse.Namespace) -> int:
         fps=args.fps,
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, color_step=args.color_step,
-        key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate)
+        key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate, view=args.view, web=args.web,
+        web_host=args.web_host)
     relay = None
     if args.link:
         from holoport.endpoints import require_loopback

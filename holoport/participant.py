@@ -53,6 +53,9 @@ class ParticipantOptions:
     color_step: int = 8  # octree colour quantization step (1 = lossless)
     rate: str = "fixed"  # "adaptive": level of detail and colour step follow the receivers'
     #                      reports (octree codec; holoport.link.live)
+    view: bool = False  # a desktop window with the room, orbit and zoom (render.window)
+    web: int | None = None  # serve the browser / headset viewer on this port (render.browser)
+    web_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN in
 
 
 class Participant:
@@ -77,6 +80,11 @@ class Participant:
             raise ValueError(f"--rate is fixed or adaptive, not {options.rate!r}")
         if options.rate == "adaptive" and options.codec != "octree":
             raise ValueError("--rate adaptive needs --codec octree (its levels of detail are the ladder)")
+        self.window = self.browser = None
+        if options.view:  # before joining: no display is an error the user sees at once
+            from render.window import DesktopWindow
+
+            self.window = DesktopWindow(f"Holoport: {options.name or 'me'}", *options.view_size)
 
     def run(self) -> dict:
         opt = self.opt
@@ -89,6 +97,7 @@ class Participant:
             self.room = Room(node.seats)
             w, h = opt.view_size
             self.view_camera = self.room.seat_camera(node.seat, w, h)
+            self._open_viewers()
             period = 1.0 / opt.fps
             started = time.monotonic()
             next_tick = started
@@ -112,7 +121,23 @@ class Participant:
                     self._render()
             elapsed = time.monotonic() - started
         self.source.close()
+        self._close_viewers()
         return self._finish(elapsed)
+
+    def _open_viewers(self) -> None:
+        if self.window is not None:
+            self.window.look_like(self.view_camera)
+            self.window.start()
+        if self.opt.web is not None:
+            from render.browser import BrowserViewer
+
+            self.browser = BrowserViewer(self.opt.web_host, self.opt.web, self.room).start()
+            print(f"holoport: open {self.browser.url} in a browser or headset to see the room", flush=True)
+
+    def _close_viewers(self) -> None:
+        for viewer in (self.window, self.browser):
+            if viewer is not None:
+                viewer.stop()
 
     def _start_rate(self, node: Node) -> None:
         """Measure the ladder on our first frame and let receivers' reports steer it."""
@@ -173,6 +198,14 @@ class Participant:
         if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])
+        if self.window is not None:
+            if self.window.closed:
+                self.stop_event.set()  # closing the window leaves the meeting
+            else:
+                self.window.update(self.room, clouds)
+        if self.browser is not None:  # the page wants room coordinates
+            self.browser.publish([(c.positions @ c.pose[:3, :3].T.astype(np.float32)
+                                   + c.pose[:3, 3].astype(np.float32), c.colors) for c in clouds])
         if t1 >= self._next_animation_frame:
             self.animation.append(view.image)
             self._next_animation_frame = max(self._next_animation_frame + 1 / self.opt.gif_fps, t1)

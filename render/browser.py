@@ -1,0 +1,658 @@
+"""The meeting in a web browser or a headset: a small WebGL2 page fed by a WebSocket.
+
+``BrowserViewer`` serves ``render/web/index.html`` + ``viewer.js`` (HTTP GET ``/``) and a
+point stream (WebSocket ``/stream``) on one port, from one asyncio thread. The node calls
+``publish(clouds)`` from its own loop with the decoded clouds already in room coordinates;
+every page connected gets the newest frame only: the server sends a client its next frame
+after the page acknowledges the previous one (or after ``ack_timeout`` with the socket
+drained), and a frame published meanwhile replaces the one waiting, so a slow browser
+draws fewer, fresher frames and never a backlog.
+
+Reaching it from a headset: the server binds 127.0.0.1 by default. To serve a Quest or
+a phone on the LAN, pass ``host="0.0.0.0"`` and open ``http://HOST:PORT``: the page shows
+the room on any browser. WebXR's "Enter VR" needs a secure context, i.e. ``http://localhost``
+or HTTPS; this module does not do TLS. For a Quest the usual ways are ``adb reverse
+tcp:PORT tcp:PORT`` over USB (the headset then opens ``http://localhost:PORT``) or an
+HTTPS tunnel / reverse proxy in front of the port.
+
+Wire format of a frame (one binary WebSocket message, little-endian)::
+
+    0   4s   magic b"HPF1"
+    4   u32  frame number (1, 2, ...)
+    8   u32  N, total points
+    12  u16  K, clouds (participants)
+    14  u16  reserved (0)
+    16  f64  publish time, Unix seconds
+    24  u32 * K  points per cloud (their sum is N), then zero padding to a multiple of 4
+    H   i16 * 3N positions in millimetres, room coordinates (x, y, z per point)
+    H+6N  u8 * 3N  colours (r, g, b per point)
+
+9 bytes a point; positions saturate at +-32.767 m. The page reads both arrays as typed
+views of the message, with no per-point decoding. Control messages are JSON text: server ->
+page ``room`` (once on connect and on ``set_room``) and ``snapshot``; page -> server
+``hello``, ``ack``, ``stats`` and ``error``. A snapshot comes back as a binary message:
+u32 request id, then the canvas PNG. Anything else a page sends is counted as malformed
+and ignored.
+
+How the page draws: on a GPU (and always in VR) the typed views go to ``bufferSubData``
+into reused buffers (``gl.SHORT`` and normalised ``gl.UNSIGNED_BYTE`` attributes) and one
+``gl.POINTS`` call draws them, each point's size from its distance. Where WebGL itself is
+software (SwiftShader, llvmpipe: every GL point costs about a microsecond of set-up, so
+200k points drew 2-4 fps here) the page splats the points with a z-buffer in JavaScript
+and composites colour and depth with one full-screen pass, so the GL-drawn room still
+occludes correctly (15-25 fps at 200k here). It draws only when a frame or a camera move
+arrives. Page options: ``?draw=points|splat``, ``?size=WxH`` (fixed canvas resolution),
+``?yaw=&pitch=`` (degrees) ``&dist=`` (metres) for the first view, ``?seat=N`` to stand at
+seat N in VR (by default between seats 0 and 1, behind the circle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from render.room import Room
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+MAGIC = b"HPF1"
+_HEADER = struct.Struct("<4sIIHHd")
+_PNG = b"\x89PNG\r\n\x1a\n"
+_STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+           "/index.html": ("index.html", "text/html; charset=utf-8"),
+           "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8")}
+_STAT_KEYS = ("frames", "draws", "points", "fps", "received", "replaced", "t", "width", "height", "draw_ms")
+#: Flags that give headless Chromium WebGL2 through SwiftShader (ANGLE on SwiftShader Vulkan).
+CHROMIUM_FLAGS = ("--headless=new", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                  "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                  "--disable-backgrounding-occluded-windows", "--mute-audio", "--hide-scrollbars")
+
+Cloud = tuple[np.ndarray, np.ndarray]
+
+
+def encode_frame(clouds: Sequence[Cloud], seq: int, stamp: float | None = None) -> bytes:
+    """Clouds in room coordinates -> one stream message (see the module docstring)."""
+    counts, parts = [], []
+    for positions, colors in clouds:
+        p = np.asarray(positions)
+        c = np.asarray(colors)
+        if p.ndim != 2 or p.shape[1] != 3 or c.shape != p.shape:
+            raise ValueError(f"a cloud is positions (N, 3) and colors (N, 3), got {p.shape} and {c.shape}")
+        if c.dtype != np.uint8:
+            raise ValueError(f"colors must be uint8, got {c.dtype}")
+        if not np.isfinite(p).all():  # rare: drop the points, don't send garbage
+            finite = np.isfinite(p).all(axis=1)
+            p, c = p[finite], c[finite]
+        counts.append(len(p))
+        parts.append((p, c))
+    n, k = sum(counts), len(counts)
+    if k > 0xFFFF:
+        raise ValueError(f"at most 65535 clouds per frame, got {k}")
+    head = _HEADER.size + 4 * k
+    head += -head % 4
+    out = bytearray(head + 9 * n)
+    _HEADER.pack_into(out, 0, MAGIC, seq, n, k, 0, time.time() if stamp is None else stamp)
+    struct.pack_into(f"<{k}I", out, _HEADER.size, *counts)
+    buf = np.frombuffer(out, dtype=np.uint8)
+    pos = buf[head:head + 6 * n].view(np.int16).reshape(n, 3)
+    col = buf[head + 6 * n:].reshape(n, 3)
+    start = 0
+    for (p, c), count in zip(parts, counts, strict=True):
+        mm = np.multiply(p, 1000.0, dtype=np.float32)
+        np.rint(mm, out=mm)
+        np.clip(mm, -32767, 32767, out=mm)
+        pos[start:start + count] = mm
+        col[start:start + count] = c
+        start += count
+    return bytes(out)
+
+
+def decode_frame(data: bytes) -> tuple[int, list[Cloud]]:
+    """The inverse of ``encode_frame`` (for tests and tools): frame number and clouds."""
+    magic, seq, n, k, _, _ = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise ValueError("not a Holoport browser frame")
+    counts = struct.unpack_from(f"<{k}I", data, _HEADER.size)
+    head = _HEADER.size + 4 * k
+    head += -head % 4
+    if sum(counts) != n or len(data) != head + 9 * n:
+        raise ValueError("frame length does not match its point counts")
+    pos = np.frombuffer(data, dtype=np.int16, count=3 * n, offset=head).reshape(n, 3)
+    col = np.frombuffer(data, dtype=np.uint8, count=3 * n, offset=head + 6 * n).reshape(n, 3)
+    clouds, start = [], 0
+    for count in counts:
+        clouds.append((pos[start:start + count].astype(np.float32) / 1000.0, col[start:start + count].copy()))
+        start += count
+    return seq, clouds
+
+
+def room_message(room: Room | None, point_size: float) -> dict[str, Any]:
+    """What the page needs to draw the room: the same numbers every participant builds it from."""
+    desc = None
+    if room is not None:
+        desc = {"seats": room.seats, "table_radius": room.table_radius, "table_height": room.table_height,
+                "seat_distance": room.seat_distance,
+                "seat_poses": [room.seat_pose(i).ravel().tolist() for i in range(room.seats)]}
+    return {"type": "room", "room": desc, "point_size": point_size, "units": "mm"}
+
+
+@dataclass
+class _Frame:
+    seq: int
+    data: bytes
+    points: int
+
+
+@dataclass
+class _Client:
+    id: int
+    ws: ServerConnection
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sent_seq: int = 0
+    awaiting: int | None = None  # frame number sent and not yet acknowledged
+    sent_at: float = 0.0
+    frames_sent: int = 0
+    acked: int = 0
+    replaced: int = 0  # frames published while this client was busy, never sent to it
+    ack_timeouts: int = 0
+    hello: dict[str, Any] = field(default_factory=dict)
+    page: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class BrowserViewer:
+    """Serves the viewer page and streams the newest room frame to every browser connected.
+
+    ``publish`` may be called from any thread; the server itself runs on its own asyncio
+    thread between ``start()`` and ``stop()`` (or a ``with`` block).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, room: Room | None = None,
+                 point_size: float = 0.006, ack_timeout: float = 2.0) -> None:
+        if point_size <= 0:
+            raise ValueError(f"point_size must be positive, got {point_size}")
+        self.host, self.room, self.point_size, self.ack_timeout = host, room, point_size, ack_timeout
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
+        self._clients: dict[int, _Client] = {}
+        self._next_client = 1
+        self._latest: _Frame | None = None
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._snapshots: dict[int, asyncio.Future[bytes]] = {}
+        self._next_snapshot = 1
+        self._background: set[asyncio.Future] = set()
+        self.malformed = 0
+        self.frames_published = 0
+        self.frames_sent = 0
+        self.connections = 0
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def start(self) -> BrowserViewer:
+        if self._thread is not None:
+            raise RuntimeError("BrowserViewer already started")
+        ready: list[BaseException | None] = []
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(self._open())
+            except BaseException as exc:  # reported to start()'s caller
+                ready.append(exc)
+                started.set()
+                loop.close()
+                return
+            ready.append(None)
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._close())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="holoport-browser", daemon=True)
+        self._thread.start()
+        started.wait()
+        if ready[0] is not None:
+            self._thread.join()
+            self._thread = None
+            raise ready[0]
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket; the port is free on return."""
+        if self._thread is None:
+            return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> BrowserViewer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._port}/"
+
+    # ---- the node's side ----------------------------------------------------------------------
+    def publish(self, clouds: Sequence[Cloud]) -> int:
+        """Make ``clouds`` (one per participant, room coordinates) the newest frame; its number.
+
+        Encoding happens here, in the caller's thread, once for every client.
+        """
+        with self._seq_lock:
+            self._seq += 1
+            seq = self._seq
+        data = encode_frame(clouds, seq)
+        frame = _Frame(seq, data, sum(len(p) for p, _ in clouds))
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("BrowserViewer is not running")
+        with contextlib.suppress(RuntimeError):  # stopping meanwhile: the frame has nowhere to go
+            loop.call_soon_threadsafe(self._set_latest, frame)
+        return seq
+
+    def set_room(self, room: Room | None) -> None:
+        """Change the room (e.g. once the hub's welcome says how many seats); pages redraw it."""
+        self.room = room
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._broadcast_room)
+
+    def wait_clients(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until ``count`` pages are connected."""
+        return self._wait(lambda: len(self._clients) >= count, timeout)
+
+    def wait_taken(self, seq: int, timeout: float = 10.0) -> bool:
+        """Block until every connected page has been sent frame ``seq`` (or a newer one).
+
+        A producer that publishes its next frame then keeps exactly one frame ready per
+        page without burning the CPU on frames nobody will see.
+        """
+        return self._wait(lambda: all(c.sent_seq >= seq for c in list(self._clients.values())), timeout)
+
+    def wait_drawn(self, seq: int, timeout: float = 10.0) -> bool:
+        """Block until every connected page has acknowledged (drawn) frame ``seq`` or newer."""
+        return self._wait(lambda: bool(self._clients) and all(c.acked >= seq for c in list(self._clients.values())),
+                          timeout)
+
+    def wait_page_stats(self, predicate, timeout: float = 10.0) -> bool:
+        """Block until some page's latest stats report satisfies ``predicate(dict)``."""
+        return self._wait(lambda: any(c.page and predicate(c.page) for c in list(self._clients.values())), timeout)
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Per page: what it said on connect, its latest stats report, server-side counters."""
+        return [{"id": c.id, "hello": dict(c.hello), "page": dict(c.page), "frames_sent": c.frames_sent,
+                 "acked": c.acked, "replaced": c.replaced, "ack_timeouts": c.ack_timeouts,
+                 "errors": list(c.errors)} for c in list(self._clients.values())]
+
+    def stats(self) -> dict[str, Any]:
+        return {"clients": len(self._clients), "connections": self.connections,
+                "frames_published": self.frames_published, "frames_sent": self.frames_sent,
+                "malformed": self.malformed}
+
+    def snapshot(self, timeout: float = 10.0, client: int | None = None) -> bytes:
+        """The PNG of a page's canvas as it draws the newest frame (the first page by default)."""
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("BrowserViewer is not running")
+        fut = asyncio.run_coroutine_threadsafe(self._snapshot(client, timeout), self._loop)
+        return fut.result(timeout + 1.0)
+
+    # ---- the asyncio side ---------------------------------------------------------------------
+    async def _open(self) -> Server:
+        server = await serve(self._handle, self.host, self._port, process_request=self._http,
+                             compression=None, max_size=32 * 2**20, max_queue=64, ping_interval=20,
+                             ping_timeout=60, write_limit=2**20, server_header="holoport")
+        self._port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def _close(self) -> None:
+        for fut in self._snapshots.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("viewer stopped"))
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Static files for plain GETs; only ``/stream`` goes on to the WebSocket handshake."""
+        path = request.path.split("?", 1)[0]
+        if path == "/stream":
+            return None
+        entry = _STATIC.get(path)
+        if entry is None:
+            return connection.respond(404, "not found\n")
+        body = (WEB_DIR / entry[0]).read_bytes()
+        headers = Headers([("Content-Type", entry[1]), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                           ("Connection", "close")])
+        return Response(200, "OK", headers, body)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _Client(self._next_client, ws)
+        self._next_client += 1
+        self.connections += 1
+        try:
+            await ws.send(json.dumps(room_message(self.room, self.point_size)))
+        except ConnectionClosed:
+            return
+        self._clients[client.id] = client
+        self._notify()
+        sender = asyncio.create_task(self._send_loop(client))
+        try:
+            async for message in ws:
+                try:
+                    self._on_message(client, message)
+                except Exception:  # a page's bad message is its own problem, never the server's
+                    self.malformed += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            self._clients.pop(client.id, None)
+            self._notify()
+
+    async def _send_loop(self, client: _Client) -> None:
+        """Send the newest frame whenever the page is free for it; skip everything older."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                client.wake.clear()
+                frame = self._latest
+                if frame is not None and frame.seq > client.sent_seq and client.awaiting is None:
+                    if client.sent_seq:
+                        client.replaced += frame.seq - client.sent_seq - 1
+                    client.awaiting, client.sent_seq, client.sent_at = frame.seq, frame.seq, loop.time()
+                    await client.ws.send(frame.data)
+                    client.frames_sent += 1
+                    self.frames_sent += 1
+                    self._notify()
+                    continue
+                timeout = None
+                if client.awaiting is not None:
+                    timeout = max(0.0, client.sent_at + self.ack_timeout - loop.time())
+                try:
+                    await asyncio.wait_for(client.wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    # A page that never acknowledges still gets frames, one per ack_timeout.
+                    client.awaiting = None
+                    client.ack_timeouts += 1
+        except ConnectionClosed:
+            return
+
+    def _on_message(self, client: _Client, message: str | bytes) -> None:
+        if isinstance(message, bytes | bytearray | memoryview):
+            data = bytes(message)
+            if len(data) < 12 or data[4:12] != _PNG:
+                raise ValueError("binary message that is not a snapshot")
+            (request,) = struct.unpack_from("<I", data, 0)
+            fut = self._snapshots.pop(request, None)
+            if fut is None:
+                raise ValueError("snapshot nobody asked for")
+            if not fut.done():
+                fut.set_result(data[4:])
+            return
+        msg = json.loads(message)
+        if not isinstance(msg, dict):
+            raise ValueError("not a JSON object")
+        kind = msg.get("type")
+        if kind == "ack":
+            seq = msg["seq"]
+            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= client.sent_seq:
+                raise ValueError("ack of a frame never sent")
+            client.acked = max(client.acked, seq)
+            if client.awaiting is not None and seq >= client.awaiting:
+                client.awaiting = None
+                client.wake.set()
+        elif kind == "stats":
+            page = {k: msg[k] for k in _STAT_KEYS if k in msg}
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in page.values()):
+                raise ValueError("stats must be numbers")
+            client.page = page
+        elif kind == "hello":
+            client.hello = {k: v for k, v in msg.items() if k != "type" and isinstance(v, str | int | float | bool)}
+        elif kind == "error":
+            client.errors = [*client.errors[-19:], str(msg.get("message", ""))[:500]]
+        else:
+            raise ValueError(f"unknown message type {kind!r}")
+        self._notify()
+
+    def _set_latest(self, frame: _Frame) -> None:
+        if self._latest is None or frame.seq > self._latest.seq:
+            self._latest = frame
+            self.frames_published += 1
+            for c in self._clients.values():
+                c.wake.set()
+
+    def _broadcast_room(self) -> None:
+        text = json.dumps(room_message(self.room, self.point_size))
+        for c in list(self._clients.values()):
+            task = asyncio.ensure_future(self._send_quietly(c.ws, text))
+            self._background.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _send_quietly(ws: ServerConnection, message: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(message)
+
+    async def _snapshot(self, client_id: int | None, timeout: float) -> bytes:
+        if client_id is None:
+            if not self._clients:
+                raise ConnectionError("no page is connected")
+            client_id = min(self._clients)
+        client = self._clients.get(client_id)
+        if client is None:
+            raise ConnectionError(f"page {client_id} is not connected")
+        request = self._next_snapshot
+        self._next_snapshot += 1
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._snapshots[request] = fut
+        try:
+            await client.ws.send(json.dumps({"type": "snapshot", "id": request}))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._snapshots.pop(request, None)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wait(self, predicate, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+
+# ---- headless Chromium ------------------------------------------------------------------------
+def find_chromium(chromium: str | None = None) -> str | None:
+    """The browser to drive: the argument, $HOLOPORT_CHROMIUM, or Chromium/Chrome on PATH."""
+    names = [chromium] if chromium else [os.environ.get("HOLOPORT_CHROMIUM"), "chromium", "chromium-browser",
+                                         "google-chrome", "google-chrome-stable", "chrome", "headless_shell"]
+    for name in names:
+        if name:
+            path = shutil.which(name)
+            if path:
+                return path
+    return None
+
+
+class HeadlessChromium:
+    """A headless Chromium showing one URL, in its own process group and throw-away profile."""
+
+    def __init__(self, url: str, width: int = 1280, height: int = 720, chromium: str | None = None,
+                 extra_flags: Sequence[str] = ()) -> None:
+        binary = find_chromium(chromium)
+        if binary is None:
+            raise FileNotFoundError("no Chromium found (install Debian's 'chromium' or set HOLOPORT_CHROMIUM)")
+        self.binary, self.url, self.width, self.height = binary, url, width, height
+        self.extra_flags = list(extra_flags)
+        self._profile: tempfile.TemporaryDirectory | None = None
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        flags = [*CHROMIUM_FLAGS, f"--window-size={self.width},{self.height}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            flags.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
+        assert self._profile is not None
+        return [self.binary, *flags, f"--user-data-dir={self._profile.name}", *self.extra_flags, self.url]
+
+    def start(self) -> HeadlessChromium:
+        self._profile = tempfile.TemporaryDirectory(prefix="holoport-chromium-", ignore_cleanup_errors=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)  # the group this object started, nothing else
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._profile is not None:
+            self._profile.cleanup()
+            self._profile = None
+
+    def __enter__(self) -> HeadlessChromium:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---- the benchmark ----------------------------------------------------------------------------
+def synthetic_people(points: int, room: Room, seed: int = 0) -> list[Cloud]:
+    """People-shaped coloured clouds, one per seat, in their own frames (origin under their feet)."""
+    rng = np.random.default_rng(seed)
+    shirts = np.array([[200, 60, 50], [50, 110, 200], [60, 170, 80], [220, 170, 40], [150, 70, 170],
+                       [40, 170, 170], [230, 120, 160], [120, 120, 120]], dtype=np.float32)
+    people = []
+    per = np.full(room.seats, points // room.seats)
+    per[: points % room.seats] += 1
+    for seat in range(room.seats):
+        n = int(per[seat])
+        # parts: (weight, centre, radii, colour); ellipsoid surfaces, legs as tall ellipsoids
+        parts = [(0.10, (0.0, 1.62, 0.0), (0.10, 0.12, 0.11), (225, 180, 150)),
+                 (0.38, (0.0, 1.22, 0.0), (0.20, 0.30, 0.12), tuple(shirts[seat % len(shirts)])),
+                 (0.12, (-0.27, 1.20, 0.0), (0.05, 0.28, 0.05), tuple(shirts[seat % len(shirts)])),
+                 (0.12, (0.27, 1.20, 0.0), (0.05, 0.28, 0.05), tuple(shirts[seat % len(shirts)])),
+                 (0.14, (-0.10, 0.46, 0.0), (0.08, 0.46, 0.08), (50, 55, 70)),
+                 (0.14, (0.10, 0.46, 0.0), (0.08, 0.46, 0.08), (50, 55, 70))]
+        weights = np.array([p[0] for p in parts])
+        which = rng.choice(len(parts), size=n, p=weights / weights.sum())
+        d = rng.normal(size=(n, 3)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        centres = np.array([p[1] for p in parts], dtype=np.float32)[which]
+        radii = np.array([p[2] for p in parts], dtype=np.float32)[which]
+        pos = centres + d * radii
+        shade = 0.75 + 0.25 * d[:, 2:3]  # lit from the front, so shapes read on a flat image
+        col = np.array([p[3] for p in parts], dtype=np.float32)[which] * shade
+        people.append((pos.astype(np.float32), np.clip(col, 0, 255).astype(np.uint8)))
+    return people
+
+
+def place(people: Sequence[Cloud], room: Room, t: float = 0.0) -> list[Cloud]:
+    """Seat each person, swaying a little with time so that every frame is new data."""
+    out = []
+    for seat, (pos, col) in enumerate(people):
+        yaw = 0.25 * math.sin(1.3 * t + seat)
+        c, s = math.cos(yaw), math.sin(yaw)
+        sway = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+        pose = room.seat_pose(seat)
+        rot = (pose[:3, :3] @ sway).astype(np.float32)
+        out.append((pos @ rot.T + pose[:3, 3].astype(np.float32), col))
+    return out
+
+
+def measure_browser_fps(points: int, seconds: float, chromium: str | None = None, width: int = 1280,
+                        height: int = 720, seats: int = 4, warmup: float = 2.0, draw: str = "auto") -> dict[str, Any]:
+    """Frames per second a headless Chromium page draws of a ``points``-point room.
+
+    A fresh frame (people swaying at every seat) is published as soon as the previous one
+    has been handed to the page, so the page is never starved and never queued; the rate
+    is the page's own count of frames drawn over ``seconds`` after ``warmup``. ``draw``:
+    "auto" (the page picks: JavaScript splats on a software WebGL, gl.POINTS on a GPU),
+    "points" or "splat".
+    """
+    room = Room(seats=seats)
+    people = synthetic_people(points, room)
+    start: dict[str, Any] | None = None
+    first: float | None = None
+    with BrowserViewer(room=room) as viewer, HeadlessChromium(viewer.url + f"?size={width}x{height}&draw={draw}",
+                                                               width, height, chromium):
+        if not viewer.wait_clients(1, timeout=60.0):
+            raise RuntimeError("headless Chromium did not connect")
+        t0 = time.monotonic()
+        deadline = t0 + 60.0 + warmup + seconds
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError("the page did not report frames in time")
+            seq = viewer.publish(place(people, room, now - t0))
+            viewer.wait_taken(seq, timeout=5.0)
+            pages = viewer.clients()
+            if not pages:
+                raise RuntimeError("the page went away")
+            info, page = pages[0], pages[0]["page"]
+            if first is None:
+                if page.get("frames", 0) >= 1:
+                    first = now
+            elif start is None:
+                if now - first >= warmup:
+                    start = page
+            elif page["t"] - start["t"] >= seconds * 1000:
+                break
+    frames = int(page["frames"] - start["frames"])
+    elapsed = (page["t"] - start["t"]) / 1000.0
+    return {"renderer": "browser", "points": int(page.get("points", points)), "fps": frames / elapsed,
+            "frames": frames, "seconds": elapsed, "resolution": f"{int(page.get('width', width))}x"
+            f"{int(page.get('height', height))}", "gl": info["hello"].get("gl", ""),
+            "draw": info["hello"].get("draw", ""), "replaced": info["replaced"], "page_fps": page.get("fps"),
+            "draw_ms": page.get("draw_ms")}
