@@ -52,14 +52,14 @@ system-deps:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  fi
 
-# What only the tests need: headless Chromium for the browser viewer, Xvfb for the desktop
-# window. Installed with apt when we are root (or have passwordless sudo); otherwise the
+# What only the tests need: headless Chromium for the browser viewer, Xvfb and xdotool for
+# the desktop window. Installed with apt when we are root (or have passwordless sudo); otherwise the
 # tests that need them are skipped, with the reason.
-TEST_PACKAGES := chromium xvfb
 test-deps:
 	@missing=""; \
 	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="chromium"; \
 	  command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	  command -v xdotool >/dev/null || missing="$$missing xdotool"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
 	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \

@@ -278,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a camera's cloud (its own coordinates) taken with the image, for ICP refinement")
     p.add_argument("--icp-max-distance", type=_positive, default=0.02, help="ICP pair distance, m (default 0.02)")
 
+    from holoport import viewing
+
+    viewing.add_render_arguments(sub.add_parser("render", help="a meeting or recordings to PNG frames and an MP4",
+                                                description=viewing.RENDER_DESCRIPTION,
+                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    viewing.add_view_arguments(sub.add_parser("view", help="a meeting or recordings in a desktop window",
+                                              description=viewing.VIEW_DESCRIPTION,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
+
     p = sub.add_parser("link", help="emulate a 5G link between participants and a hub",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=_link_description())
@@ -372,6 +381,14 @@ def _join(args: argparse.Namespace) -> int:
         insecure=args.insecure, codec=args.codec, color_step=args.color_step,
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate, view=args.view, web=args.web,
         web_host=args.web_host)
+    if args.view:
+        from render.window import DesktopWindow
+
+        ok, reason = DesktopWindow.available()
+        if not ok:  # before joining, as holoport view does
+            print(f"holoport join: no display: run on a desktop, use xvfb-run, or use --web / holoport render "
+                  f"({reason})", file=sys.stderr)
+            return 2
     relay = None
     if args.link:
         from holoport.endpoints import require_loopback
@@ -585,6 +602,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _link(args)
     if args.command == "calibrate":
         return _calibrate(args)
+    if args.command == "render":
+        from holoport.viewing import run_render
+
+        return run_render(args)
+    if args.command == "view":
+        from holoport.viewing import run_view
+
+        return run_view(args)
     if args.command == "record":
         return _record(args)
     if args.command == "play":

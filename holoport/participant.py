@@ -119,6 +119,8 @@ class Participant:
                 if arrived:
                     self._receive(arrived)
                     self._render()
+                elif self.window is not None:  # nothing new, but the user may be orbiting
+                    self._update_window(self._placed())
             elapsed = time.monotonic() - started
         self.source.close()
         self._close_viewers()
@@ -185,10 +187,19 @@ class Participant:
         for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
             del self.remote[gone]
 
+    def _placed(self) -> list[PlacedCloud]:
+        return [PlacedCloud(self.remote[s].positions, self.remote[s].colors, self.room.seat_pose(self.remote[s].seat))
+                for s in sorted(self.remote)]
+
+    def _update_window(self, clouds: list[PlacedCloud]) -> None:
+        if self.window.closed:
+            self.stop_event.set()  # closing the window leaves the meeting
+        else:
+            self.window.update(self.room, clouds)
+
     def _render(self) -> None:
         order = sorted(self.remote)
-        clouds = [PlacedCloud(self.remote[s].positions, self.remote[s].colors,
-                              self.room.seat_pose(self.remote[s].seat)) for s in order]
+        clouds = self._placed()
         t0 = time.time()
         view = self.renderer.render(self.view_camera, self.room, clouds)
         t1 = time.time()
@@ -199,10 +210,7 @@ class Participant:
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])
         if self.window is not None:
-            if self.window.closed:
-                self.stop_event.set()  # closing the window leaves the meeting
-            else:
-                self.window.update(self.room, clouds)
+            self._update_window(clouds)
         if self.browser is not None:  # the page wants room coordinates
             self.browser.publish([(c.positions @ c.pose[:3, :3].T.astype(np.float32)
                                    + c.pose[:3, 3].astype(np.float32), c.colors) for c in clouds])
