@@ -58,6 +58,7 @@ def splat_cloud(positions, colors, m, fx, fy, cx, cy, near, size_m, fixed_side, 
     drawn = np.zeros(n_threads, np.int64)
     for t in prange(n_threads):
         buf = bufs[t]
+        count = 0
         for i in range(n * t // n_threads, n * (t + 1) // n_threads):
             px, py, pz = positions[i, 0], positions[i, 1], positions[i, 2]
             z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
@@ -70,15 +71,16 @@ def splat_cloud(positions, colors, m, fx, fy, cx, cy, near, size_m, fixed_side, 
             if not (uf >= -0.5 and vf >= -0.5 and uf < w - 0.5 and vf < h - 0.5):
                 continue
             side = fixed_side if fixed_side > 0 else max(1, min(64, int(size_m * fx / z + 0.5)))
-            back = 0.5 * (side - 1)
-            u0 = int(np.floor(uf - back + 0.5))
-            v0 = int(np.floor(vf - back + 0.5))
+            back = 0.5 * (side - 1) - 64.5  # int() truncates; the offset keeps it a floor
+            u0 = int(uf - back) - 64
+            v0 = int(vf - back) - 64
             key = pack(z, code, colors[i, 0], colors[i, 1], colors[i, 2])
-            drawn[t] += 1
+            count += 1
             for v in range(max(0, v0), min(h, v0 + side)):
                 for u in range(max(0, u0), min(w, u0 + side)):
                     if key < buf[v, u]:
                         buf[v, u] = key
+        drawn[t] = count
     return drawn.sum()
 
 
