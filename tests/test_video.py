@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,18 +25,8 @@ from tests.conftest import ROOT, holoport_cmd, spawn
 W, H = 320, 180
 
 
-def viewing_cmd(*args: str) -> list[str]:
-    """`holoport ARGS` once the CLI has the command, else the same functions through their runner."""
-    from holoport.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if args[0] in sub.choices:
-        return holoport_cmd(*args)
-    return [sys.executable, "-m", "holoport.viewing", *args]
-
-
 def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run(viewing_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(holoport_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +151,7 @@ def test_a_live_meeting_renders_the_participant_at_their_seat(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         # Ctrl-C mid-way: the frames so far, and an MP4 that is finished, not cut off
         stopped = tmp_path / "stopped"
-        render = subprocess.Popen(viewing_cmd("render", str(stopped), "--hub", endpoint, "--room", "film", "--width",
+        render = subprocess.Popen(holoport_cmd("render", str(stopped), "--hub", endpoint, "--room", "film", "--width",
                                               str(W), "--height", str(H), "--fps", "5", "--seconds", "60"),
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_for_file(stopped / "frame_000004.png", render)

@@ -3,13 +3,11 @@ frames, orbits and zooms, and closes cleanly."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,16 +23,6 @@ from tests.conftest import ROOT, holoport_cmd
 W, H = 320, 180
 
 
-def viewing_cmd(*args: str) -> list[str]:
-    """`holoport ARGS` once the CLI has the command, else the same functions through their runner."""
-    from holoport.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if args[0] in sub.choices:
-        return holoport_cmd(*args)
-    return [sys.executable, "-m", "holoport.viewing", *args]
-
-
 def _env(**changes: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env.update({k: v for k, v in changes.items() if v is not None})
@@ -44,7 +32,7 @@ def _env(**changes: str | None) -> dict[str, str]:
 # -- no display ---------------------------------------------------------------------------
 
 def test_view_without_a_display_exits_2_and_says_what_to_do(tmp_path):
-    done = subprocess.run(viewing_cmd("view", "--recording", str(tmp_path / "any.hprec")), cwd=ROOT, env=_env(),
+    done = subprocess.run(holoport_cmd("view", "--recording", str(tmp_path / "any.hprec")), cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no display" in done.stderr and "xvfb-run" in done.stderr and "holoport render" in done.stderr
@@ -172,7 +160,7 @@ def recording(tmp_path_factory) -> Path:
 def test_holoport_view_shows_a_recording_and_closes_cleanly(xdisplay, recording, close):
     if close == "escape" and shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed: no key to press")
-    view = subprocess.Popen(viewing_cmd("view", "--recording", str(recording), "--width", str(W), "--height", str(H)),
+    view = subprocess.Popen(holoport_cmd("view", "--recording", str(recording), "--width", str(W), "--height", str(H)),
                             cwd=ROOT, env=_env(DISPLAY=xdisplay), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     screen = (0, 0, 1024, 768)  # no window manager: the window sits in the corner, on a black root
@@ -200,7 +188,7 @@ def test_holoport_view_shows_a_recording_and_closes_cleanly(xdisplay, recording,
 
 
 def test_view_with_a_display_still_reports_bad_input(xdisplay, tmp_path):
-    done = subprocess.run(viewing_cmd("view", "--recording", str(tmp_path / "gone.hprec")), cwd=ROOT,
+    done = subprocess.run(holoport_cmd("view", "--recording", str(tmp_path / "gone.hprec")), cwd=ROOT,
                           env=_env(DISPLAY=xdisplay), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no such file" in done.stderr and "Traceback" not in done.stderr
