@@ -127,13 +127,14 @@ def _to_pixel(qx, qy, qz, fx, fy, cx, cy, c, model, max_radius, iw, ih):
 
 @njit(cache=True, nogil=True, parallel=True)
 def register_color(depth, depth_scale, rays, rotation, translation, image, fx, fy, cx, cy, c, model,
-                   max_radius, occlusion, out_color, out_depth):
+                   max_radius, occlusion, cell, out_color, out_depth):
     """Colour for every depth pixel: back-project it, move it into the colour camera
     (x_colour = R·x_depth + t), project with the colour lens, sample bilinearly.
 
     The two cameras sit a few centimetres apart, so the colour camera cannot see some of
     what the depth camera sees (just beside a foreground edge). A z-buffer of the depth
-    points, at half the colour image's resolution, finds them: a point more than
+    points in cells of ``cell`` colour pixels (wide enough that neighbouring depth points
+    leave no gaps in it) finds them: a point more than
     ``occlusion`` metres (plus 1 % of its depth) behind the nearest point in its cell is
     hidden. ``out_depth`` is ``depth`` with 0 wherever the colour camera does not see the
     point (hidden, out of its image, or no ray), so every kept depth pixel has a colour.
@@ -148,12 +149,12 @@ def register_color(depth, depth_scale, rays, rotation, translation, image, fx, f
             where[v, u, 0] = fu
             where[v, u, 1] = fv
             where[v, u, 2] = qz
-    zbuf = np.full(((ih + 1) // 2, (iw + 1) // 2), np.inf, np.float32)
+    zbuf = np.full(((ih + cell - 1) // cell, (iw + cell - 1) // cell), np.inf, np.float32)
     if occlusion > 0.0:
         for v in range(h):
             for u in range(w):
                 if where[v, u, 0] >= 0.0:
-                    zu, zv = int(where[v, u, 0] + 0.5) // 2, int(where[v, u, 1] + 0.5) // 2
+                    zu, zv = int(where[v, u, 0] + 0.5) // cell, int(where[v, u, 1] + 0.5) // cell
                     if where[v, u, 2] < zbuf[zv, zu]:
                         zbuf[zv, zu] = where[v, u, 2]
     for v in prange(h):
@@ -161,7 +162,7 @@ def register_color(depth, depth_scale, rays, rotation, translation, image, fx, f
             fu, fv, qz = where[v, u, 0], where[v, u, 1], where[v, u, 2]
             seen = fu >= 0.0
             if seen and occlusion > 0.0:
-                seen = qz <= zbuf[int(fv + 0.5) // 2, int(fu + 0.5) // 2] + occlusion + 0.01 * qz
+                seen = qz <= zbuf[int(fv + 0.5) // cell, int(fu + 0.5) // cell] + occlusion + 0.01 * qz
             if not seen:
                 out_depth[v, u] = 0
                 out_color[v, u, 0] = 0

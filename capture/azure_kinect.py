@@ -132,56 +132,59 @@ class AzureKinectRecording(RGBDSource):
         tracks = {s.metadata.get("title"): s for s in self._container.streams.video}
         if "DEPTH" not in tracks:
             raise KinectFileError(f"{self.path}: no DEPTH track: not an Azure Kinect recording")
-        self._depth_stream, self._color_stream = tracks["DEPTH"], tracks.get("COLOR")
+        if "COLOR" not in tracks:
+            raise KinectFileError(f"{self.path}: no COLOR track: a point needs a colour (record with colour on)")
+        self._depth_stream, self._color_stream = tracks["DEPTH"], tracks["COLOR"]
+        if self._depth_stream.average_rate:
+            self.fps = float(self._depth_stream.average_rate)  # spaces a loop's restart
         attachments = [a for a in self._container.streams.attachments if a.name == "calibration.json"]
         if not attachments:
             raise KinectFileError(f"{self.path}: no calibration.json attachment")
         self.calibration = KinectCalibration.from_json(
             bytes(attachments[0].data), self._depth_stream.metadata.get("K4A_DEPTH_MODE", ""),
-            self._color_stream.metadata.get("K4A_COLOR_MODE") if self._color_stream else None)
+            self._color_stream.metadata.get("K4A_COLOR_MODE"))
         self.intrinsics = self.calibration.depth
         self.serial = self._container.metadata.get("K4A_DEVICE_SERIAL_NUMBER", "")
         self._start_offset = int(self._container.metadata.get("K4A_START_OFFSET_NS", "0")) * 1e-9
         self._captures = self._read_captures()
 
-    def _read_captures(self) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
-        """(timestamp s, depth, colour image or None) per capture: packets of one capture
-        share a timestamp; a capture without depth is skipped."""
-        streams = [s for s in (self._depth_stream, self._color_stream) if s is not None]
-        pending: dict[int, dict] = {}
-        for packet in self._container.demux(streams):
+    def _read_captures(self) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+        """(timestamp s, depth, colour image) per capture. A capture's colour and depth
+        packets are matched as the SDK does, within half a frame period once the recorded
+        depth delay is taken off; depth without a colour (or colour without depth) is skipped:
+        a point needs a colour."""
+        tolerance = 0.5e6 / self.fps  # microseconds, the tracks' time base
+        delay = int(self._container.metadata.get("K4A_DEPTH_DELAY_NS", "0")) / 1000
+        depths: list = []
+        colours: list = []
+        for packet in self._container.demux([self._depth_stream, self._color_stream]):
             if packet.pts is None or packet.size == 0:
                 continue
-            slot = pending.setdefault(packet.pts, {})
-            if packet.stream is self._depth_stream:
-                slot["depth"] = packet
-            else:
-                slot["color"] = packet
-            if len(slot) == len(streams):
-                yield self._decode(packet.pts, pending.pop(packet.pts))
-            for pts in [p for p in pending if p < packet.pts - 1_000_000]:  # a capture left incomplete
-                stale = pending.pop(pts)
-                if "depth" in stale:
-                    yield self._decode(pts, stale)
+            (depths if packet.stream is self._depth_stream else colours).append(packet)
+            while depths and colours:
+                gap = (depths[0].pts - delay) - colours[0].pts
+                if abs(gap) <= tolerance:
+                    yield self._decode(depths.pop(0), colours.pop(0))
+                elif gap > 0:
+                    colours.pop(0)  # a colour frame whose depth never came
+                else:
+                    depths.pop(0)  # a depth frame without its colour
 
-    def _decode(self, pts: int, packets: dict) -> tuple[float, np.ndarray, np.ndarray | None]:
+    def _decode(self, depth_packet, colour_packet) -> tuple[float, np.ndarray, np.ndarray]:
         k = self.intrinsics
-        raw = bytes(packets["depth"])
+        raw = bytes(depth_packet)
         if len(raw) != k.width * k.height * 2:
             raise KinectFileError(f"{self.path}: depth frame of {len(raw)} bytes, expected {k.width}x{k.height}x2")
         depth = np.frombuffer(raw, ">u2").reshape(k.height, k.width).astype(np.uint16)
-        image = None
-        if "color" in packets:
-            frames = self._color_stream.codec_context.decode(packets["color"])
-            if frames:
-                image = frames[0].to_ndarray(format="rgb24")
-        return float(pts * self._depth_stream.time_base) - self._start_offset, depth, image
+        frames = self._color_stream.codec_context.decode(colour_packet)
+        image = frames[0].to_ndarray(format="rgb24") if frames else None
+        return float(depth_packet.pts * self._depth_stream.time_base) - self._start_offset, depth, image
 
     def _next_frame(self) -> RGBDFrame | None:
         cal = self.calibration
         for timestamp, depth, image in self._captures:
-            if image is None or cal.color is None:
-                continue  # a point needs a colour
+            if image is None:
+                continue  # a colour packet that did not decode
             color, depth = register(depth, DEPTH_SCALE, cal.depth, image, cal.color, cal.depth_to_color)
             index = self._count
             return RGBDFrame(depth, color, cal.depth, DEPTH_SCALE, self.pose, timestamp, index,

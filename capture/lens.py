@@ -8,6 +8,7 @@ gives, for every pixel, the ray's direction (x/z, y/z), cached for the intrinsic
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -64,10 +65,13 @@ def register(depth: np.ndarray, depth_scale: float, depth_k: Intrinsics, image: 
     t = np.asarray(depth_to_color, np.float64)
     if t.shape != (4, 4):
         raise ValueError(f"depth_to_color must be 4x4, got {t.shape}")
+    # depth points land about fx_colour / fx_depth colour pixels apart: cells half as wide
+    # again have no gaps, so a hidden point always finds the nearer one in its cell
+    cell = max(2, math.ceil(1.5 * color_k.fx / depth_k.fx))
     out_color = np.empty((*depth.shape, 3), np.uint8)
     out_depth = np.empty_like(depth)
     register_color(depth, float(depth_scale), rays(depth_k), np.ascontiguousarray(t[:3, :3]),
                    np.ascontiguousarray(t[:3, 3]), np.ascontiguousarray(image), color_k.fx, color_k.fy, color_k.cx,
-                   color_k.cy, color_k.coefficients, _model(color_k), color_k.max_radius, float(occlusion), out_color,
-                   out_depth)
+                   color_k.cy, color_k.coefficients, _model(color_k), color_k.max_radius, float(occlusion), cell,
+                   out_color, out_depth)
     return out_color, out_depth

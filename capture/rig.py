@@ -111,7 +111,7 @@ class Rig:
         for c in self.cameras:
             if c.name == name:
                 return c
-        raise KeyError(f"no camera {name!r} in the rig; cameras: {self.names}")
+        raise RigError(f"no camera {name!r} in the cameras file; its cameras: {self.names}")
 
     def pose(self, name: str) -> np.ndarray:
         """Camera ``name`` -> participant frame, 4x4 float64 (a copy)."""

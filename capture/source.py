@@ -3,8 +3,8 @@
 ``read()`` gives the next registered ``RGBDFrame`` (timestamps in seconds, increasing), or
 None at the end; iterating gives every frame; ``close()`` (or ``with``) releases the
 device or file. A subclass implements ``_next_frame()`` and, to loop, ``_rewind()``; the
-base paces frames at their recorded timing when ``realtime`` and keeps timestamps
-increasing across loops.
+base plays frames at their recorded timing when ``realtime`` (waiting for early ones,
+skipping those a slow reader missed) and keeps timestamps increasing across loops.
 """
 
 from __future__ import annotations
@@ -36,26 +36,37 @@ class RGBDSource:
         raise NotImplementedError(f"{type(self).__name__} cannot loop")
 
     def read(self) -> RGBDFrame | None:
+        """The next frame; with ``realtime``, the one due now: it waits for an early frame
+        and skips frames a slow reader has missed, as a camera would."""
+        while True:
+            frame = self._next_raw()
+            if frame is None:
+                return None
+            if self._first is None:
+                self._first, self._wall0 = frame.timestamp, time.monotonic()
+            elif self.realtime:
+                wait = self._wall0 + (frame.timestamp - self._first) - time.monotonic()
+                if wait < -1.0 / self.fps:
+                    self._last = frame.timestamp
+                    continue  # more than a frame late: the next one is due sooner
+                if wait > 0:
+                    time.sleep(wait)
+            self._last = frame.timestamp
+            frame.index = self._count
+            self._count += 1
+            return frame
+
+    def _next_raw(self) -> RGBDFrame | None:
+        """The next recorded frame, timestamps kept increasing across loops."""
         frame = self._next_frame()
-        if frame is None and self.loop and self._count:
+        if frame is None and self.loop and self._last is not None:
             self._rewind()
-            self._loop_offset = (self._last or 0.0) + 1.0 / self.fps
-            first = self._next_frame()
-            if first is not None:
-                self._loop_offset -= first.timestamp
-            frame = first
-        if frame is None:
-            return None
-        frame.timestamp += self._loop_offset
-        if self._first is None:
-            self._first, self._wall0 = frame.timestamp, time.monotonic()
-        elif self.realtime:
-            wait = self._wall0 + (frame.timestamp - self._first) - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        self._last = frame.timestamp
-        frame.index = self._count
-        self._count += 1
+            self._loop_offset = self._last + 1.0 / self.fps
+            frame = self._next_frame()
+            if frame is not None:
+                self._loop_offset -= frame.timestamp
+        if frame is not None:
+            frame.timestamp += self._loop_offset
         return frame
 
     def __iter__(self) -> Iterator[RGBDFrame]:

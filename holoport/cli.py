@@ -32,6 +32,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {text}")
+    return value
+
+
 def _add_meeting_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="baseline", choices=["baseline", "octree"],
                    help="point cloud codec (default baseline)")
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--view", action="store_true", help="show the room live in a desktop window (orbit: drag, "
                    "zoom: wheel); needs a display")
-    p.add_argument("--web", type=int, metavar="PORT", help="serve the browser / headset viewer on this port "
+    p.add_argument("--web", type=_port, metavar="PORT", help="serve the browser / headset viewer on this port "
                    "(open http://HOST:PORT; WebXR 'Enter VR' where the browser offers it)")
     p.add_argument("--web-host", default="127.0.0.1", help="address the viewer listens on (default 127.0.0.1; "
                    "0.0.0.0 lets a headset on the network in)")
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         return _dispatch(args)
-    except (ValueError, RuntimeError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, RuntimeError, OSError, ImportError, LookupError, EOFError) as exc:
         print(f"holoport {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -434,6 +441,8 @@ def _record(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
+    if args.cameras and "," in args.source and not args.codec:
+        raise ValueError("several cameras fuse into clouds, not one RGB-D image: record them with --codec octree")
     source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras,
                          crop=args.crop)
     encoder = make_encoder(args.codec, args.color_step) if args.codec else None

@@ -97,33 +97,35 @@ class Participant:
             self.room = Room(node.seats)
             w, h = opt.view_size
             self.view_camera = self.room.seat_camera(node.seat, w, h)
-            self._open_viewers()
-            period = 1.0 / opt.fps
-            started = time.monotonic()
-            next_tick = started
-            next_log = started + 5.0
-            while not self.stop_event.is_set():
-                now = time.monotonic()
-                if opt.duration and now - started >= opt.duration:
-                    break
-                if now >= next_tick:
-                    self._capture_and_send(node)
-                    next_tick += period
-                    if next_tick < now:  # fell behind: don't try to catch up with a burst
-                        next_tick = now + period
-                    node.heartbeat()
-                    if now >= next_log:  # the node's statistics in the log, every 5 s
-                        node.log_stats()
-                        next_log = now + 5.0
-                arrived = node.poll(timeout=max(0.0, next_tick - time.monotonic()))
-                if arrived:
-                    self._receive(arrived)
-                    self._render()
-                elif self.window is not None:  # nothing new, but the user may be orbiting
-                    self._update_window(self._placed())
-            elapsed = time.monotonic() - started
-        self.source.close()
-        self._close_viewers()
+            try:
+                self._open_viewers()
+                period = 1.0 / opt.fps
+                started = time.monotonic()
+                next_tick = started
+                next_log = started + 5.0
+                while not self.stop_event.is_set():
+                    now = time.monotonic()
+                    if opt.duration and now - started >= opt.duration:
+                        break
+                    if now >= next_tick:
+                        self._capture_and_send(node)
+                        next_tick += period
+                        if next_tick < now:  # fell behind: don't try to catch up with a burst
+                            next_tick = now + period
+                        node.heartbeat()
+                        if now >= next_log:  # the node's statistics in the log, every 5 s
+                            node.log_stats()
+                            next_log = now + 5.0
+                    arrived = node.poll(timeout=max(0.0, next_tick - time.monotonic()))
+                    if arrived:
+                        self._receive(arrived)
+                        self._render()
+                    elif self.window is not None:  # nothing new, but the user may be orbiting
+                        self._update_window(self._placed())
+                elapsed = time.monotonic() - started
+            finally:
+                self.source.close()
+                self._close_viewers()
         return self._finish(elapsed)
 
     def _open_viewers(self) -> None:
@@ -184,10 +186,10 @@ class Participant:
             if self._dumps(f.seq, self.recv_dump):
                 self.recv_dump.append({"sender": f.name, "seq": f.seq, "positions": f.positions,
                                        "colors": f.colors})
-        for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
-            del self.remote[gone]
 
     def _placed(self) -> list[PlacedCloud]:
+        for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
+            del self.remote[gone]
         return [PlacedCloud(self.remote[s].positions, self.remote[s].colors, self.room.seat_pose(self.remote[s].seat))
                 for s in sorted(self.remote)]
 

@@ -64,7 +64,7 @@ class Renderer:
         self._bufs = np.zeros((0, 0, 0), np.uint64)
 
     def render(self, camera: Camera, room: Room | None, clouds: Sequence[PlacedCloud]) -> RenderResult:
-        if len(clouds) >= sk.ROOM_CODE:
+        if len(clouds) > sk.ROOM_CODE:  # owner codes 0..ROOM_CODE - 1
             raise ValueError(f"at most {sk.ROOM_CODE} clouds in one image, got {len(clouds)}")
         layer = self._room_layer(camera, room)
         bufs = self._buffers(layer)

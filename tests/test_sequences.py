@@ -87,3 +87,19 @@ def test_folders_that_are_not_sequences_say_so(tmp_path):
         ImageSequence(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="not a TUM, Redwood or slambook"):
         ImageSequence(tmp_path)
+
+
+def test_realtime_playback_skips_what_a_slow_reader_missed(rgbd_dir):
+    """Played at 10 fps, a reader that comes back 0.35 s later gets the frame due then
+    (the fourth), not the next in the file; a loop goes on with increasing timestamps."""
+    import time
+
+    seq = ImageSequence(rgbd_dir / "slambook", fps=10.0, realtime=True, loop=True)
+    first = seq.read()
+    time.sleep(0.35)
+    late = seq.read()
+    assert first.meta["file"] == "1.pgm" and late.meta["file"] in ("4.pgm", "5.pgm")
+    stamps = [first.timestamp, late.timestamp] + [seq.read().timestamp for _ in range(6)]
+    assert all(b > a for a, b in itertools.pairwise(stamps))
+    fast = ImageSequence(rgbd_dir / "slambook", fps=10.0)  # not realtime: every frame, in order
+    assert [f.meta["file"] for f in fast] == [f"{i}.pgm" for i in range(1, 6)]
