@@ -10,6 +10,7 @@ here), or a TUM / Redwood / slambook folder (``capture.sequences``).
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import codec
 from capture import BodyShape, RGBDFrame, SyntheticCamera, rgbd_to_points
 from capture.cut import PersonCut
+from capture.placement import place_camera
 from capture.recording import CLOUD, Entry, RecordingPlayer
 from capture.source import RGBDSource
 
@@ -81,9 +83,22 @@ class CameraPoints(PointSource):
         frame = self.source.read()
         if frame is None:
             raise EOFError(f"{self.name} has ended")
+        if self.pose is None and self.crop == "cut" and np.array_equal(frame.camera_pose, np.eye(4)):
+            self.pose = self.place(frame)  # a camera nobody placed: once, from its first frame with a person
         if self.pose is not None:
             frame.camera_pose = self.pose
         return frame
+
+    @staticmethod
+    def place(frame: RGBDFrame) -> np.ndarray | None:
+        """Camera -> participant pose of an unplaced camera, from the person and floor the cut
+        finds in this frame (``capture.placement``); None when nobody is in view yet."""
+        cut = person_cut(np.eye(4))
+        unplaced = dataclasses.replace(frame, camera_pose=np.eye(4))
+        positions, _ = cut.apply(*rgbd_to_points(unplaced, box=None, depth_range=PERSON_RANGE))
+        if len(positions) < 500:
+            return None
+        return place_camera(positions, cut.stats.get("plane"))
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         return self.cut(self.read_rgbd())
@@ -128,16 +143,29 @@ class FusedPoints(PointSource):
     calibrate``), read together and merged into one cloud: where two cameras see the same
     surface, points that share a ``voxel``-sized cell become one."""
 
-    def __init__(self, parts: list[CameraPoints], voxel: float | None = 0.005) -> None:
+    def __init__(self, parts: list[CameraPoints], voxel: float | None = 0.005, place_by: int | None = None) -> None:
         if not parts:
             raise ValueError("FusedPoints needs at least one camera")
         self.parts, self.voxel = parts, voxel
         self.crop = parts[0].crop
         self.name = " + ".join(p.name for p in parts)
+        # a cameras file in its reference camera's frame: the rig is placed like one unplaced
+        # camera, by camera ``place_by``'s first frame with a person, and every pose follows
+        self._place_by = place_by
+        self._rig_poses = [p.pose if p.pose is not None else np.eye(4) for p in parts]
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         from capture.rig import merge_voxels
 
+        if self._place_by is not None:
+            frame = self.parts[self._place_by].source.read()
+            if frame is None:
+                raise EOFError(f"{self.name} has ended")
+            placement = CameraPoints.place(frame)
+            if placement is not None:
+                for part, rig_pose in zip(self.parts, self._rig_poses, strict=True):
+                    part.pose = placement @ rig_pose
+                self._place_by = None
         clouds = [part.read() for part in self.parts]
         positions = np.concatenate([c[0] for c in clouds])
         colors = np.concatenate([c[1] for c in clouds])
@@ -181,7 +209,16 @@ def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = Tr
             if not isinstance(point_source, CameraPoints):
                 raise ValueError(f"camera {name!r}: {source} holds no RGB-D frames to place")
             parts.append(CameraPoints(point_source.source, crop=point_source.crop, pose=rig.pose(name)))
-        return parts[0] if len(parts) == 1 else FusedPoints(parts)
+        # a rig in its reference camera's frame (holoport calibrate --frame reference) is not
+        # placed in the participant's frame yet: the person and floor in view place it
+        unplaced = np.array_equal(rig.pose(rig.reference), np.eye(4)) and parts[0].crop == "cut"
+        if len(parts) == 1:
+            if unplaced:
+                parts[0].pose = None
+            return parts[0]
+        names = [item.partition("=")[0] for item in spec.split(",")]
+        place_by = names.index(rig.reference) if unplaced and rig.reference in names else None
+        return FusedPoints(parts, place_by=place_by)
     if spec == "synthetic":
         return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body), crop=crop or "person")
     if spec == "realsense" or spec.startswith("realsense:"):

@@ -171,7 +171,8 @@ def test_open_points_takes_a_kinect_file(mkv):
 
 def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):
     """Two cameras from a cameras file (the one recording standing in for both): each
-    camera's points are moved by its own pose and the two clouds are fused."""
+    camera's points are moved by its own pose, the rig is placed in the participant's
+    frame, and the two clouds are fused."""
     from capture.rig import Rig, RigCamera
     from holoport.sources import FusedPoints, open_points
 
@@ -182,7 +183,7 @@ def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):
     Rig([RigCamera("front", np.eye(4)), RigCamera("side", turn)], "front").save(rig_file)
     with pytest.raises(ValueError, match="NAME=SOURCE"):
         open_points(str(mkv), cameras=rig_file)
-    source = open_points(f"front={mkv},side={mkv}", realtime=False, cameras=rig_file)
+    source = open_points(f"front={mkv},side={mkv}", realtime=False, cameras=rig_file, crop="none")
     assert isinstance(source, FusedPoints)
     source.voxel = None  # keep every point, to check each camera's placement
     try:
@@ -193,5 +194,16 @@ def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):
     front, side = positions[:half].astype(np.float64), positions[half:].astype(np.float64)
     assert len(front) == len(side) > 100_000
     assert np.allclose(side, front @ turn[:3, :3].T + turn[:3, 3], atol=1e-4)
+    # cut to the person (the default), the rig, which is in the front camera's frame, is
+    # first placed in the participant's frame by that camera's view (P), every pose after it
+    source = open_points(f"front={mkv},side={mkv}", realtime=False, cameras=rig_file)
+    try:
+        source.read()
+        front_only, _ = source.parts[0].read()
+    finally:
+        source.close()
+    placement = source.parts[0].pose
+    assert not np.array_equal(placement, np.eye(4)) and np.allclose(source.parts[1].pose, placement @ turn)
+    assert front_only[:, 1].min() > -0.05  # on the floor, not upside down
     fused = FusedPoints(source.parts, voxel=0.01)  # and merging does merge
     assert fused.voxel == 0.01
