@@ -324,7 +324,7 @@ def test_rig_round_trip(tmp_path):
     assert back.camera("front").intrinsics == rig.camera("front").intrinsics
     assert back.camera("front").reprojection_rms_px == 0.18 and back.camera("side").icp == {"fitness": 0.9,
                                                                                             "rmse_m": 0.004}
-    with pytest.raises(KeyError, match="no camera 'top'"):
+    with pytest.raises(RigError, match="no camera 'top'"):
         back.pose("top")
 
 
