@@ -10,6 +10,7 @@ montage of all the seats.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
         warm_up()
     endpoint = free_tcp_endpoint()
     py = [sys.executable, "-m", "holoport"]
+    # several participants share this machine's cores: parallel kernels in each would only
+    # wait on each other, so each participant renders and captures on one thread
+    single_threaded = {**os.environ, "NUMBA_NUM_THREADS": "1"}
     hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--seats", str(participants),
                             "--quiet"])
     procs: list[subprocess.Popen] = []
@@ -59,7 +63,7 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
                 "--body", str(i), "--fps", str(fps), "--duration", str(duration),
                 "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
                 "--codec", codec, "--color-step", str(color_step),
-            ]))
+            ], env=single_threaded))
         console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
                       f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
         _wait(procs, duration, console)

@@ -200,8 +200,8 @@ class Participant:
             self.window.update(self.room, clouds)
 
     def _render(self) -> None:
+        clouds = self._placed()  # first: it forgets peers that left
         order = sorted(self.remote)
-        clouds = self._placed()
         t0 = time.time()
         view = self.renderer.render(self.view_camera, self.room, clouds)
         t1 = time.time()

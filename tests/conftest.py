@@ -43,7 +43,8 @@ def holoport_cmd(*args: str) -> list[str]:
 
 
 def spawn(*args: str, **kwargs) -> subprocess.Popen:
-    """Start ``holoport ARGS`` as a real process with captured output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """Start ``holoport ARGS`` as a real process with captured output. Several run at once on
+    this machine's cores, so each keeps numba to one thread (as ``holoport demo`` does)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_NUM_THREADS": "1"}
     return subprocess.Popen(holoport_cmd(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
