@@ -229,10 +229,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = synthetic_inputs(res, args.frames) if source == "synthetic" else kinect_inputs(mkv, args.frames)
         for cores in args.cores:
             records += measure(source, res, inputs, cores)
-    emit(records, COLUMNS, "Capture path: frames per second (ms per frame per worker)", args)
-    if args.plot:
-        plot(records, args.plot)
-        wide_console().print(f"wrote {args.plot}")
+    emit(records, COLUMNS, "Capture path: frames per second (ms per frame per worker)", args, plot=plot)
     return 0
 
 

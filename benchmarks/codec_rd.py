@@ -143,10 +143,7 @@ def run(args: argparse.Namespace) -> int:
             r["bpp_vs_draco"] = r["total_bpp"] / d["total_bpp"]
             r["encode_vs_draco"] = r["encode_ms"] / d["encode_ms"]
             r["decode_vs_draco"] = r["decode_ms"] / d["decode_ms"]
-    emit(records, COLUMNS if draco else COLUMNS[:-3], "Codec rate, distortion and speed", args)
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    emit(records, COLUMNS if draco else COLUMNS[:-3], "Codec rate, distortion and speed", args, plot=plot)
     return 0
 
 

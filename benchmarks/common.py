@@ -67,8 +67,8 @@ def _cell(value) -> str:
 
 
 def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
-         console: Console | None = None) -> None:
-    """Print the table; write JSON and Markdown when asked."""
+         console: Console | None = None, plot: Callable[[Sequence[dict], str], None] | None = None) -> None:
+    """Print the table; write JSON, Markdown and (with ``plot``) the PNG when asked."""
     console = console or wide_console()
     table = Table(title=title)
     for c in columns:
@@ -84,6 +84,9 @@ def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
         lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in records]
         Path(args.markdown).write_text("\n".join(lines) + "\n")
         console.print(f"wrote {args.markdown}")
+    if plot is not None and getattr(args, "plot", None):
+        plot(records, args.plot)
+        console.print(f"wrote {args.plot}")
 
 
 def script_main(doc: str, add_arguments: Callable, run: Callable, argv: list[str] | None) -> int:

@@ -196,10 +196,7 @@ def run(args: argparse.Namespace) -> int:
     configs = [(n, c) for c in curves for n in args.participants]
     records = [run_one(n, c, frame_bytes, args.fps, args.seconds)
                for n, c in track(configs, description="loading the hub")]
-    emit(records, COLUMNS, f"Hub load: {args.fps:g} fps per participant, {frame_bytes:,} B frames", args)
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    emit(records, COLUMNS, f"Hub load: {args.fps:g} fps per participant, {frame_bytes:,} B frames", args, plot=plot)
     return 0
 
 

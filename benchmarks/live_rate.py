@@ -136,10 +136,8 @@ def run(args: argparse.Namespace) -> int:
     configs = [(p, m) for m in args.mbps for p in args.policies]
     records = [run_one(p, m, args.seconds, args.fps)
                for p, m in track(configs, description="live runs through a relay")]
-    emit(records, COLUMNS, f"Live rate: synthetic person, octree codec, {args.fps:g} fps, constant uplink", args)
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    emit(records, COLUMNS, f"Live rate: synthetic person, octree codec, {args.fps:g} fps, constant uplink", args,
+         plot=plot)
     return 0
 
 

@@ -111,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
         for points in args.browser:
             records.append(browser_record(points, args.seconds))
             progress.advance(task)
-    emit(records, COLUMNS, "Render rate: frames per second", args)
-    if args.plot:
-        plot(records, args.plot)
-        wide_console().print(f"wrote {args.plot}")
+    emit(records, COLUMNS, "Render rate: frames per second", args, plot=plot)
     return 0
 
 

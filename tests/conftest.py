@@ -48,3 +48,13 @@ def spawn(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_NUM_THREADS": "1"}
     return subprocess.Popen(holoport_cmd(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """Ten frames of the synthetic person, recorded by a real `holoport record` at 15 fps."""
+    path = tmp_path_factory.mktemp("rec") / "ana.hprec"
+    made = subprocess.run(holoport_cmd("record", str(path), "--frames", "10"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return path

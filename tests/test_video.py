@@ -29,15 +29,6 @@ def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run(holoport_cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    """Ten frames of the synthetic person, recorded by `holoport record` at 15 fps."""
-    path = tmp_path_factory.mktemp("rec") / "ana.hprec"
-    done = subprocess.run(holoport_cmd("record", str(path), "--frames", "10"), cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return path
-
 
 def empty_room(room: Room, camera: Camera) -> np.ndarray:
     return Renderer().render(camera, room, []).image

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,14 +145,6 @@ def test_the_window_shows_frames_and_the_user_orbits_and_zooms(xdisplay, monkeyp
         assert window.wait_closed(5), "Escape did not close the window"
     assert window.closed
 
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "ana.hprec"
-    made = subprocess.run(holoport_cmd("record", str(path), "--frames", "10"), cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert made.returncode == 0, made.stdout + made.stderr
-    return path
 
 
 @pytest.mark.parametrize("close", ["escape", "ctrl-c"])
