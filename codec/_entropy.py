@@ -10,7 +10,8 @@ depends on this bit: the shorter that chain, the faster it decodes).
 The coder state is a tuple of integers that the caller threads through its loop
 (``st = enc_bit(st, ...)``), so that numba keeps it in registers:
 
-    encoder: (low, range, cached byte, pending bytes, write position)
+    encoder: (low, range, write position); a carry out of ``low`` is added to the bytes
+             already written (the first byte is a zero that absorbs it, as in LZMA)
     decoder: (code, range, read position, bytes read past the end)
 
 Reading past the end of the buffer yields zero bytes and counts an overrun, so a truncated
@@ -52,60 +53,66 @@ def new_buffer(capacity: int) -> np.ndarray:
     return np.empty(max(int(capacity), 64), np.uint8)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def enc_start():
-    return (np.int64(0), np.int64(0xFFFFFFFF), np.int64(0), np.int64(1), np.int64(0))
+#: The most bytes one coded decision can add: a probability is at least 1/4096, so the
+#: range loses at most 12 bits and normalization writes at most two bytes.
+BYTES_PER_BIT = 2
 
 
 @njit(cache=True, nogil=True)
-def _grow(buf):
-    bigger = np.empty(buf.shape[0] * 2, np.uint8)
-    bigger[: buf.shape[0]] = buf
+def reserve(buf, st, need):
+    """``buf``, or a copy at least twice as large, with room for ``need`` more bytes.
+
+    The coding loops call this between blocks of decisions, never per decision: a buffer
+    that may be replaced inside the hot loop costs numba ~40% of the encoder's speed."""
+    if st[2] + need <= buf.shape[0]:
+        return buf
+    bigger = np.empty(max(2 * buf.shape[0], st[2] + need), np.uint8)
+    bigger[: st[2]] = buf[: st[2]]
     return bigger
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _shift_low(st, buf):
-    low, rng, cache, pending, pos = st
-    if low < 0xFF000000 or low >= 0x100000000:
-        carry = low >> 32
-        temp = cache
-        while True:
-            if pos >= buf.shape[0]:
-                buf = _grow(buf)
-            buf[pos] = (temp + carry) & 0xFF
-            pos += 1
-            temp = 0xFF
-            pending -= 1
-            if pending == 0:
-                break
-        cache = (low >> 24) & 0xFF
-    pending += 1
-    low = (low & 0x00FFFFFF) << 8
-    return (low, rng, cache, pending, pos), buf
+def enc_start(buf):
+    """A fresh encoder writing into ``buf`` (its first byte is the one a carry can reach)."""
+    buf[0] = 0
+    return (np.int64(0), np.int64(0xFFFFFFFF), np.int64(1))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def enc_bit(st, buf, counts, probs, ctx, bit):
-    """Code one bit in context ``ctx``; returns the new state and the (maybe grown) buffer."""
-    low, rng, cache, pending, pos = st
+    """Code one bit in context ``ctx``; returns the new state. The caller has ``reserve``d
+    ``BYTES_PER_BIT`` bytes for it."""
+    low, rng, pos = st
     bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
     take = -np.int64(bit)  # all ones for a 1: select without a branch the CPU would mispredict
     low += bound & take
     rng = bound ^ ((bound ^ (rng - bound)) & take)
     _update(counts, probs, ctx, bit)
-    st = (low, rng, cache, pending, pos)
-    while st[1] < TOP:
-        st = (st[0], st[1] << 8, st[2], st[3], st[4])
-        st, buf = _shift_low(st, buf)
-    return st, buf
+    if low >= 0x100000000:  # carry into the bytes already written (the first is never 0xFF)
+        low -= 0x100000000
+        i = pos - 1
+        while buf[i] == 0xFF:
+            buf[i] = 0
+            i -= 1
+        buf[i] += 1
+    while rng < TOP:
+        buf[pos] = (low >> 24) & 0xFF
+        pos += 1
+        low = (low << 8) & 0xFFFFFFFF
+        rng <<= 8
+    return (low, rng, pos)
 
 
 @njit(cache=True, nogil=True)
 def enc_finish(st, buf):
-    for _ in range(5):
-        st, buf = _shift_low(st, buf)
-    return buf[: st[4]]
+    """The coded bytes: ``buf`` up to the last of the four that pin the final interval."""
+    buf = reserve(buf, st, 4)
+    low, rng, pos = st
+    for _ in range(4):
+        buf[pos] = (low >> 24) & 0xFF
+        pos += 1
+        low = (low << 8) & 0xFFFFFFFF
+    return buf[:pos]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -145,21 +152,24 @@ def dec_bit(st, buf, counts, probs, ctx):
 #: Exp-Golomb escape's prefix (EG_PREFIX) and suffix bits.
 EG_PREFIX = 32
 EG_CONTEXTS = 2 * EG_PREFIX
+#: Decisions ``enc_signed`` codes at most (zero, sign, unary, escape prefix and suffix).
+SIGNED_MAX_BITS = 2 + 16 + 2 * EG_PREFIX
 
 
 @njit(cache=True, nogil=True, inline="always")
 def enc_signed(st, buf, counts, probs, ctx, eg_ctx, unary, v):
     """Code a signed integer: zero flag (``ctx``), sign (``ctx + 1``), ``|v| - 1`` in unary
     up to ``unary`` bits (``ctx + 2 + j``), then an Exp-Golomb escape whose prefix and
-    suffix bits have contexts of their own (``eg_ctx`` .. ``eg_ctx + EG_CONTEXTS``)."""
-    st, buf = enc_bit(st, buf, counts, probs, ctx, 1 if v != 0 else 0)
+    suffix bits have contexts of their own (``eg_ctx`` .. ``eg_ctx + EG_CONTEXTS``).
+    Codes at most ``SIGNED_MAX_BITS`` decisions for ``unary`` <= 16."""
+    st = enc_bit(st, buf, counts, probs, ctx, 1 if v != 0 else 0)
     if v == 0:
-        return st, buf
-    st, buf = enc_bit(st, buf, counts, probs, ctx + 1, 1 if v < 0 else 0)
+        return st
+    st = enc_bit(st, buf, counts, probs, ctx + 1, 1 if v < 0 else 0)
     m = abs(v) - 1
     j = 0
     while j < unary and j < m:
-        st, buf = enc_bit(st, buf, counts, probs, ctx + 2 + j, 1)
+        st = enc_bit(st, buf, counts, probs, ctx + 2 + j, 1)
         j += 1
     if j < unary:
         return enc_bit(st, buf, counts, probs, ctx + 2 + j, 0)
@@ -168,11 +178,11 @@ def enc_signed(st, buf, counts, probs, ctx, eg_ctx, unary, v):
     while (e >> (nbits + 1)) > 0:
         nbits += 1
     for b in range(nbits):
-        st, buf = enc_bit(st, buf, counts, probs, eg_ctx + b, 1)
-    st, buf = enc_bit(st, buf, counts, probs, eg_ctx + nbits, 0)
+        st = enc_bit(st, buf, counts, probs, eg_ctx + b, 1)
+    st = enc_bit(st, buf, counts, probs, eg_ctx + nbits, 0)
     for b in range(nbits - 1, -1, -1):
-        st, buf = enc_bit(st, buf, counts, probs, eg_ctx + EG_PREFIX + b, (e >> b) & 1)
-    return st, buf
+        st = enc_bit(st, buf, counts, probs, eg_ctx + EG_PREFIX + b, (e >> b) & 1)
+    return st
 
 
 @njit(cache=True, nogil=True, inline="always")

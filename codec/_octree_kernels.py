@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from codec._entropy import dec_bit, dec_start, enc_bit, enc_finish, enc_start
+from codec._entropy import BYTES_PER_BIT, dec_bit, dec_start, enc_bit, enc_finish, enc_start, reserve
 
 N_CONTEXTS = 128 * 8 * 5 * 3 * 2
 
@@ -549,7 +549,7 @@ def level_nodes(nodes, level, start):
 def encode_levels(leaves, depth, start, stop, buf, counts, probs):
     """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
     the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
-    st = enc_start()
+    st = enc_start(buf)
     bottom = leaves if stop == depth else unique_shift(leaves, 3 * (depth - stop))
     arrays = level_nodes(bottom, stop, start)  # arrays[stop - level]: that level's nodes
     par = arrays[stop - start]
@@ -563,6 +563,7 @@ def encode_levels(leaves, depth, start, stop, buf, counts, probs):
             while par[j] != chi[ci] >> 3:
                 j += 1
             occ[j] |= 1 << (chi[ci] & 7)
+        buf = reserve(buf, st, 8 * BYTES_PER_BIT * par.shape[0])
         for pi in range(par.shape[0]):
             _bases(neg[pi], masks[pi], occ, base)
             o = occ[pi]
@@ -571,7 +572,7 @@ def encode_levels(leaves, depth, start, stop, buf, counts, probs):
                 if i == 7 and coded == 0:
                     break
                 bit = (o >> i) & 1
-                st, buf = enc_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded], bit)
+                st = enc_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded], bit)
                 coded |= bit << i
         if level + 1 < stop:
             nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)

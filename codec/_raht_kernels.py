@@ -28,7 +28,9 @@ import numpy as np
 from numba import njit
 
 from codec._entropy import (
+    BYTES_PER_BIT,
     EG_CONTEXTS,
+    SIGNED_MAX_BITS,
     dec_bit,
     dec_signed,
     dec_start,
@@ -36,6 +38,7 @@ from codec._entropy import (
     enc_finish,
     enc_signed,
     enc_start,
+    reserve,
 )
 
 _BUCKETS = 4
@@ -43,6 +46,7 @@ _CLASSES = 5
 _UNARY = 12
 _CH_CTX = 2 + _UNARY
 N_CONTEXTS = 2 * _BUCKETS * 2 + 3 * _BUCKETS * _CLASSES * _CH_CTX + 3 * EG_CONTEXTS
+_BLOCK = 1024  # coefficients coded between two checks of the output buffer's room
 
 # BT.709 RGB -> Y Cb Cr on the 0..255 scale (the metrics' definition, times 255).
 _FWD = np.array([[0.2126, 0.7152, 0.0722], [-0.1146, -0.3854, 0.5], [0.5, -0.4542, -0.0458]])
@@ -242,28 +246,30 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
             attrs[i, c] = (_FWD[c, 0] * colors[i, 0] + _FWD[c, 1] * colors[i, 1]
                            + _FWD[c, 2] * colors[i, 2])
     coeffs = forward(attrs, codes, depth)
-    st = enc_start()
+    st = enc_start(buf)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     prev = np.zeros(3, np.int64)
     prev_zero = 0
     q = np.empty(3, np.int64)
-    for j in range(n):
-        for c in range(3):
-            s = step if c == 0 else chroma_step
-            q[c] = np.int64(np.floor(coeffs[j, c] / s + 0.5))
-        bk = _index_bucket(j, n)
-        zero = 1 if (q[0] == 0 and q[1] == 0 and q[2] == 0) else 0
-        st, buf = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
-        prev_zero = zero
-        if zero:
-            prev[:] = 0
-            continue
-        for c in range(3):
-            ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
-            v = q[c]
-            st, buf = enc_signed(st, buf, counts, probs, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
-            prev[c] = abs(v)
+    for block in range(0, n, _BLOCK):
+        buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
+        for j in range(block, min(block + _BLOCK, n)):
+            for c in range(3):
+                s = step if c == 0 else chroma_step
+                q[c] = np.int64(np.floor(coeffs[j, c] / s + 0.5))
+            bk = _index_bucket(j, n)
+            zero = 1 if (q[0] == 0 and q[1] == 0 and q[2] == 0) else 0
+            st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
+            prev_zero = zero
+            if zero:
+                prev[:] = 0
+                continue
+            for c in range(3):
+                ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
+                v = q[c]
+                st = enc_signed(st, buf, counts, probs, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
+                prev[c] = abs(v)
     return enc_finish(st, buf)
 
 

@@ -16,8 +16,8 @@ GIL) and a decoder can work on slices separately. Stream sections::
     1            slice table: per slice, u32 root count, u32 voxel count and the CRC-32 of
                  its two sections; then the CRC-32 of parameters, top and table
     2 .. 2+k-1   geometry of each slice (levels slice_level .. depth - 1)
-    2+k .. 2+2k-1  colour of each slice: a slice of 2 x COLOUR_PART_MIN voxels or more
-                 holds two parts (u32 length of the first, then both), coded apart
+    2+k .. 2+2k-1  colour of each slice: with RAHT, a slice of 2 x COLOUR_PART_MIN voxels
+                 or more holds two parts (u32 length of the first, then both), coded apart
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import _color_kernels, _raht_kernels, container
-from codec._color_kernels import decode_colors, encode_colors
+from codec import _color_kernels, _raht_kernels, _rans, container
 from codec._entropy import new_buffer, new_model
 from codec._octree_kernels import (
     KEY_BITS,
@@ -53,7 +52,7 @@ MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder al
 MAX_DEPTH = 16
 MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
-COLOUR_PART_MIN = 32_768  # a slice this many voxels twice over codes its colour in two parts
+COLOUR_PART_MIN = 32_768  # a slice this many voxels twice over codes RAHT colour in two parts
 
 # voxels, depth, slice level, origin xyz, size, colour step, slices, 0, frame, reference frame
 _PARAMS = struct.Struct("<IBB4fBBBII")
@@ -155,11 +154,11 @@ class OctreeCodec:
             if part is None:
                 return encode_levels(leaves, self.depth, level, self.depth,
                                      new_buffer(len(leaves) // 4), *model[:2]).tobytes()
-            lo, hi = _colour_parts(len(leaves))[part]
+            lo, hi = self._colour_parts(len(leaves))[part]
             return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[2 + 2 * part: 4 + 2 * part]).tobytes()
 
         k = len(jobs)
-        parts = [range(len(_colour_parts(hi - lo))) for lo, hi in bounds]
+        parts = [range(len(self._colour_parts(hi - lo))) for lo, hi in bounds]
         tasks = [(j, None) for j in range(k)] + [(j, p) for j in range(k) for p in parts[j]]
         done = dict(zip(tasks, _map(work, tasks), strict=True))
         coded = [done[j, None] for j in range(k)] + [_join_parts([done[j, p] for p in parts[j]])
@@ -174,22 +173,44 @@ class OctreeCodec:
         return container.pack(self.codec_id, params, sections), state
 
     def _voxelize(self, positions: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``voxelize``, with the two halves of a large cloud keyed and sorted on both cores."""
+        """``voxelize`` on both cores for a large cloud: each half of the points keyed and
+        sorted apart, then the two sorted halves merged as two ranges of cells."""
         n, origin = len(positions), np.array(self.origin)
         ibits = index_bits(n)
         if n < 50_000 or 3 * self.depth + ibits > KEY_BITS:
             return voxelize(positions, colors, origin, self.cell, self.depth)[:2]
         a, b = _map(lambda r: packed_keys(positions, origin, self.cell, self.depth, ibits, *r),
                     [(0, n // 2), (n // 2, n)])
-        return merge_cells(a, b, colors, ibits)
+        if not len(a) or not len(b):
+            return merge_cells(a, b, colors, ibits)
+        # cells below the median cell of ``a`` on one core, the rest on the other: a cell's
+        # points all fall on the same side, so the two results just follow each other
+        pivot = (int(a[len(a) // 2]) >> ibits) << ibits
+        ia, ib = int(np.searchsorted(a, pivot)), int(np.searchsorted(b, pivot))
+        (c0, m0), (c1, m1) = _map(lambda r: merge_cells(*r, colors, ibits),
+                                  [(a[:ia], b[:ib]), (a[ia:], b[ib:])])
+        return np.concatenate([c0, c1]), np.concatenate([m0, m1])
+
+    def _colour_parts(self, n: int) -> list[tuple[int, int]]:
+        """The voxel ranges of a slice whose colours are coded apart. RAHT codes a large
+        slice in two halves, each with its own statistics, so that colour encodes and
+        decodes on the second core beside the geometry even in one slice (the best
+        compression), for a few hundred bytes of statistics learned twice. Lossless
+        colour is one part: its rANS coder is fast enough, and its tables would double."""
+        if self.color_step == 1 or n < 2 * COLOUR_PART_MIN:
+            return [(0, n)]
+        return [(0, n // 2), (n // 2, n)]
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
-        n_colour = _color_kernels.N_CONTEXTS if self.color_step == 1 else _raht_kernels.N_CONTEXTS
-        return (*new_model(N_GEOMETRY), *new_model(n_colour), *new_model(n_colour))  # 2 parts
+        """Geometry statistics, then RAHT's per colour part (lossless colour has none: its
+        tables are made for every frame)."""
+        n_colour = 1 if self.color_step == 1 else _raht_kernels.N_CONTEXTS
+        return (*new_model(N_GEOMETRY), *new_model(n_colour), *new_model(n_colour))
 
     def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, counts, probs) -> np.ndarray:
-        if self.color_step == 1:  # lossless: YCoCg-R and DPCM in Morton order
-            return encode_colors(rgb, 1, new_buffer(len(rgb)), counts, probs)
+        if self.color_step == 1:  # lossless: DPCM of YCoCg-R, per-frame tables and rANS
+            sym, ctx, raw, n_raw, hist = _color_kernels.colour_symbols(rgb)
+            return _color_kernels.pack_colours(sym, ctx, raw, n_raw, _rans.normalize(hist))
         return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
                                     CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
                                     counts, probs)
@@ -199,7 +220,7 @@ class OctreeCodec:
         with the geometry). Neither needs the geometry, so both run beside it."""
         buf = np.frombuffer(section, np.uint8)
         if self.color_step == 1:
-            return decode_colors(buf, n, 1, counts, probs)
+            return _color_kernels.decode_colors(buf, n)
         return _raht_kernels.decode_coefficients(buf, n, float(self.color_step),
                                                  CHROMA_FACTOR * self.color_step, counts, probs)
 
@@ -350,7 +371,7 @@ class _Stream:
             return codes
 
         def colour(j, part):
-            bounds = _colour_parts(int(self.table[j, 1]))
+            bounds = self.codec._colour_parts(int(self.table[j, 1]))
             section = _split_parts(self.sections[2 + k + j], len(bounds), j)[part]
             lo, hi = bounds[part]
             out, status = self.codec._decode_colors(section, hi - lo, *state[j][2 + 2 * part: 4 + 2 * part])
@@ -362,7 +383,7 @@ class _Stream:
         if not keep:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
         # every slice's geometry and colour parts decode independently, side by side
-        parts = {j: range(len(_colour_parts(int(self.table[j, 1])))) for j in keep}
+        parts = {j: range(len(self.codec._colour_parts(int(self.table[j, 1])))) for j in keep}
         tasks = [(j, None) for j in keep] + [(j, p) for j in keep for p in parts[j]]
         done = dict(zip(tasks, _map(lambda t: geometry(t[0]) if t[1] is None else colour(*t), tasks),
                         strict=True))
@@ -371,7 +392,7 @@ class _Stream:
 
             def synthesize(task):
                 j, p = task
-                lo, hi = _colour_parts(int(self.table[j, 1]))[p]
+                lo, hi = self.codec._colour_parts(int(self.table[j, 1]))[p]
                 return _raht_kernels.synthesize(done[task], done[j, None][lo:hi], depth)
 
             done.update(zip(tasks[len(keep):], _map(synthesize, tasks[len(keep):]), strict=True))
@@ -442,13 +463,6 @@ class OctreeDecoder:
         codes, colors = stream.decode(state=state)
         self._state, self._last = state, (codec, stream.frame)  # only after a clean decode
         return codec._positions(codes, codec.depth), colors
-
-
-def _colour_parts(n: int) -> list[tuple[int, int]]:
-    """The voxel ranges of a slice whose colours are coded apart, one per core: a single
-    slice (the best compression) still codes its colour on both cores, for a few hundred
-    bytes of statistics learned twice."""
-    return [(0, n // 2), (n // 2, n)] if n >= 2 * COLOUR_PART_MIN else [(0, n)]
 
 
 def _join_parts(parts: list[bytes]) -> bytes:
