@@ -7,7 +7,8 @@ grid bits, range 2^bits - 1, origin 0). The octree codec runs losslessly and at 
 colour steps (RAHT) in one slice, and losslessly and at step 16 in two slices (faster,
 slightly larger); Draco at compression levels 1 and 7. Records give bits per input point
 for geometry, colour and in total, D1 PSNR and Y-PSNR (codec.metrics, as pc_error), and
-median encode and decode times after a warm-up; ratios are to Draco level 7 in this run.
+median encode and decode times after warm-up runs (the steady state of a stream); ratios
+are to Draco level 7 in this run.
 
 Run: holoport bench codec --json codec.json --markdown codec.md --plot codec.png
 """
@@ -41,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of PLY frames (default: <data>/pointclouds/mvub)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed runs before them, for every codec (steady state, as in a stream)")
     parser.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
                         help="octree colour steps to run besides lossless (default 8 16 24 32 48)")
     parser.add_argument("--no-draco", action="store_true", help="skip Draco")
@@ -77,11 +80,11 @@ class Frame:
                 "y_psnr": _finite(q.y_psnr), "encode_ms": encode_ms, "decode_ms": decode_ms}
 
 
-def bench_octree(frame: Frame, step: int, repeats: int, slices: int = 1) -> dict:
+def bench_octree(frame: Frame, step: int, repeats: int, warmup: int, slices: int = 1) -> dict:
     codec = OctreeCodec(depth=frame.bits, origin=(-0.5, -0.5, -0.5), size=float(2**frame.bits),
                         color_step=step, slices=slices)
-    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats)
-    dec_ms, decoded = median_ms(lambda: OctreeCodec.decode(data), repeats)
+    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats, warmup)
+    dec_ms, decoded = median_ms(lambda: OctreeCodec.decode(data), repeats, warmup)
     k = (len(container.unpack(data).sections) - 2) // 2
     color = sum(len(s) for s in container.unpack(data).sections[2 + k:])
     label = "lossless" if step == 1 else f"step={step}"
@@ -89,24 +92,24 @@ def bench_octree(frame: Frame, step: int, repeats: int, slices: int = 1) -> dict
                         enc_ms, dec_ms)
 
 
-def bench_baseline(frame: Frame, repeats: int) -> dict:
+def bench_baseline(frame: Frame, repeats: int, warmup: int) -> dict:
     codec = BaselineCodec(voxel_size=1.0, origin=(0.0, 0.0, 0.0), bits=frame.bits)
-    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats)
-    dec_ms, decoded = median_ms(lambda: BaselineCodec.decode(data), repeats)
+    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats, warmup)
+    dec_ms, decoded = median_ms(lambda: BaselineCodec.decode(data), repeats, warmup)
     color = len(container.unpack(data).sections[1])
     return frame.record("baseline", f"bits={frame.bits} zstd={codec.level}", len(data) - color,
                         len(data), decoded, enc_ms, dec_ms)
 
 
-def bench_draco(frame: Frame, level: int, repeats: int) -> dict:
+def bench_draco(frame: Frame, level: int, repeats: int, warmup: int) -> dict:
     import DracoPy
 
     opts = {"quantization_bits": frame.bits, "quantization_range": float(2**frame.bits - 1),
             "quantization_origin": [0.0, 0.0, 0.0], "compression_level": level}
     geometry = DracoPy.encode(frame.positions, **opts)
     enc_ms, data = median_ms(lambda: DracoPy.encode(frame.positions, colors=frame.colors, **opts),
-                             repeats)
-    dec_ms, mesh = median_ms(lambda: DracoPy.decode(data), repeats)
+                             repeats, warmup)
+    dec_ms, mesh = median_ms(lambda: DracoPy.decode(data), repeats, warmup)
     decoded = (np.asarray(mesh.points, np.float32), np.asarray(mesh.colors, np.uint8)[:, :3])
     return frame.record("draco", f"level={level}", len(geometry), len(data), decoded, enc_ms, dec_ms)
 
@@ -130,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
     for path in track(paths, description="benchmarking frames"):
         frame = Frame(path)
         for step in [1, *args.steps]:
-            records.append(bench_octree(frame, step, args.repeats))
+            records.append(bench_octree(frame, step, args.repeats, args.warmup))
         for step in (1, 16):  # two slices: geometry on both cores too (a little larger)
-            records.append(bench_octree(frame, step, args.repeats, slices=2))
-        records.append(bench_baseline(frame, args.repeats))
+            records.append(bench_octree(frame, step, args.repeats, args.warmup, slices=2))
+        records.append(bench_baseline(frame, args.repeats, args.warmup))
         if draco:
-            records += [bench_draco(frame, level, args.repeats) for level in (1, 7)]
+            records += [bench_draco(frame, level, args.repeats, args.warmup) for level in (1, 7)]
     if draco:  # ratios to Draco level 7, measured in this same run
         ref = {r["frame"]: r for r in records if r["codec"] == "draco" and r["params"] == "level=7"}
         for r in records:

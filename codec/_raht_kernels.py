@@ -255,16 +255,20 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     for block in range(0, n, _BLOCK):
         buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
         for j in range(block, min(block + _BLOCK, n)):
-            for c in range(3):
-                s = step if c == 0 else chroma_step
-                q[c] = np.int64(np.floor(coeffs[j, c] / s + 0.5))
+            u0 = coeffs[j, 0] / step + 0.5
+            u1 = coeffs[j, 1] / chroma_step + 0.5
+            u2 = coeffs[j, 2] / chroma_step + 0.5
+            # most fine coefficients quantize to zero (floor(u) == 0): skip their rounding
+            zero = 1 if (0.0 <= u0 < 1.0 and 0.0 <= u1 < 1.0 and 0.0 <= u2 < 1.0) else 0
             bk = _index_bucket(j, n)
-            zero = 1 if (q[0] == 0 and q[1] == 0 and q[2] == 0) else 0
             st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
             prev_zero = zero
             if zero:
                 prev[:] = 0
                 continue
+            q[0] = np.int64(np.floor(u0))
+            q[1] = np.int64(np.floor(u1))
+            q[2] = np.int64(np.floor(u2))
             for c in range(3):
                 ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
                 v = q[c]

@@ -41,7 +41,8 @@ from codec._octree_kernels import (
     index_bits,
     merge_cells,
     packed_keys,
-    unique_shift,
+    prefixes,
+    split_cells,
     voxelize,
 )
 from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
@@ -125,8 +126,10 @@ class OctreeCodec:
         slice: the geometry model, then one colour model per colour part, each a (counts,
         probabilities) pair) unless it is None; returns the stream and the statistics after it."""
         positions, colors = validate_cloud(positions, colors)
-        codes, means = self._voxelize(np.ascontiguousarray(positions, dtype=np.float64),
-                                      np.ascontiguousarray(colors))
+        if positions.dtype not in (np.float32, np.float64):
+            positions = positions.astype(np.float64)
+        # float32 goes in as it is: the kernels compute in float64 either way
+        codes, means = self._voxelize(np.ascontiguousarray(positions), np.ascontiguousarray(colors))
         if len(codes) > MAX_POINTS:
             raise ValueError(f"{len(codes)} occupied cells exceed the limit of {MAX_POINTS}")
         level, bounds = _plan_slices(codes, self.depth, self.slices)
@@ -137,7 +140,7 @@ class OctreeCodec:
             state = [self._fresh_state() for _ in bounds]
         else:
             state = [tuple(a.copy() for a in st) for st in state]
-        roots = unique_shift(codes, 3 * (self.depth - level))
+        roots = prefixes(codes, 3 * (self.depth - level), len(codes))
         top = encode_levels(roots, level, 0, level, new_buffer(64), *new_model(N_GEOMETRY))
         counts, jobs = [], []
         shift = 3 * (self.depth - level)
@@ -183,10 +186,9 @@ class OctreeCodec:
                     [(0, n // 2), (n // 2, n)])
         if not len(a) or not len(b):
             return merge_cells(a, b, colors, ibits)
-        # cells below the median cell of ``a`` on one core, the rest on the other: a cell's
-        # points all fall on the same side, so the two results just follow each other
-        pivot = (int(a[len(a) // 2]) >> ibits) << ibits
-        ia, ib = int(np.searchsorted(a, pivot)), int(np.searchsorted(b, pivot))
+        # the cells below a pivot cell on one core, the rest on the other: a cell's points
+        # all fall on the same side, so the two results just follow each other
+        ia, ib = split_cells(a, b, ibits)
         (c0, m0), (c1, m1) = _map(lambda r: merge_cells(*r, colors, ibits),
                                   [(a[:ia], b[:ib]), (a[ia:], b[ib:])])
         return np.concatenate([c0, c1]), np.concatenate([m0, m1])
@@ -486,15 +488,13 @@ def _split_parts(section, count: int, j: int) -> list:
 
 
 def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[tuple[int, int]]]:
-    """The level to cut at and contiguous ranges of ``codes`` of about equal size, each a
-    whole number of subtrees at that level."""
+    """The level to cut at (the first with 4 nodes per slice, at most 8) and contiguous
+    ranges of ``codes`` of about equal size, each a whole number of subtrees there."""
     if len(codes) == 0:
         return 0, [(0, 0)]  # one empty slice keeps the stream layout uniform
-    deepest = min(depth, 8)
-    nodes = unique_shift(codes, 3 * (depth - deepest))  # the few thousand nodes to choose from
-    level = 0
-    while level < deepest and len(unique_shift(nodes, 3 * (deepest - level))) < 4 * slices:
-        level += 1
+    deepest, need = min(depth, 8), 4 * slices
+    level = next((lv for lv in range(deepest)
+                  if len(prefixes(codes, 3 * (depth - lv), need)) >= need), deepest)
     if slices == 1:
         return level, [(0, len(codes))]
     parents = codes >> (3 * (depth - level))

@@ -9,7 +9,7 @@ import pytest
 
 import codec
 from codec import CodecError, OctreeCodec, octree
-from codec._octree_kernels import morton_decode, radix_argsort, voxelize
+from codec._octree_kernels import morton, morton_decode, prefixes, radix_argsort, split_cells, unique_shift, voxelize
 
 
 def _person(n=20_000, seed=0):
@@ -159,6 +159,36 @@ def test_radix_argsort_and_voxel_merging():
     assert outside == 0 and len(codes) == 2
     np.testing.assert_array_equal(morton_decode(codes), [[0, 0, 0], [1, 0, 0]])
     np.testing.assert_array_equal(means, [[128, 128, 128], [9, 9, 9]])
+
+
+def test_morton_codes_interleave_bits_up_to_the_deepest_grid():
+    rng = np.random.default_rng(5)
+    xyz = rng.integers(0, 1 << 16, (1000, 3))
+    codes = np.array([morton(*map(int, v)) for v in xyz])
+    np.testing.assert_array_equal(morton_decode(codes), xyz)
+    assert morton(1, 0, 0) == 4 and morton(0, 1, 0) == 2 and morton(0, 0, 1) == 1
+
+
+@pytest.mark.parametrize("depth", [1, 3, 9, 16])
+def test_prefixes_are_the_unique_shifted_codes(depth):
+    codes = np.unique(np.random.default_rng(depth).integers(0, 8**depth, 5000))
+    for level in range(depth + 1):
+        shift = 3 * (depth - level)
+        np.testing.assert_array_equal(prefixes(codes, shift, len(codes)), unique_shift(codes, shift))
+        np.testing.assert_array_equal(prefixes(codes, shift, 3), unique_shift(codes, shift)[:3])
+
+
+def test_the_merge_splits_two_sorted_halves_evenly_at_a_cell_boundary():
+    rng = np.random.default_rng(6)
+    ibits = 4
+    a = np.sort(rng.integers(0, 50, 1000) << ibits | rng.integers(0, 16, 1000))
+    b = np.sort(rng.integers(40, 200, 3000) << ibits | rng.integers(0, 16, 3000))  # mostly above a
+    ia, ib = split_cells(a, b, ibits)
+    assert abs((ia + ib) - 2000) < 100  # a's median alone would put ~500 + ~200 below
+    if ia < len(a) and ib > 0:
+        assert (b[ib - 1] >> ibits) < (a[ia] >> ibits)  # no cell on both sides
+    if ib < len(b) and ia > 0:
+        assert (a[ia - 1] >> ibits) < (b[ib] >> ibits)
 
 
 @pytest.mark.parametrize("depth, n", [(9, 50_000), (16, 40_000)])  # packed keys; index-array fallback
