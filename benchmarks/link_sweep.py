@@ -19,8 +19,10 @@ late_or_skipped (share of captured frames not shown within --deadline-ms glass t
 p50_ms, p95_ms, p99_ms (glass to glass of shown frames), stall_ratio (share of time in
 display gaps over 100 ms), utilization (uplink bits sent over its capacity), sent_mbps,
 mean_y_psnr, mean_d1_psnr, mean_lod (of frames shown in time), switches,
-keyframe_requests, zero_capacity_share (of the uplink's seconds). The summary pools the
-frames of every trace of a profile.
+keyframe_requests, zero_capacity_share (of the uplink's seconds), unreachable (the share of
+frames no sender could show on that run's links: holoport.link.sim.unreachable_share, a
+floor under every policy's late_or_skipped). The summary pools the frames of every trace of
+a profile.
 
 Run: holoport bench link --json link.json --markdown link.md --plot link.png
 """
@@ -42,7 +44,7 @@ POLICIES = ("fixed", "adaptive", "oracle")
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent / "docs" / "bench" / "ladder.json"
 COLUMNS = ["trace", "profile", "policy", "seconds", "fps", "late_or_skipped", "p50_ms", "p95_ms",
            "p99_ms", "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr", "mean_lod"]
-SUMMARY = ["profile", "policy", "runs", "fps", "late_or_skipped", "p50_ms", "p95_ms", "p99_ms",
+SUMMARY = ["profile", "policy", "runs", "fps", "late_or_skipped", "unreachable", "p50_ms", "p95_ms", "p99_ms",
            "stall_ratio", "utilization", "mean_y_psnr", "mean_d1_psnr", "mean_lod", "zero_capacity_share"]
 
 
@@ -87,22 +89,26 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
     timeline (capacity, sent rate, latency) for plots."""
     from holoport.link import Trace, get_profile
     from holoport.link.ladder import Ladder
-    from holoport.link.sim import Pipeline, simulate
+    from holoport.link.sim import Pipeline, simulate, unreachable_share
 
     ladder = Ladder.from_json(job.ladder_json)
     profile = get_profile(job.profile)
     down_trace = Trace.load(job.trace) if job.trace else profile.synthetic_trace(job.seed)
-    uplink, _ = profile.links(down_trace, seed=job.seed)
     if job.receiver == "same":  # the same kind of link, at another moment
         rx = profile
         rx_trace = (down_trace.rolled(down_trace.period / 2) if job.trace
                     else profile.synthetic_trace(job.seed + 1000))
     else:
         rx, rx_trace = get_profile("wired"), None
-    _, downlink = rx.links(rx_trace, seed=job.seed + 1)
+
+    def links():  # the run's two links; built twice, the same each time (same seeds)
+        return profile.links(down_trace, seed=job.seed)[0], rx.links(rx_trace, seed=job.seed + 1)[1]
+
+    uplink, downlink = links()
     seconds = min(job.seconds, down_trace.period)
     pipeline = Pipeline(fps=job.fps, deadline_ms=job.deadline_ms)
     result = simulate(ladder, job.policy, uplink, downlink, seconds, pipeline)
+    floor = unreachable_share(ladder, *links(), seconds, pipeline)
     summary = result.summary()
     up = uplink.trace
     whole = np.arange(int(seconds))
@@ -113,7 +119,7 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
                                          "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr",
                                          "mean_d1_psnr", "mean_lod", "switches", "keyframe_requests")},
               "frames": summary["frames"], "shown": summary["shown"],
-              "zero_capacity_share": zero, "uplink_scale": profile.uplink_ratio}
+              "zero_capacity_share": zero, "unreachable": floor, "uplink_scale": profile.uplink_ratio}
     sent = np.zeros(len(whole))
     lat = np.full(len(whole), np.nan)
     for f in result.frames:
@@ -214,7 +220,9 @@ def summarize(records: list[dict], latencies: list[np.ndarray]) -> list[dict]:
                     "mean_y_psnr": wmean("mean_y_psnr"), "mean_d1_psnr": wmean("mean_d1_psnr"),
                     "mean_lod": wmean("mean_lod"),
                     "zero_capacity_share": float(np.average([r["zero_capacity_share"] for r in rs],
-                                                            weights=[r["seconds"] for r in rs]))})
+                                                            weights=[r["seconds"] for r in rs])),
+                    "unreachable": float(np.average([r["unreachable"] for r in rs],
+                                                    weights=[r["frames"] for r in rs]))})
     return out
 
 

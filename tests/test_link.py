@@ -13,7 +13,7 @@ import pytest
 from benchmarks.common import data_root
 from holoport.link import PROFILES, Link, LinkConfig, Trace, get_profile
 from holoport.link.ladder import Ladder, Rung
-from holoport.link.sim import Pipeline, simulate
+from holoport.link.sim import Pipeline, simulate, unreachable_share
 
 LUMOS = data_root() / "network" / "lumos5g"
 
@@ -183,6 +183,25 @@ def test_a_fixed_rate_over_a_thin_link_falls_behind_and_the_adaptive_one_does_no
     assert adaptive["late_or_skipped"] < 0.05 and adaptive["p95_ms"] < 150
     assert oracle["late_or_skipped"] <= adaptive["late_or_skipped"] + 0.01
     assert oracle["mean_y_psnr"] >= adaptive["mean_y_psnr"] - 0.5
+
+
+def test_the_unreachable_share_is_the_dead_time_and_no_policy_beats_it():
+    ladder = _ladder()
+    trace = _step_trace(100, 0, 20, 23, 60)  # three dead seconds of sixty
+
+    def links():
+        return (Link(trace, LinkConfig(delay_ms=10), seed=1),
+                Link(Trace.constant(1000), LinkConfig(delay_ms=1), seed=2))
+
+    floor = unreachable_share(ladder, *links(), seconds=60)
+    # a frame is lost when even the smallest frame, captured at t, cannot leave before
+    # its deadline: captured in the dead seconds, but for those within the budget of the end
+    p = Pipeline()
+    slack = (p.deadline_ms - p.capture_ms - p.render_ms - 5 - 5) / 1e3  # the rungs' codec times
+    assert floor == pytest.approx((3 - slack) / 60, abs=2 / 1800)
+    for policy in ("fixed", "adaptive", "oracle"):
+        assert simulate(ladder, policy, *links(), seconds=60).summary()["late_or_skipped"] >= floor
+    assert unreachable_share(ladder, *get_profile("wired").links(None, seed=0), seconds=20) == 0
 
 
 def test_adaptation_backs_off_within_1_s_of_a_drop_and_climbs_back_after_it():
