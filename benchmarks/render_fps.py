@@ -1,11 +1,12 @@
 """Render rate: frames per second of the splat renderer and of the browser viewer.
 
 The scene: the room with four remote participants at their seats, seen from seat 0 (the
-first-person view a participant has), each participant a real MVUB frame (sarah_9bit by
-default; --data DIR) scaled to 1.75 m and resampled to total/4 points in the file's own
-(Morton) order, the order the codec's decoder gives. ``splat`` is the side of every splat
-in pixels (1, 3, 5), or ``auto``: a side from each point's depth and the 6 mm point size,
-as participants render. Cores: numba's thread count (1 or 2). fps = frames / wall time over
+first-person view a participant has), each participant a real MVUB upper body (sarah_9bit
+by default; --data DIR) at its true size (2 mm voxels: 0.70 m from waist to crown),
+standing with its crown 1.75 m up, resampled to total/4 points in the file's own order
+(the codec's decoders give Morton order). ``splat`` is the side of every splat in pixels
+(1, 3, 5), or ``auto``: a side from each point's depth and its cloud's voxel size, as
+participants render decoded clouds. Cores: numba's thread count (1 or 2). fps = frames / wall time over
 --seconds after a warm-up, everything included (room layer copy, splatting, merging,
 crack filling, unpacking).
 
@@ -45,7 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser)
 
 
-def person(data: Path | None) -> tuple[np.ndarray, np.ndarray]:
+VOXEL_M = 0.002  # metres per voxel of a 9-bit MVUB frame: its upper body is then 0.70 m tall
+
+
+def person(data: Path | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """An MVUB upper body in a participant's frame (y up, facing +z, crown 1.75 m above the
+    floor under them, as a standing adult's), at VOXEL_M metres a 9-bit voxel (twice that
+    for 8-bit frames); returns positions, colours and the voxel size in metres."""
     path = data or data_root() / "pointclouds" / "mvub" / "sarah_9bit.ply"
     if path.is_dir():
         frames = sorted(path.glob("*.ply"))
@@ -55,25 +62,30 @@ def person(data: Path | None) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise SystemExit(f"no PLY frame at {path}; pass --data FILE_OR_DIR or set HOLOPORT_DATA")
     pos, col = read_ply(path)
-    pos = pos - pos.min(0)
-    pos *= 1.75 / pos[:, 1].max()
+    bits = max(1, int(np.ceil(np.log2(float(pos.max()) + 1))))
+    voxel = VOXEL_M * 2 ** (9 - bits)
+    # MVUB frames have z up and face +y: turn them to y up, facing +z (a rotation)
+    pos = np.stack([-pos[:, 0], pos[:, 2], pos[:, 1]], axis=1) * voxel
     pos[:, 0] -= pos[:, 0].mean()
     pos[:, 2] -= pos[:, 2].mean()
-    return pos.astype(np.float32), col
+    pos[:, 1] += 1.75 - pos[:, 1].max()
+    return pos.astype(np.float32), col, voxel
 
 
-def scene(base: tuple[np.ndarray, np.ndarray], total: int, seed: int = 0):
-    """Four participants of total/4 points each, resampled in the frame's own order."""
+def scene(base: tuple[np.ndarray, np.ndarray, float], total: int, seed: int = 0):
+    """Four participants of total/4 points each, resampled in the frame's own order; each
+    cloud carries its voxel size, which ``auto`` splats are sized from."""
     from render import PlacedCloud, Room
 
     room = Room(5)
     rng = np.random.default_rng(seed)
     n = total // 4
+    positions, colors, voxel = base
     clouds = []
     for seat in range(1, 5):
-        idx = np.sort(rng.choice(len(base[0]), n, replace=n > len(base[0])))
-        jitter = rng.normal(0, 0.0015, (n, 3)).astype(np.float32)
-        clouds.append(PlacedCloud(base[0][idx] + jitter, base[1][idx], room.seat_pose(seat)))
+        idx = np.sort(rng.choice(len(positions), n, replace=n > len(positions)))
+        jitter = rng.normal(0, voxel / 4, (n, 3)).astype(np.float32)
+        clouds.append(PlacedCloud(positions[idx] + jitter, colors[idx], room.seat_pose(seat), point_size=voxel))
     return room, clouds
 
 

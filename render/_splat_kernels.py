@@ -26,7 +26,8 @@ FAR = 0xFFFFFFFF  # the depth field of "nothing there"
 @njit(cache=True, nogil=True, inline="always")
 def _depth_field(z):
     q = z * DEPTH_UNITS
-    return np.uint64(q) if q < FAR else np.uint64(FAR)
+    # through int64: a float -> uint64 conversion takes x86 several instructions
+    return np.uint64(np.int64(q)) if q < FAR else np.uint64(FAR)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -53,46 +54,85 @@ def splat_cloud(positions, colors, m, fx, fy, cx, cy, near, size_m, fixed_side, 
     ``fixed_side`` > 0 gives every splat that many pixels a side; otherwise a splat covers
     ``size_m`` metres at the point's depth (at least one pixel). Returns the points drawn.
     """
-    n_threads, h, w = bufs.shape
+    n_threads = bufs.shape[0]
     n = positions.shape[0]
     drawn = np.zeros(n_threads, np.int64)
     for t in prange(n_threads):
-        buf = bufs[t]
-        count = 0
-        for i in range(n * t // n_threads, n * (t + 1) // n_threads):
-            px, py, pz = positions[i, 0], positions[i, 1], positions[i, 2]
-            z = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + m[2, 3]
-            if not z >= near:  # also NaN
-                continue
-            x = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + m[0, 3]
-            y = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + m[1, 3]
-            uf = fx * x / z + cx
-            vf = fy * y / z + cy
-            if not (uf >= -0.5 and vf >= -0.5 and uf < w - 0.5 and vf < h - 0.5):
-                continue
-            side = fixed_side if fixed_side > 0 else max(1, min(64, int(size_m * fx / z + 0.5)))
-            back = 0.5 * (side - 1) - 64.5  # int() truncates; the offset keeps it a floor
-            u0 = int(uf - back) - 64
-            v0 = int(vf - back) - 64
-            key = pack(z, code, colors[i, 0], colors[i, 1], colors[i, 2])
-            count += 1
-            for v in range(max(0, v0), min(h, v0 + side)):
-                for u in range(max(0, u0), min(w, u0 + side)):
-                    if key < buf[v, u]:
-                        buf[v, u] = key
-        drawn[t] = count
+        drawn[t] = splat_range(positions, colors, n * t // n_threads, n * (t + 1) // n_threads, m,
+                               fx, fy, cx, cy, near, size_m, fixed_side, code, bufs[t])
     return drawn.sum()
+
+
+@njit(cache=True, nogil=True)
+def splat_range(positions, colors, lo, hi, m, fx, fy, cx, cy, near, size_m, fixed_side, code, buf):
+    """``splat_cloud``'s work for points ``lo``..``hi`` into one buffer. A plain function,
+    not the body of a parallel loop: numba compiles that body with the transform's
+    entries reloaded at every point and the pixel loops unspecialized, 2x slower.
+    One-pixel splats (most points, at the codec's spacing) take a path of their own."""
+    h, w = buf.shape
+    m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
+    m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
+    m20, m21, m22, m23 = m[2, 0], m[2, 1], m[2, 2], m[2, 3]
+    reach = size_m * fx  # a splat's side in pixels, times depth
+    # beyond this depth a splat is one pixel: its side rounds to 1 (or is fixed at 1)
+    one_pixel = reach / 1.5 if fixed_side == 0 else (0.0 if fixed_side == 1 else np.inf)
+    umax, vmax = w - 0.5, h - 0.5
+    count = 0
+    for i in range(lo, hi):
+        px, py, pz = positions[i, 0], positions[i, 1], positions[i, 2]
+        z = m20 * px + m21 * py + m22 * pz + m23
+        if not z >= near:  # also NaN
+            continue
+        inv = 1.0 / z
+        uf = fx * (m00 * px + m01 * py + m02 * pz + m03) * inv + cx
+        vf = fy * (m10 * px + m11 * py + m12 * pz + m13) * inv + cy
+        if not (uf >= -0.5 and vf >= -0.5 and uf < umax and vf < vmax):
+            continue
+        key = pack(z, code, colors[i, 0], colors[i, 1], colors[i, 2])
+        count += 1
+        if z > one_pixel:  # the pixel the point falls in
+            u, v = int(uf + 0.5), int(vf + 0.5)
+            if key < buf[v, u]:
+                buf[v, u] = key
+            continue
+        side = fixed_side if fixed_side > 0 else max(1, min(64, int(reach * inv + 0.5)))
+        back = 0.5 * (side - 1) - 64.5  # int() truncates; the offset keeps it a floor
+        u0 = int(uf - back) - 64
+        v0 = int(vf - back) - 64
+        u1, v1 = min(w, u0 + side), min(h, v0 + side)
+        u0, v0 = max(0, u0), max(0, v0)
+        for v in range(v0, v1):
+            row = buf[v]
+            for u in range(u0, u1):
+                if key < row[u]:
+                    row[u] = key
+    return count
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def reset(bufs, layer, others):
+    """Start a frame: the first buffer holds the room; with ``others``, the other threads'
+    buffers are emptied too (``merge`` leaves them empty, so only the first frame needs it)."""
+    n_threads, h, w = bufs.shape
+    for v in prange(h):
+        bufs[0, v] = layer[v]
+        if others:
+            for t in range(1, n_threads):
+                bufs[t, v] = EMPTY
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def merge(bufs):
-    """bufs[0] = the pixelwise min of all threads' buffers."""
+    """bufs[0] = the pixelwise min of all threads' buffers; the others are left empty for
+    the next frame."""
     n_threads, h, w = bufs.shape
     for v in prange(h):
         for t in range(1, n_threads):
             for u in range(w):
-                if bufs[t, v, u] < bufs[0, v, u]:
-                    bufs[0, v, u] = bufs[t, v, u]
+                key = bufs[t, v, u]
+                if key < bufs[0, v, u]:
+                    bufs[0, v, u] = key
+                bufs[t, v, u] = EMPTY
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -101,33 +141,22 @@ def _is_cloud(key):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _filled(zbuf, v, u):
-    """The pixel's key, or, where it is not a cloud's and cloud points nearer than it lie on
-    two opposite sides (left-right, up-down or a diagonal), the nearer of those: splats
-    sized from the point spacing leave such one-pixel cracks where sampling is uneven,
-    while wider gaps (real silhouettes) stay open."""
-    own = zbuf[v, u]
-    if _is_cloud(own):
-        return own
-    best = own
-    for k in range(4):
-        if k == 0:
-            a, b = zbuf[v, u - 1], zbuf[v, u + 1]
-        elif k == 1:
-            a, b = zbuf[v - 1, u], zbuf[v + 1, u]
-        elif k == 2:
-            a, b = zbuf[v - 1, u - 1], zbuf[v + 1, u + 1]
-        else:
-            a, b = zbuf[v - 1, u + 1], zbuf[v + 1, u - 1]
-        if _is_cloud(a) and _is_cloud(b):
-            best = min(best, min(a, b))
+def _fill(a, b, best):
+    """The nearer of ``best`` and the pair a, b when both are cloud keys."""
+    if _is_cloud(a) and _is_cloud(b):
+        return min(best, min(a, b))
     return best
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def finish(zbuf, layer, fill_holes, soft_edges, image, depth, ids):
+def finish(zbuf, layer, fill_holes, soft_edges, mask, image, depth, ids):
     """Unpack the buffer into the image, the depth (inf where nothing) and the owner ids
-    (cloud index, -1 room, -2 background), closing cracks on the way (``fill_holes``).
+    (cloud index, -1 room, -2 background), closing cracks on the way (``fill_holes``): a
+    pixel that is not a cloud's, with cloud points nearer than it on two opposite sides
+    (left-right, up-down or a diagonal), takes the nearer of those. Splats sized from the
+    point spacing leave such one-pixel cracks where sampling is uneven, while wider gaps
+    (real silhouettes) stay open. A first pass marks the cloud pixels in ``mask`` (bytes,
+    the size of the image), so the test costs a few byte loads per pixel.
 
     With ``soft_edges``, a cloud pixel beside a pixel that is not of a cloud is blended
     half-and-half with the room behind it, which takes the stair-steps off silhouettes.
@@ -135,26 +164,40 @@ def finish(zbuf, layer, fill_holes, soft_edges, image, depth, ids):
     h, w = zbuf.shape
     for v in prange(h):
         for u in range(w):
-            inner = 0 < v < h - 1 and 0 < u < w - 1
-            key = _filled(zbuf, v, u) if fill_holes and inner else zbuf[v, u]
-            code = (key >> np.uint64(24)) & np.uint64(0xFF)
-            field = key >> np.uint64(32)
-            depth[v, u] = np.inf if field == np.uint64(FAR) else np.float32(np.float64(field) / DEPTH_UNITS)
-            r = np.int64((key >> np.uint64(16)) & np.uint64(0xFF))
-            g = np.int64((key >> np.uint64(8)) & np.uint64(0xFF))
-            b = np.int64(key & np.uint64(0xFF))
-            if code < ROOM_CODE:
-                ids[v, u] = np.int16(code)
-                if soft_edges and inner and not (_is_cloud(zbuf[v, u - 1]) and _is_cloud(zbuf[v, u + 1])
-                                                 and _is_cloud(zbuf[v - 1, u]) and _is_cloud(zbuf[v + 1, u])):
-                    back = layer[v, u]
-                    r = (r + np.int64((back >> np.uint64(16)) & np.uint64(0xFF)) + 1) // 2
-                    g = (g + np.int64((back >> np.uint64(8)) & np.uint64(0xFF)) + 1) // 2
-                    b = (b + np.int64(back & np.uint64(0xFF)) + 1) // 2
-            elif code == ROOM_CODE:
-                ids[v, u] = -1
-            else:
-                ids[v, u] = -2
-            image[v, u, 0] = r
-            image[v, u, 1] = g
-            image[v, u, 2] = b
+            mask[v, u] = ((zbuf[v, u] >> np.uint64(24)) & np.uint64(0xFF)) < np.uint64(ROOM_CODE)
+    for v in prange(h):
+        _unpack_row(zbuf, layer, fill_holes, soft_edges, mask, image, depth, ids, v)
+
+
+@njit(cache=True, nogil=True)
+def _unpack_row(zbuf, layer, fill_holes, soft_edges, mask, image, depth, ids, v):
+    """``finish``'s second pass over row v (a function of its own: numba compiles the body
+    of a parallel loop less tightly, as in ``splat_cloud``)."""
+    h, w = zbuf.shape
+    inner = 0 < v < h - 1
+    for u in range(w):
+        key = zbuf[v, u]
+        if fill_holes and inner and 0 < u < w - 1 and not mask[v, u] and (
+                (mask[v, u - 1] & mask[v, u + 1]) | (mask[v - 1, u] & mask[v + 1, u])
+                | (mask[v - 1, u - 1] & mask[v + 1, u + 1]) | (mask[v - 1, u + 1] & mask[v + 1, u - 1])):
+            key = _fill(zbuf[v, u - 1], zbuf[v, u + 1], key)
+            key = _fill(zbuf[v - 1, u], zbuf[v + 1, u], key)
+            key = _fill(zbuf[v - 1, u - 1], zbuf[v + 1, u + 1], key)
+            key = _fill(zbuf[v - 1, u + 1], zbuf[v + 1, u - 1], key)
+        code = np.int64((key >> np.uint64(24)) & np.uint64(0xFF))
+        field = key >> np.uint64(32)
+        far = field == np.uint64(FAR)
+        depth[v, u] = np.float32(np.inf) if far else np.float32(np.float64(field) * (1.0 / DEPTH_UNITS))
+        ids[v, u] = code if code < ROOM_CODE else ROOM_CODE - 1 - code  # room -1, background -2
+        r = np.int64((key >> np.uint64(16)) & np.uint64(0xFF))
+        g = np.int64((key >> np.uint64(8)) & np.uint64(0xFF))
+        b = np.int64(key & np.uint64(0xFF))
+        if soft_edges and inner and 0 < u < w - 1 and code < ROOM_CODE and not (
+                mask[v, u - 1] & mask[v, u + 1] & mask[v - 1, u] & mask[v + 1, u]):
+            back = layer[v, u]
+            r = (r + np.int64((back >> np.uint64(16)) & np.uint64(0xFF)) + 1) // 2
+            g = (g + np.int64((back >> np.uint64(8)) & np.uint64(0xFF)) + 1) // 2
+            b = (b + np.int64(back & np.uint64(0xFF)) + 1) // 2
+        image[v, u, 0] = r
+        image[v, u, 1] = g
+        image[v, u, 2] = b

@@ -62,13 +62,14 @@ class Renderer:
         self._layer_key: tuple | None = None
         self._layer = np.zeros((0, 0), np.uint64)
         self._bufs = np.zeros((0, 0, 0), np.uint64)
+        self._mask = np.zeros((0, 0), np.uint8)  # finish's work array: which pixels are clouds'
 
     def render(self, camera: Camera, room: Room | None, clouds: Sequence[PlacedCloud]) -> RenderResult:
         if len(clouds) > sk.ROOM_CODE:  # owner codes 0..ROOM_CODE - 1
             raise ValueError(f"at most {sk.ROOM_CODE} clouds in one image, got {len(clouds)}")
         layer = self._room_layer(camera, room)
-        bufs = self._buffers(layer)
         fixed = 0 if self.splat_px is None else self.splat_px
+        jobs = []  # every cloud checked before any is drawn: a bad one leaves no half-drawn frame
         for index, cloud in enumerate(clouds):
             n = len(cloud.positions)
             if n == 0:
@@ -80,25 +81,35 @@ class Renderer:
                                  f"{positions.shape} and {colors.shape}")
             m = camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64)
             size = self.point_size if cloud.point_size is None else float(cloud.point_size)
-            sk.splat_cloud(positions, colors, m, camera.fx, camera.fy, camera.cx, camera.cy, self.near, size, fixed,
-                           index, bufs)
-        if len(bufs) > 1:
-            sk.merge(bufs)
+            jobs.append((positions, colors, m, size, index))
+        bufs = self._buffers(layer)
+        try:
+            for positions, colors, m, size, index in jobs:
+                sk.splat_cloud(positions, colors, m, camera.fx, camera.fy, camera.cx, camera.cy, self.near, size,
+                               fixed, index, bufs)
+            if len(bufs) > 1:
+                sk.merge(bufs)
+        except BaseException:  # interrupted: the next frame starts from fresh buffers
+            self._bufs = np.zeros((0, 0, 0), np.uint64)
+            raise
         h, w = layer.shape
         image = np.empty((h, w, 3), np.uint8)
         depth = np.empty((h, w), np.float32)
         ids = np.empty((h, w), np.int16)
-        sk.finish(bufs[0], layer, self.fill_holes, self.soft_edges, image, depth, ids)
+        if self._mask.shape != (h, w):
+            self._mask = np.empty((h, w), np.uint8)
+        sk.finish(bufs[0], layer, self.fill_holes, self.soft_edges, self._mask, image, depth, ids)
         return RenderResult(image, depth, ids)
 
     def _buffers(self, layer: np.ndarray) -> np.ndarray:
         """One z-buffer per numba thread: the first starts as the room, the others empty.
-        Allocated once per image size and thread count."""
+        Allocated once per image size and thread count; ``sk.merge`` leaves the others
+        empty after each frame."""
         shape = (numba.get_num_threads(), *layer.shape)
-        if self._bufs.shape != shape:
+        fresh = self._bufs.shape != shape
+        if fresh:
             self._bufs = np.empty(shape, np.uint64)
-        self._bufs[0] = layer
-        self._bufs[1:] = sk.EMPTY
+        sk.reset(self._bufs, layer, fresh)  # merge empties the others after each frame
         return self._bufs
 
     def _room_layer(self, camera: Camera, room: Room | None) -> np.ndarray:

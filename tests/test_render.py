@@ -88,3 +88,78 @@ def test_room_rejects_impossible_configurations():
         Room(1)
     with pytest.raises(ValueError, match="seat 3"):
         Room(3).seat_pose(3)
+
+
+def _dots(points, color=(200, 10, 10)):
+    p = np.array(points, np.float32)
+    return PlacedCloud(p, np.tile(np.array(color, np.uint8), (len(p), 1)), IDENTITY)
+
+
+def _at(cam, u, v, z):
+    """The camera-space point that projects to pixel (u, v) at depth z."""
+    return ((u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z)
+
+
+def test_a_one_pixel_crack_is_filled_and_a_wider_gap_stays_open():
+    cam = _camera()
+    z = 2.0
+    row = [_at(cam, u, 60, z) for u in (40, 42, 50, 53)]  # gaps of one pixel (41) and two (51, 52)
+    for fill in (True, False):
+        res = Renderer(splat_px=1, fill_holes=fill).render(cam, None, [_dots(row)])
+        assert (res.ids[60, 41] == 0) == fill  # the crack between two points
+        assert res.ids[60, 51] != 0 and res.ids[60, 52] != 0  # two pixels wide: a real gap
+        if fill:
+            assert tuple(res.image[60, 41]) == (200, 10, 10) and res.depth[60, 41] == pytest.approx(z, abs=1e-4)
+
+
+def test_fixed_splats_cover_their_square_and_auto_splats_follow_each_clouds_point_size():
+    cam = _camera()
+    p = [_at(cam, 80, 60, 2.0)]
+    for side in (1, 3, 5):
+        assert Renderer(splat_px=side, fill_holes=False).render(cam, None, [_dots(p)]).coverage(0) == side * side
+    cloud = _dots(p)
+    cloud.point_size = 0.05  # 0.05 m at 2 m: fx * 0.05 / 2 = 2 pixels a side
+    side = int(cam.fx * 0.05 / 2.0 + 0.5)
+    assert Renderer(point_size=1e-4, fill_holes=False).render(cam, None, [cloud]).coverage(0) == side * side
+
+
+def test_soft_edges_blend_silhouettes_into_the_room_and_keep_the_inside():
+    room = Room(4)
+    cam = room.orbit_camera(0.0, 160, 120)
+    block = np.array([(x, y, 0.0) for x in np.linspace(-0.3, 0.3, 60) for y in np.linspace(0.8, 1.4, 60)],
+                     np.float32)
+    cloud = PlacedCloud(block, np.full((len(block), 3), 250, np.uint8), np.eye(4))
+    hard = Renderer(point_size=0.02).render(cam, room, [cloud])
+    soft = Renderer(point_size=0.02, soft_edges=True).render(cam, room, [cloud])
+    inside = hard.ids == 0
+    edge = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1))
+    core = inside & ~edge
+    assert edge.any() and core.any()
+    assert (soft.image[core] == 250).all()  # the inside keeps its colour
+    assert (soft.image[edge] < 250).any(axis=1).all()  # every silhouette pixel took some room
+    assert (hard.image[edge] == 250).all()
+
+
+def test_every_thread_count_draws_the_same_image_and_leaves_nothing_for_the_next_frame():
+    import numba
+
+    room = Room(4)
+    cam = room.seat_camera(0, 200, 120)
+    rng = np.random.default_rng(0)
+    clouds = [PlacedCloud(rng.normal((0, 1.3, 0), (0.2, 0.3, 0.1), (20_000, 3)).astype(np.float32),
+                          rng.integers(0, 256, (20_000, 3), dtype=np.uint8), room.seat_pose(s)) for s in (1, 2, 3)]
+    saved = numba.get_num_threads()
+    try:
+        results = []
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            r = Renderer()
+            results.append(r.render(cam, room, clouds))
+            empty = r.render(cam, room, [])  # the same renderer, reusing its buffers
+            assert not (empty.ids >= 0).any()
+            np.testing.assert_array_equal(empty.image, Renderer().render(cam, room, []).image)
+        for res in results[1:]:
+            np.testing.assert_array_equal(res.image, results[0].image)
+            np.testing.assert_array_equal(res.ids, results[0].ids)
+    finally:
+        numba.set_num_threads(saved)
