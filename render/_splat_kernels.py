@@ -46,26 +46,30 @@ def pack_layer(image, depth, codes, out):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def splat_cloud(positions, colors, m, fx, fy, cx, cy, near, size_m, fixed_side, code, bufs):
-    """Project and splat one cloud. Thread t takes the t-th slice of the points and mins
-    their keys into its own buffer ``bufs[t]`` (``merge`` joins them), so no two threads
-    ever write one pixel: numba has no atomic min on the CPU.
+def splat_clouds(positions, colors, transforms, sizes, codes, fx, fy, cx, cy, near, fixed_side, bufs):
+    """Project and splat every cloud (typed lists of positions and colours; per cloud a
+    camera-from-cloud 4x4, a point size in metres and an owner code) in one parallel
+    launch. Thread t takes the t-th slice of every cloud's points and mins their keys into
+    its own buffer ``bufs[t]`` (``merge`` joins them), so no two threads ever write one
+    pixel: numba has no atomic min on the CPU.
 
     ``fixed_side`` > 0 gives every splat that many pixels a side; otherwise a splat covers
-    ``size_m`` metres at the point's depth (at least one pixel). Returns the points drawn.
+    its cloud's size in metres at the point's depth (at least one pixel). Returns the
+    points drawn.
     """
     n_threads = bufs.shape[0]
-    n = positions.shape[0]
     drawn = np.zeros(n_threads, np.int64)
     for t in prange(n_threads):
-        drawn[t] = splat_range(positions, colors, n * t // n_threads, n * (t + 1) // n_threads, m,
-                               fx, fy, cx, cy, near, size_m, fixed_side, code, bufs[t])
+        for j in range(len(positions)):
+            n = positions[j].shape[0]
+            drawn[t] += splat_range(positions[j], colors[j], n * t // n_threads, n * (t + 1) // n_threads,
+                                    transforms[j], fx, fy, cx, cy, near, sizes[j], fixed_side, codes[j], bufs[t])
     return drawn.sum()
 
 
 @njit(cache=True, nogil=True)
 def splat_range(positions, colors, lo, hi, m, fx, fy, cx, cy, near, size_m, fixed_side, code, buf):
-    """``splat_cloud``'s work for points ``lo``..``hi`` into one buffer. A plain function,
+    """``splat_clouds``' work for points ``lo``..``hi`` of one cloud into one buffer. A plain function,
     not the body of a parallel loop: numba compiles that body with the transform's
     entries reloaded at every point and the pixel loops unspecialized, 2x slower.
     One-pixel splats (most points, at the codec's spacing) take a path of their own."""
@@ -172,14 +176,18 @@ def finish(zbuf, layer, fill_holes, soft_edges, mask, image, depth, ids):
 @njit(cache=True, nogil=True)
 def _unpack_row(zbuf, layer, fill_holes, soft_edges, mask, image, depth, ids, v):
     """``finish``'s second pass over row v (a function of its own: numba compiles the body
-    of a parallel loop less tightly, as in ``splat_cloud``)."""
+    of a parallel loop less tightly, as in ``splat_clouds``)."""
     h, w = zbuf.shape
     inner = 0 < v < h - 1
+    fill = np.zeros(w, np.uint8)  # the crack pixels of this row, found with byte operations
+    if fill_holes and inner:
+        up, mid, down = mask[v - 1], mask[v], mask[v + 1]
+        for u in range(1, w - 1):
+            fill[u] = (1 - mid[u]) & ((mid[u - 1] & mid[u + 1]) | (up[u] & down[u]) | (up[u - 1] & down[u + 1])
+                                      | (up[u + 1] & down[u - 1]))
     for u in range(w):
         key = zbuf[v, u]
-        if fill_holes and inner and 0 < u < w - 1 and not mask[v, u] and (
-                (mask[v, u - 1] & mask[v, u + 1]) | (mask[v - 1, u] & mask[v + 1, u])
-                | (mask[v - 1, u - 1] & mask[v + 1, u + 1]) | (mask[v - 1, u + 1] & mask[v + 1, u - 1])):
+        if fill[u]:
             key = _fill(zbuf[v, u - 1], zbuf[v, u + 1], key)
             key = _fill(zbuf[v - 1, u], zbuf[v + 1, u], key)
             key = _fill(zbuf[v - 1, u - 1], zbuf[v + 1, u + 1], key)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.typed import List
 
 from render import _splat_kernels as sk
 from render._kernels import BACKGROUND_ID, ROOM_ID, draw_room
@@ -68,25 +69,29 @@ class Renderer:
         if len(clouds) > sk.ROOM_CODE:  # owner codes 0..ROOM_CODE - 1
             raise ValueError(f"at most {sk.ROOM_CODE} clouds in one image, got {len(clouds)}")
         layer = self._room_layer(camera, room)
-        fixed = 0 if self.splat_px is None else self.splat_px
-        jobs = []  # every cloud checked before any is drawn: a bad one leaves no half-drawn frame
+        positions, colors = List(), List()  # every cloud checked before any is drawn
+        transforms, sizes, codes = [], [], []
         for index, cloud in enumerate(clouds):
             n = len(cloud.positions)
             if n == 0:
                 continue
-            positions = np.ascontiguousarray(cloud.positions, dtype=np.float32)
-            colors = np.ascontiguousarray(cloud.colors, dtype=np.uint8)
-            if positions.shape != (n, 3) or colors.shape != (n, 3):
+            # C-ordered and writable (a typed list holds one array type; read-only views copy)
+            pos = np.require(cloud.positions, np.float32, ["C", "W"])
+            col = np.require(cloud.colors, np.uint8, ["C", "W"])
+            if pos.shape != (n, 3) or col.shape != (n, 3):
                 raise ValueError(f"cloud {index}: positions and colours must both be (N, 3), got "
-                                 f"{positions.shape} and {colors.shape}")
-            m = camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64)
-            size = self.point_size if cloud.point_size is None else float(cloud.point_size)
-            jobs.append((positions, colors, m, size, index))
+                                 f"{pos.shape} and {col.shape}")
+            positions.append(pos)
+            colors.append(col)
+            transforms.append(camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64))
+            sizes.append(self.point_size if cloud.point_size is None else float(cloud.point_size))
+            codes.append(index)
         bufs = self._buffers(layer)
         try:
-            for positions, colors, m, size, index in jobs:
-                sk.splat_cloud(positions, colors, m, camera.fx, camera.fy, camera.cx, camera.cy, self.near, size,
-                               fixed, index, bufs)
+            if codes:  # one parallel launch for every cloud
+                sk.splat_clouds(positions, colors, np.array(transforms), np.array(sizes, np.float64),
+                                np.array(codes, np.int64), camera.fx, camera.fy, camera.cx, camera.cy, self.near,
+                                0 if self.splat_px is None else self.splat_px, bufs)
             if len(bufs) > 1:
                 sk.merge(bufs)
         except BaseException:  # interrupted: the next frame starts from fresh buffers
