@@ -47,7 +47,7 @@ def pack_layer(image, depth, codes, out):
 
 @njit(cache=True, nogil=True, parallel=True)
 def splat_clouds(positions, colors, transforms, sizes, codes, fx, fy, cx, cy, near, fixed_side, bufs):
-    """Project and splat every cloud (typed lists of positions and colours; per cloud a
+    """Project and splat several clouds (tuples of positions and colours; per cloud a
     camera-from-cloud 4x4, a point size in metres and an owner code) in one parallel
     launch. Thread t takes the t-th slice of every cloud's points and mins their keys into
     its own buffer ``bufs[t]`` (``merge`` joins them), so no two threads ever write one
@@ -61,7 +61,7 @@ def splat_clouds(positions, colors, transforms, sizes, codes, fx, fy, cx, cy, ne
     drawn = np.zeros(n_threads, np.int64)
     for t in prange(n_threads):
         for j in range(len(positions)):
-            n = positions[j].shape[0]
+            n = positions[j].shape[0]  # (a tuple of arrays: one compiled loop for its length)
             drawn[t] += splat_range(positions[j], colors[j], n * t // n_threads, n * (t + 1) // n_threads,
                                     transforms[j], fx, fy, cx, cy, near, sizes[j], fixed_side, codes[j], bufs[t])
     return drawn.sum()

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba.typed import List
 
 from render import _splat_kernels as sk
 from render._kernels import BACKGROUND_ID, ROOM_ID, draw_room
 from render.camera import Camera
 from render.room import Room
+
+BATCH = 4  # clouds per parallel launch: a tuple of this many arrays, compiled (and cached) once
+_NO_CLOUD = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.eye(4), 1.0, 0)  # pads a batch
 
 
 @dataclass
@@ -69,29 +71,28 @@ class Renderer:
         if len(clouds) > sk.ROOM_CODE:  # owner codes 0..ROOM_CODE - 1
             raise ValueError(f"at most {sk.ROOM_CODE} clouds in one image, got {len(clouds)}")
         layer = self._room_layer(camera, room)
-        positions, colors = List(), List()  # every cloud checked before any is drawn
-        transforms, sizes, codes = [], [], []
+        jobs = []  # every cloud checked before any is drawn: a bad one leaves no half-drawn frame
         for index, cloud in enumerate(clouds):
             n = len(cloud.positions)
             if n == 0:
                 continue
-            # C-ordered and writable (a typed list holds one array type; read-only views copy)
-            pos = np.require(cloud.positions, np.float32, ["C", "W"])
-            col = np.require(cloud.colors, np.uint8, ["C", "W"])
+            pos = np.ascontiguousarray(cloud.positions, dtype=np.float32)
+            col = np.ascontiguousarray(cloud.colors, dtype=np.uint8)
             if pos.shape != (n, 3) or col.shape != (n, 3):
                 raise ValueError(f"cloud {index}: positions and colours must both be (N, 3), got "
                                  f"{pos.shape} and {col.shape}")
-            positions.append(pos)
-            colors.append(col)
-            transforms.append(camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64))
-            sizes.append(self.point_size if cloud.point_size is None else float(cloud.point_size))
-            codes.append(index)
+            size = self.point_size if cloud.point_size is None else float(cloud.point_size)
+            jobs.append((pos, col, camera.world_to_camera @ np.asarray(cloud.pose, dtype=np.float64), size, index))
         bufs = self._buffers(layer)
         try:
-            if codes:  # one parallel launch for every cloud
-                sk.splat_clouds(positions, colors, np.array(transforms), np.array(sizes, np.float64),
-                                np.array(codes, np.int64), camera.fx, camera.fy, camera.cx, camera.cy, self.near,
-                                0 if self.splat_px is None else self.splat_px, bufs)
+            for start in range(0, len(jobs), BATCH):  # one parallel launch per BATCH clouds
+                batch = jobs[start: start + BATCH]
+                batch += [_NO_CLOUD] * (BATCH - len(batch))
+                pos, col, transforms, sizes, codes = zip(*batch, strict=True)
+                sk.splat_clouds(tuple(np.require(p, requirements="W") for p in pos),
+                                tuple(np.require(c, requirements="W") for c in col), np.array(transforms),
+                                np.array(sizes, np.float64), np.array(codes, np.int64), camera.fx, camera.fy,
+                                camera.cx, camera.cy, self.near, 0 if self.splat_px is None else self.splat_px, bufs)
             if len(bufs) > 1:
                 sk.merge(bufs)
         except BaseException:  # interrupted: the next frame starts from fresh buffers

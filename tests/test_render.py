@@ -163,3 +163,17 @@ def test_every_thread_count_draws_the_same_image_and_leaves_nothing_for_the_next
             np.testing.assert_array_equal(res.ids, results[0].ids)
     finally:
         numba.set_num_threads(saved)
+
+
+def test_more_clouds_than_one_launch_takes_are_all_drawn_with_their_own_ids():
+    from render.renderer import BATCH
+
+    cam = _camera()
+    clouds = [_dots([_at(cam, 10 + 12 * k, 60, 2.0)], color=(k, 2 * k, 3 * k)) for k in range(BATCH + 3)]
+    clouds.insert(2, _dots(np.zeros((0, 3))))  # an empty cloud keeps its index free
+    res = Renderer(splat_px=1, fill_holes=False).render(cam, None, clouds)
+    for index, cloud in enumerate(clouds):
+        if len(cloud.positions):
+            k = index if index < 2 else index - 1
+            assert res.ids[60, 10 + 12 * k] == index and tuple(res.image[60, 10 + 12 * k]) == (k, 2 * k, 3 * k)
+    assert sorted(set(res.ids[res.ids >= 0].tolist())) == [i for i in range(len(clouds)) if i != 2]
