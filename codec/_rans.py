@@ -178,11 +178,13 @@ def dec_state(buf, pos, end, overrun):
 
 @njit(cache=True, nogil=True, inline="always")
 def dec_get(x, slots, freq, start, ctx, buf, pos, end, overrun):
-    """Decode one symbol in context ``ctx``: (symbol, state, read position, overrun)."""
+    """Decode one symbol in context ``ctx``: (symbol, state, read position, overrun). A
+    slot of an unused context (only a corrupt stream gets there) counts as an overrun and
+    gives symbol 0, so that callers never index with NO_SYMBOL."""
     slot = x & (M - 1)
     s = np.int64(slots[ctx, slot])
     if s == NO_SYMBOL:
-        return s, L, pos, overrun + 1
+        return np.int64(0), L, pos, overrun + 1
     x = freq[ctx, s] * (x >> SCALE_BITS) + slot - start[ctx, s]
     if x < L:
         w, pos, overrun = dec_word(buf, pos, end, overrun)
