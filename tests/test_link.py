@@ -204,6 +204,22 @@ def test_the_unreachable_share_is_the_dead_time_and_no_policy_beats_it():
     assert unreachable_share(ladder, *get_profile("wired").links(None, seed=0), seconds=20) == 0
 
 
+def test_the_unreachable_share_takes_each_frames_smallest_rung():
+    # rung 0 is the smaller on average but the larger on every other frame (found by review)
+    small_on_average = Rung(0, 4, (3000, 1000), (3000, 1000), 1.0, 1.0, 40, 30)
+    steady = Rung(1, 4, (2500, 2500), (2500, 2500), 1.0, 1.0, 35, 28)
+    ladder = Ladder(("a", "b"), (small_on_average, steady))
+    p = Pipeline(fps=5)
+
+    def links():
+        return (Link(Trace.constant(0.33), LinkConfig(delay_ms=1), seed=1),
+                Link(Trace.constant(0.33), LinkConfig(delay_ms=1), seed=2))
+
+    shown_by_fixed = simulate(ladder, "fixed", *links(), seconds=20, pipeline=p, fixed_rung=1).summary()
+    assert shown_by_fixed["late_or_skipped"] == 0
+    assert unreachable_share(ladder, *links(), seconds=20, pipeline=p) == 0
+
+
 def test_adaptation_backs_off_within_1_s_of_a_drop_and_climbs_back_after_it():
     ladder = _ladder()
     rates = [r.mbps(30) for r in ladder.rungs]

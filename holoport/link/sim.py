@@ -122,9 +122,9 @@ def capacity_bits(link: Link, t0: float, t1: float, step: float = 0.01) -> float
 def unreachable_share(ladder: Ladder, uplink: Link, downlink: Link, seconds: float,
                       pipeline: Pipeline | None = None) -> float:
     """The share of captured frames that no sender could show in time on these links: each
-    frame alone on empty links, at the ladder's smallest frame and fastest codec times,
-    with no random delay and no loss, still arrives after its deadline (it is captured in
-    an outage, or in a second too slow even for that). A floor under ``late_or_skipped``
+    frame alone on empty links, at the ladder's smallest size for that frame and its fastest
+    codec times, with no random delay and no loss, still arrives after its deadline (it is
+    captured in an outage, or in a second too slow even for that). A floor under ``late_or_skipped``
     for every policy; pass links built as the run's (same trace, ratio and seed), not the
     run's own, whose queues it would disturb."""
     p = pipeline or Pipeline()
@@ -133,11 +133,10 @@ def unreachable_share(ladder: Ladder, uplink: Link, downlink: Link, seconds: flo
         return math.nan
     encode = min(r.encode_ms for r in ladder.rungs) / 1e3
     decode = min(r.decode_ms for r in ladder.rungs) / 1e3
-    smallest = min(range(len(ladder)), key=lambda r: ladder.frame_bytes(r, 1, False))
     missed = 0
     for i in range(n):
         captured = i / p.fps
-        bits = ladder.frame_bytes(smallest, i, False) * 8.0
+        bits = min(ladder.frame_bytes(r, i, False) for r in range(len(ladder))) * 8.0  # rungs' order varies
         hub = uplink.finish(captured + p.capture_ms / 1e3 + encode, bits)
         there = downlink.finish(hub, bits)
         missed += there + decode + p.render_ms / 1e3 > captured + p.deadline_ms / 1e3 + 1e-9
