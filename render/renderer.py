@@ -76,8 +76,9 @@ class Renderer:
             n = len(cloud.positions)
             if n == 0:
                 continue
-            pos = np.ascontiguousarray(cloud.positions, dtype=np.float32)
-            col = np.ascontiguousarray(cloud.colors, dtype=np.uint8)
+            # C-ordered and writable: a batch is a tuple of one array type (read-only views copy)
+            pos = np.require(cloud.positions, np.float32, ["C", "W"])
+            col = np.require(cloud.colors, np.uint8, ["C", "W"])
             if pos.shape != (n, 3) or col.shape != (n, 3):
                 raise ValueError(f"cloud {index}: positions and colours must both be (N, 3), got "
                                  f"{pos.shape} and {col.shape}")
@@ -89,8 +90,7 @@ class Renderer:
                 batch = jobs[start: start + BATCH]
                 batch += [_NO_CLOUD] * (BATCH - len(batch))
                 pos, col, transforms, sizes, codes = zip(*batch, strict=True)
-                sk.splat_clouds(tuple(np.require(p, requirements="W") for p in pos),
-                                tuple(np.require(c, requirements="W") for c in col), np.array(transforms),
+                sk.splat_clouds(pos, col, np.array(transforms),
                                 np.array(sizes, np.float64), np.array(codes, np.int64), camera.fx, camera.fy,
                                 camera.cx, camera.cy, self.near, 0 if self.splat_px is None else self.splat_px, bufs)
             if len(bufs) > 1:
