@@ -42,7 +42,7 @@ system-deps:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "Holoport needs Python 3.10 or newer; '$(PYTHON)' is older. Run: make PYTHON=python3.11 ..."; exit 1; }
 	@missing=""; \
-	  $(PYTHON) -c 'import ctypes.util, sys; sys.exit(ctypes.util.find_library("usb-1.0") is None)' || missing="libusb-1.0-0"; \
+	  $(PYTHON) -c 'import ctypes.util, sys; sys.exit(ctypes.util.find_library("usb-1.0") is None)' || missing=" libusb-1.0-0"; \
 	  test -x $(BIN)/python || $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
@@ -57,7 +57,7 @@ system-deps:
 # tests that need them are skipped, with the reason.
 test-deps:
 	@missing=""; \
-	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="chromium"; \
+	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing=" chromium"; \
 	  command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	  command -v xdotool >/dev/null || missing="$$missing xdotool"; \
 	  if [ -n "$$missing" ]; then \

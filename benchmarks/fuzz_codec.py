@@ -5,14 +5,16 @@ slower than --max-seconds, or a peak resident memory above --max-rss-mb is a fai
 Half of the bit-flip inputs get a recomputed container checksum, so that the mutation
 reaches the codec's own parsing and entropy decoding instead of stopping at the CRC.
 
-Run: python -m benchmarks.fuzz_codec --inputs 100000 [--data DIR] [--json PATH]
+Records (--json): one per kind of input (random, truncated, flipped, flipped+crc): kind,
+inputs, decoded, rejected, crashed, slowest_ms, peak_rss_mb (the whole run's).
+
+Run: python -m benchmarks.fuzz_codec --inputs 100000 [--data DIR] [--json PATH] [--markdown PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import resource
 import struct
 import sys
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import codec
-from benchmarks.common import data_root, read_ply
+from benchmarks.common import add_output_arguments, data_root, emit, read_ply
 from codec import octree
 
 
@@ -92,6 +94,7 @@ def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: fl
     counts: dict[str, dict[str, int]] = {}
     failures: list[str] = []
     slowest = 0.0
+    slowest_by_kind: dict[str, float] = {}
     it = mutations(streams, inputs, seed)
     if progress:
         from rich.progress import track
@@ -109,6 +112,7 @@ def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: fl
             failures.append(f"{kind}: {type(exc).__name__}: {exc}")
         dt = time.perf_counter() - t0
         slowest = max(slowest, dt)
+        slowest_by_kind[kind] = max(slowest_by_kind.get(kind, 0.0), dt)
         if dt > max_seconds:
             failures.append(f"{kind}: decode took {dt:.2f} s")
         counts.setdefault(kind, {}).setdefault(outcome, 0)
@@ -116,8 +120,19 @@ def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: fl
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if peak_mb > max_rss_mb:
         failures.append(f"peak resident memory {peak_mb:.0f} MB exceeds {max_rss_mb:.0f} MB")
-    return {"inputs": inputs, "counts": counts, "slowest_s": slowest, "peak_rss_mb": peak_mb,
-            "failures": failures[:50], "failed": len(failures)}
+    return {"inputs": inputs, "counts": counts, "slowest_s": slowest, "slowest_s_by_kind": slowest_by_kind,
+            "peak_rss_mb": peak_mb, "failures": failures[:50], "failed": len(failures)}
+
+
+COLUMNS = ["kind", "inputs", "decoded", "rejected", "crashed", "slowest_ms", "peak_rss_mb"]
+
+
+def records(summary: dict) -> list[dict]:
+    """The summary as one record per kind of input."""
+    return [{"kind": kind, "inputs": sum(outcomes.values()), "decoded": outcomes.get("decoded", 0),
+             "rejected": outcomes.get("rejected", 0), "crashed": outcomes.get("crashed", 0),
+             "slowest_ms": summary["slowest_s_by_kind"][kind] * 1e3, "peak_rss_mb": summary["peak_rss_mb"]}
+            for kind, outcomes in summary["counts"].items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=2.0, help="slowest decode allowed")
     parser.add_argument("--max-rss-mb", type=float, default=1024.0, help="peak memory allowed")
-    parser.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     summary = run(args.inputs, args.data, args.points, args.seed, args.max_seconds, args.max_rss_mb)
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+    emit(records(summary), COLUMNS, f"Fuzzing the decoders: {summary['inputs']:,} inputs", args)
+    for failure in summary["failures"]:
+        print(f"FAILED {failure}")
+    print(f"{summary['failed']} failure(s); slowest decode {summary['slowest_s'] * 1e3:.1f} ms, "
+          f"peak resident memory {summary['peak_rss_mb']:.0f} MB")
     return 1 if summary["failed"] else 0
 
 

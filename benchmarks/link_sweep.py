@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,14 @@ def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
     from holoport.link import PROFILES
 
     folder = args.traces or data_root() / "network" / "lumos5g"
+    if args.traces is not None and not folder.is_dir():
+        raise SystemExit(f"--traces {folder}: no such folder (it holds 5g/ and 4g/ folders of Lumos5G-format "
+                         "files, `seconds<TAB>Mbit/s`)")
     names = args.profiles or list(PROFILES)
     for n in names:
         if n not in PROFILES:
             raise SystemExit(f"unknown profile {n!r}; choose from {', '.join(PROFILES)}")
-    jobs = []
+    jobs, untraced = [], []
     for name in names:
         profile = PROFILES[name]
         if profile.traces:
@@ -149,6 +153,8 @@ def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
             if args.max_traces:
                 files = files[: args.max_traces]
             runs = [(str(f), i) for i, f in enumerate(files)]
+            if not runs:
+                untraced.append(name)
         else:
             runs = [(None, s) for s in range(args.seeds)]
         for trace, seed in runs:
@@ -158,6 +164,9 @@ def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
     if not jobs:
         raise SystemExit(f"no traces found under {folder} for {', '.join(names)}; pass --traces DIR "
                          "(with 5g/ and 4g/ folders of Lumos5G-format files) or choose synthetic profiles")
+    if untraced:
+        print(f"no traces under {folder} for {', '.join(untraced)}: those profiles are left out "
+              "(pass --traces DIR)", file=sys.stderr)
     return jobs
 
 

@@ -1,21 +1,24 @@
 """Live rate: a real sender adapting to a thin uplink, in real time.
 
-A synthetic participant (the demo's person, octree codec, 15 fps) sends through a real
+A participant (by default the demo's synthetic person; --source takes anything `holoport
+join --source` takes: a recording, an Azure Kinect .mkv, an RGB-D sequence folder; octree
+codec, 15 fps) sends through a real
 link relay (holoport.link.relay, constant --mbps uplink, 10 ms each way) to a real hub and
 a receiving node on this machine, for --seconds per run, with each --policies: fixed (the
 ladder's top rung, every frame) and adaptive (holoport.link.live: the ladder measured on
 the first frame, steered by the receiver's arrival reports). The second half of each run
-is measured. Records: policy, uplink_mbps, top_rung_mbps, sent_fps, received_fps,
+is measured. Records: source, policy, uplink_mbps, top_rung_mbps, sent_fps, received_fps,
 p50_ms, p95_ms (capture to arrival at the receiver, one clock), sent_mbps, mean_lod,
 skipped (by the policy; frames the node's full queue dropped are not sent either).
 
-Run: python -m benchmarks.live_rate --json live.json --markdown live.md --plot live.png
+Run: python -m benchmarks.live_rate [--source PATH] --json live.json --markdown live.md --plot live.png
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import closing
 
 import numpy as np
 
@@ -31,27 +34,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", nargs="*", default=["fixed", "adaptive"], choices=["fixed", "adaptive"])
     parser.add_argument("--seconds", type=float, default=12.0, help="per run; the second half is measured")
     parser.add_argument("--fps", type=float, default=15.0)
+    parser.add_argument("--source", default="synthetic",
+                        help="the sender's points: 'synthetic' (default), a recording, an Azure Kinect .mkv, "
+                             "a RealSense .bag or an RGB-D sequence folder (played as fast as the run asks)")
     add_output_arguments(parser)
 
 
-def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps: float = 15.0):
+def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps: float = 15.0,
+               source: str = "synthetic"):
     """One run: returns the LiveRate, the sender node's counters and the receiver's
     (capture -> arrival) latencies in ms for frames captured in the second half."""
-    from capture import BodyShape, SyntheticCamera, rgbd_to_points
     from holoport.link import Link, LinkConfig, Trace
     from holoport.link.live import LiveRate, RungEncoders, live_ladder
     from holoport.link.relay import LinkRelay
     from holoport.node import Node
     from holoport.participant import make_encoder
+    from holoport.sources import open_points
 
-    camera = SyntheticCamera(BodyShape.preset(0), seed=0)
+    points = open_points(source, realtime=False)
     base = make_encoder("octree", 8)
     up = Link(Trace.constant(mbps), LinkConfig(delay_ms=10))
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1))
     latencies: list[float] = []
-    with LinkRelay("tcp://127.0.0.1:0", hub_endpoint, up, down) as relay, \
+    with closing(points), LinkRelay("tcp://127.0.0.1:0", hub_endpoint, up, down) as relay, \
             Node(relay.endpoint, "live", "sender") as a, Node(hub_endpoint, "live", "receiver") as b:
-        ladder = live_ladder(*rgbd_to_points(camera.read()), base)
+        ladder = live_ladder(*points.read(), base)
         rate, encoders = LiveRate(ladder, fps, policy), RungEncoders(ladder, base)
         a.on_feedback = rate.on_feedback
         start = next_tick = time.time()
@@ -61,7 +68,7 @@ def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps:
         while time.time() < start + seconds:
             if time.time() >= next_tick:
                 captured = time.time()
-                positions, colors = rgbd_to_points(camera.read())
+                positions, colors = points.read()
                 rung = rate.choose(captured, time.time(), frame, False)
                 if rung is not None:
                     a.encoder = encoders.get(rung)
@@ -81,17 +88,17 @@ def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps:
     return rate, counters, latencies, sent_half
 
 
-def run_one(policy: str, mbps: float, seconds: float, fps: float) -> dict:
+def run_one(policy: str, mbps: float, seconds: float, fps: float, source: str = "synthetic") -> dict:
     from holoport.endpoints import free_tcp_endpoint
     from holoport.hub import Hub
 
     with Hub(free_tcp_endpoint()) as hub:
-        rate, counters, lat, sent_half = run_sender(hub.endpoint, policy, mbps, seconds, fps)
+        rate, counters, lat, sent_half = run_sender(hub.endpoint, policy, mbps, seconds, fps, source)
     rungs = rate.ladder.rungs
     by_name = {r.name: r for r in rungs}
     chosen = rate.summary()["rungs"]
     n = sum(chosen.values())
-    return {"policy": policy, "uplink_mbps": mbps, "top_rung_mbps": rungs[-1].mbps(fps),
+    return {"source": source, "policy": policy, "uplink_mbps": mbps, "top_rung_mbps": rungs[-1].mbps(fps),
             "sent_fps": sent_half / (seconds / 2), "received_fps": len(lat) / (seconds / 2),
             "p50_ms": float(np.percentile(lat, 50)) if lat else None,
             "p95_ms": float(np.percentile(lat, 95)) if lat else None,
@@ -134,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("holoport").setLevel(logging.WARNING)
     configs = [(p, m) for m in args.mbps for p in args.policies]
-    records = [run_one(p, m, args.seconds, args.fps)
+    records = [run_one(p, m, args.seconds, args.fps, args.source)
                for p, m in track(configs, description="live runs through a relay")]
-    emit(records, COLUMNS, f"Live rate: synthetic person, octree codec, {args.fps:g} fps, constant uplink", args,
+    emit(records, COLUMNS, f"Live rate: {args.source}, octree codec, {args.fps:g} fps, constant uplink", args,
          plot=plot)
     return 0
 

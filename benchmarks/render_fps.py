@@ -57,7 +57,7 @@ def person(data: Path | None) -> tuple[np.ndarray, np.ndarray, float]:
     if path.is_dir():
         frames = sorted(path.glob("*.ply"))
         if not frames:
-            raise SystemExit(f"no PLY frames in {path}")
+            raise SystemExit(f"no PLY frames in {path}; pass --data FILE_OR_DIR or set HOLOPORT_DATA")
         path = max(frames, key=lambda p: p.stat().st_size)
     if not path.is_file():
         raise SystemExit(f"no PLY frame at {path}; pass --data FILE_OR_DIR or set HOLOPORT_DATA")

@@ -357,7 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what to do when a file named on the command line is not there, per command
+MISSING_FILE_HINTS = {
+    "play": "make a recording with `holoport record FILE`, or check the path",
+    "view": "make a recording with `holoport record FILE`, or check the path",
+    "render": "make a recording with `holoport record FILE`, or check the path",
+    "calibrate": "check the paths of --board, each --camera's image and intrinsics, and --cloud",
+    "join": "check the paths of --source, --cameras, --key and --hub-key (`holoport keys NAME` makes keys)",
+    "hub": "check the paths of --key and --allow (`holoport keys NAME` makes keys)",
+    "stats": "check the paths of --key and --hub-key (`holoport keys NAME` makes keys)",
+    "bench": "check the data paths (--data, --traces, --frames, --source) or set HOLOPORT_DATA",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler was in place
+        print("holoport: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -367,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     try:
         return _dispatch(args)
+    except FileNotFoundError as exc:
+        if exc.filename is None:  # raised with our own message, which names the file
+            print(f"holoport {args.command}: {exc}", file=sys.stderr)
+        else:
+            hint = MISSING_FILE_HINTS.get(args.command, "check the path")
+            print(f"holoport {args.command}: no such file or folder: {exc.filename}; {hint}", file=sys.stderr)
+        return 1
     except (ValueError, RuntimeError, OSError, ImportError, LookupError, EOFError) as exc:
         print(f"holoport {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -577,9 +605,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from holoport.demo import run_demo
 
-        reports = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size,
-                           codec=args.codec, color_step=args.color_step)
-        return 0 if len(reports) == args.participants else 1
+        reports, interrupted = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size,
+                                        codec=args.codec, color_step=args.color_step)
+        return 0 if interrupted or len(reports) == args.participants else 1
     if args.command == "hub":
         import zmq
 

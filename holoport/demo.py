@@ -33,7 +33,9 @@ NAMES = ["ana", "ben", "chiara", "dev", "emeka", "fatima", "goro", "hana"]
 def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
              out: str = "holoport-demo", view_size: tuple[int, int] = (640, 360),
              console: Console | None = None, codec: str = "baseline",
-             color_step: int = 8) -> list[dict]:
+             color_step: int = 8) -> tuple[list[dict], bool]:
+    """Run the meeting; the participants' reports, and whether Ctrl-C ended it early (then
+    a participant still joining leaves no report, and that is no failure)."""
     if not 2 <= participants <= len(NAMES):
         raise ValueError(f"the demo runs 2..{len(NAMES)} participants, got {participants}")
     console = console or wide_console()
@@ -41,24 +43,30 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("seat*"):
         old.unlink()
-    with console.status("Compiling kernels (first run only, a few seconds)..."):
+    first_run = "about 25 s" + (", and 45 s more for the octree codec" if codec == "octree" else "")
+    with console.status(f"Loading kernels (the first run on a machine compiles them: {first_run})..."):
         from holoport.warmup import warm_up
 
-        warm_up()
+        warm_up(octree=codec == "octree", cameras=False)
     endpoint = free_tcp_endpoint()
     py = [sys.executable, "-m", "holoport"]
     # several participants share this machine's cores: parallel kernels in each would only
     # wait on each other, so each participant renders and captures on one thread
     single_threaded = {**os.environ, "NUMBA_NUM_THREADS": "1"}
-    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--seats", str(participants),
-                            "--quiet"])
+    hub: subprocess.Popen | None = None
     procs: list[subprocess.Popen] = []
+    interrupted = False
+    # Ctrl-C in a terminal signals the whole process group. The children start with SIGINT
+    # ignored, so that it cannot break them while they load; once running, the hub and the
+    # participants take SIGINT and SIGTERM as "finish now". We pass SIGTERM on (a child
+    # still loading just ends) and wait for everyone.
     try:
+        hub = _start([*py, "hub", "--bind", endpoint, "--seats", str(participants), "--quiet"])
         time.sleep(0.3)
         if hub.poll() is not None:
             raise RuntimeError(f"the hub exited at start (code {hub.returncode}); see its message above")
         for i in range(participants):
-            procs.append(subprocess.Popen([
+            procs.append(_start([
                 *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
                 "--body", str(i), "--fps", str(fps), "--duration", str(duration),
                 "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
@@ -68,25 +76,39 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
                       f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
         _wait(procs, duration, console)
     except KeyboardInterrupt:
+        interrupted = True
         console.print("Interrupted: asking everyone to finish...")
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGTERM)
         _reap(procs, 15)
     finally:
-        if hub.poll() is None:
-            hub.send_signal(signal.SIGINT)
-        _reap([*procs, hub], 5)
+        if hub is not None and hub.poll() is None:
+            hub.send_signal(signal.SIGTERM)
+        _reap([*procs, *([hub] if hub else [])], 5)
     reports = []
     for path in sorted(out_dir.glob("seat*.json")):
         reports.append(json.loads(path.read_text()))
     if not reports:
+        if interrupted:  # before anyone had a view to write: nothing to show
+            raise KeyboardInterrupt
         raise RuntimeError("no participant finished; see the messages above")
     _print_tables(reports, console)
     montage = _montage(out_dir, reports)
     console.print(f"Wrote each seat's view (seatN.png), animation (seatN.gif) and statistics "
                   f"(seatN.json) to {out_dir}/" + (f", and all seats in {montage}" if montage else ""))
-    return reports
+    if interrupted and len(reports) < participants:
+        console.print(f"{participants - len(reports)} participant(s) were still joining when interrupted.")
+    return reports, interrupted
+
+
+def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A child process that inherits SIGINT ignored (a handler would not survive exec)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(command, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait(procs: list[subprocess.Popen], duration: float, console: Console) -> None:

@@ -215,7 +215,9 @@ class Hub:
         try:
             msg = wire.decode(frames[1:])
         except wire.VersionError as exc:
-            self._refuse(identity, str(exc))
+            self._refuse(identity, f"protocol version {exc.version!r} is not supported by this hub, which speaks "
+                                   f"version {wire.PROTOCOL_VERSION}; run the same Holoport release on every node "
+                                   "and the hub")
             return
         except wire.WireError as exc:
             self._drop(str(exc))

@@ -187,6 +187,10 @@ class Node:
                 continue
             try:
                 msg = wire.decode(self._sock.recv_multipart())
+            except wire.VersionError as exc:  # a hub of another release: its refusal says why
+                if exc.refusal is not None:
+                    raise JoinError(f"the hub refused to admit us: {exc.refusal}") from None
+                raise JoinError(f"the hub at {self.hub} answered in another format: {exc}") from None
             except wire.WireError as exc:
                 raise JoinError(f"the hub at {self.hub} answered in another format: {exc}") from None
             if msg.type == MessageType.REFUSED:
@@ -483,7 +487,8 @@ def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float =
         sock.connect(hub)
         sock.send_multipart(wire.encode(wire.header(MessageType.STATS)))
         if not sock.poll(int(timeout * 1000)):
-            raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s")
+            raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s; is one running there "
+                            f"(`holoport hub --bind {hub}`)? An encrypted hub answers only with --key and --hub-key")
         stats = wire.decode(sock.recv_multipart()).header.get("stats")
     finally:
         sock.close()

@@ -58,14 +58,24 @@ class WireError(ValueError):
 
 
 class VersionError(WireError):
-    """A well-formed message of another protocol version."""
+    """A well-formed message of another protocol version. Its header is kept: a refusal
+    (``type`` "refused", ``reason``) is the one message every version can read."""
 
-    def __init__(self, version: Any) -> None:
+    def __init__(self, version: Any, header: dict | None = None) -> None:
         super().__init__(
             f"protocol version {version!r} is not supported: this side speaks version "
             f"{PROTOCOL_VERSION}; run the same Holoport release on every node and the hub"
         )
         self.version = version
+        self.header = header or {}
+
+    @property
+    def refusal(self) -> str | None:
+        """The other side's reason, when the message is a refusal."""
+        reason = self.header.get("reason")
+        if self.header.get("type") == MessageType.REFUSED and isinstance(reason, str):
+            return reason[:1000]
+        return None
 
 
 @dataclass
@@ -112,7 +122,7 @@ def decode(frames: list) -> Message:
     if not isinstance(version, int) or isinstance(version, bool):
         raise WireError("header has no integer protocol version 'v'")
     if version != PROTOCOL_VERSION:
-        raise VersionError(version)
+        raise VersionError(version, head)
     kind = head.get("type")
     if not isinstance(kind, str) or kind not in MessageType.ALL:
         raise WireError(f"unknown message type {kind!r}")

@@ -111,19 +111,20 @@ def test_link_benchmark_sweeps_any_traces_and_writes_records_and_plots(tmp_path)
     assert "| profile |" in (tmp_path / "link.md").read_text()
 
 
-def test_live_rate_benchmark_writes_records_and_a_plot(tmp_path):
+def test_live_rate_benchmark_writes_records_and_a_plot(tmp_path, recording):
+    """On a recording given as its data (the default is the synthetic person)."""
     import subprocess
 
     out = tmp_path / "live.json"
     result = subprocess.run(
         holoport_cmd("bench", "live", "--mbps", "3", "--policies", "adaptive", "--seconds", "4",
-                     "--json", str(out), "--plot", str(tmp_path / "live.png")),
+                     "--source", str(recording), "--json", str(out), "--plot", str(tmp_path / "live.png")),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (r,) = json.loads(out.read_text())
     assert {"policy", "uplink_mbps", "top_rung_mbps", "sent_fps", "received_fps", "p50_ms", "p95_ms",
             "sent_mbps", "mean_lod", "skipped"} <= set(r)
-    assert r["policy"] == "adaptive" and r["uplink_mbps"] == 3.0
+    assert r["policy"] == "adaptive" and r["uplink_mbps"] == 3.0 and r["source"] == str(recording)
     assert r["received_fps"] > 5 and 0 < r["p50_ms"] <= r["p95_ms"] < 2000
     assert (tmp_path / "live.png").stat().st_size > 5_000
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from holoport.endpoints import free_tcp_endpoint
 from tests.conftest import ROOT, holoport_cmd, spawn
 
 
@@ -17,11 +21,79 @@ def run(*args, timeout=60):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("sub", [[], ["demo"], ["hub"], ["join"], ["keys"], ["stats"], ["bench"], ["bench", "codec"]])
-def test_every_subcommand_has_help(sub):
-    result = run(*sub, "--help")
-    assert result.returncode == 0
-    assert "usage: holoport" in result.stdout
+def _commands() -> list[list[str]]:
+    """Every subcommand and every benchmark, from the parser itself (a new one is covered)."""
+    import argparse
+
+    from holoport.cli import build_parser
+
+    def subs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return actions[0].choices if actions else {}
+
+    found = [[]]
+    for name, sub in subs(build_parser()).items():
+        found.append([name])
+        found.extend([name, inner] for inner in subs(sub))
+    return found
+
+
+def test_every_subcommand_has_help(capsys):
+    from holoport.cli import main
+
+    commands = _commands()
+    assert len(commands) >= 19 and ["bench", "link"] in commands and ["record"] in commands
+    for sub in commands:
+        with pytest.raises(SystemExit) as done:
+            main([*sub, "--help"])
+        assert done.value.code == 0, sub
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: holoport {' '.join(sub)}".rstrip()), (sub, text[:200])
+        assert "options:" in text, sub
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["play", "/no/such.hprec"], "no such file or folder: /no/such.hprec; make a recording with `holoport record"),
+    (["calibrate", "rig.json", "--board", "/no/board.json", "--camera", "a", "a.png", "a.yml"],
+     "no such file or folder: /no/board.json; check the paths of --board"),
+    (["bench", "link", "--traces", "/no/traces"], "--traces /no/traces: no such folder"),
+    (["bench", "render", "--data", "/no/frames"], "pass --data FILE_OR_DIR or set HOLOPORT_DATA"),
+    (["bench", "live", "--source", "/no/rec.hprec"], "a recording (make one with holoport record)"),
+])
+def test_a_missing_file_is_named_with_what_to_do(argv, says, capsys):
+    from holoport.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # benchmarks stop with their message
+        code, message = 1, str(exc.code)
+    else:
+        message = capsys.readouterr().err
+    assert code == 1 and says in message, message
+    assert "Traceback" not in message and "[Errno" not in message
+
+
+def test_stats_without_a_hub_says_how_to_start_one(capsys):
+    from holoport.cli import main
+
+    endpoint = free_tcp_endpoint()
+    assert main(["stats", "--hub", endpoint]) == 3
+    assert f"`holoport hub --bind {endpoint}`" in capsys.readouterr().err
+
+
+def test_the_console_command_is_installed():
+    script = Path(sys.executable).parent / "holoport"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (not installed with pip)")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: holoport" in result.stdout
+
+
+def test_the_demo_runs_about_ten_seconds_by_default():
+    from holoport.cli import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert (args.duration, args.participants) == (10, 3)
 
 
 def test_no_subcommand_prints_help_and_fails():
@@ -55,23 +127,50 @@ def test_the_demo_writes_views_animations_and_a_table(tmp_path):
         report = json.loads((tmp_path / f"seat{seat}.json").read_text())
         assert len(report["received_by_sender"]) == 2
     assert (tmp_path / "meeting.png").exists()
-    for column in ("sent", "points/frame", "capture", "encode", "network", "decode", "render", "p95"):
-        assert column in result.stdout
+    for column in ("sent", "received (per sender)", "fps sent", "points/frame", "Mbit/s up / down", "capture",
+                   "encode", "network", "decode", "render", "end to end", "p50", "p95"):
+        assert column in result.stdout, column
+
+
+def _ctrl_c(demo: subprocess.Popen) -> str:
+    """Ctrl-C as a terminal sends it: SIGINT to every process of the demo's group. Returns the
+    output, after checking that no traceback was printed and no process was left behind."""
+    os.killpg(demo.pid, signal.SIGINT)
+    out, _ = demo.communicate(timeout=40)
+    assert "Traceback" not in out, out
+    with pytest.raises(ProcessLookupError):  # the hub and every participant have ended
+        os.killpg(demo.pid, 0)
+    return out
 
 
 def test_ctrl_c_ends_the_demo_cleanly(tmp_path):
-    demo = spawn("demo", "--duration", "120", "--fps", "10", "--out", str(tmp_path))
+    demo = spawn("demo", "--duration", "120", "--fps", "10", "--out", str(tmp_path), start_new_session=True)
     for line in demo.stdout:  # wait until the participants have started...
         if line.startswith("Holoport demo:"):
             break
     time.sleep(4)  # ...and have met for a few seconds
     assert demo.poll() is None, "the demo ended before it was interrupted"
-    demo.send_signal(signal.SIGINT)
-    out, _ = demo.communicate(timeout=40)
+    out = _ctrl_c(demo)
     assert demo.returncode == 0, out
     assert "Interrupted" in out
     assert len(list(tmp_path.glob("seat*.json"))) == 3
     assert (tmp_path / "meeting.png").exists()
+
+
+@pytest.mark.parametrize("moment", ["loading", "participants starting"])
+def test_ctrl_c_while_the_demo_starts_ends_it_quietly(tmp_path, moment):
+    demo = spawn("demo", "--duration", "120", "--fps", "10", "--out", str(tmp_path), start_new_session=True)
+    if moment == "loading":
+        time.sleep(0.5)
+    else:
+        for line in demo.stdout:
+            if line.startswith("Holoport demo:"):
+                break
+        time.sleep(0.3)
+    assert demo.poll() is None, "the demo ended before it was interrupted"
+    out = _ctrl_c(demo)
+    assert demo.returncode in (0, 130), out
+    assert "nterrupted" in out, out
 
 
 def test_an_encrypted_meeting_from_the_command_line(tmp_path):
@@ -85,8 +184,6 @@ def test_an_encrypted_meeting_from_the_command_line(tmp_path):
     allow.mkdir()
     for name in ("ana", "ben"):
         (allow / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
-    from holoport.endpoints import free_tcp_endpoint
-
     endpoint = free_tcp_endpoint()
     hub = spawn("hub", "--bind", endpoint, "--key", str(keys / "hub.key_secret"), "--allow", str(allow))
     time.sleep(0.5)

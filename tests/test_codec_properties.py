@@ -63,3 +63,16 @@ def test_a_short_fuzz_run_finds_nothing(data_dir):
                              max_rss_mb=2048, progress=False)
     assert summary["failed"] == 0, summary["failures"]
     assert summary["counts"]["flipped+crc"].get("rejected", 0) > 0
+
+
+def test_the_fuzzer_writes_a_record_per_kind_of_input(tmp_path):
+    import json
+
+    out = tmp_path / "fuzz.json"
+    assert fuzz_codec.main(["--inputs", "400", "--points", "300", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["kind"] for r in records] == ["random", "truncated", "flipped", "flipped+crc"]
+    for r in records:
+        assert set(r) == set(fuzz_codec.COLUMNS)
+        assert r["inputs"] == 100 == r["decoded"] + r["rejected"] and r["crashed"] == 0
+        assert 0 < r["slowest_ms"] < 2000

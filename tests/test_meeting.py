@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -262,3 +263,94 @@ def test_holoport_stats_shows_each_members_traffic_during_a_meeting(tmp_path):
     for m in members:
         assert 3 < m["fps_in"] < 13 and m["mbps_in"] > 0.1 and m["frames_out"] > 5
         assert m["hub_p50_ms"] is not None and 0 <= m["hub_p50_ms"] <= m["hub_p99_ms"] < 100
+
+
+# A participant that speaks ZMTP 3.0 by hand (NULL security, DEALER), so that it can stop
+# halfway through a frame: it joins, sends a frame's header part and half of a 20 MB
+# payload part, says so, and waits to be killed.
+_HALF_A_FRAME = r'''
+import socket, struct, sys, time
+import msgpack
+from holoport import wire
+
+def part(data, more):
+    return bytes([(1 if more else 0) | 2]) + struct.pack(">Q", len(data)) + data
+
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" + bytes(31))
+greeting = b""
+while len(greeting) < 64:
+    greeting += s.recv(64 - len(greeting))
+ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+s.sendall(bytes([0x04, len(ready)]) + ready)
+s.sendall(part(msgpack.packb(wire.header("join", room="cut", name="victim")), False))
+time.sleep(0.5)
+payload = 20_000_000
+s.sendall(part(msgpack.packb(wire.header("frame", room="cut", seq=1, ts={})), True)
+          + bytes([2]) + struct.pack(">Q", payload) + bytes(payload // 2))
+print("half a frame sent", flush=True)
+time.sleep(120)
+'''
+
+
+def test_the_hub_survives_a_participant_killed_halfway_through_a_frame():
+    from holoport.node import Node
+
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint, "--seats", "3")
+    host, port = endpoint.rsplit("/", 1)[1].split(":")
+    victim = None
+    try:
+        time.sleep(0.5)
+        with Node(endpoint, "cut", "ana") as a, Node(endpoint, "cut", "ben") as b:
+            victim = subprocess.Popen([sys.executable, "-c", _HALF_A_FRAME, host, port], cwd=ROOT,
+                                      stdout=subprocess.PIPE, text=True)
+
+            def members(count: int) -> None:  # wait, keeping our two nodes alive meanwhile
+                deadline = time.monotonic() + 10
+                while len(_hub_stats(endpoint)["rooms"].get("cut", [])) != count:
+                    assert time.monotonic() < deadline, f"the room never had {count} members"
+                    for node in (a, b):
+                        node.heartbeat()
+                        node.poll(0.05)
+
+            assert victim.stdout.readline().strip() == "half a frame sent"
+            members(3)  # the victim had joined
+            victim.kill()
+            victim.wait(5)
+            members(2)  # and is gone
+            rng = np.random.default_rng(0)
+            positions = rng.uniform([-0.3, 0, -0.2], [0.3, 1.8, 0.2], (3000, 3)).astype(np.float32)
+            colors = rng.integers(0, 256, (3000, 3), dtype=np.uint8)
+            got, deadline = 0, time.monotonic() + 10
+            while got < 20 and time.monotonic() < deadline:
+                a.send(positions, colors)
+                got += len(b.poll(0.05))
+                a.heartbeat()
+            assert got >= 20, "frames stopped flowing after the half-sent frame"
+        assert hub.poll() is None, "the hub died"
+        assert _hub_stats(endpoint)["forwarded"] >= 20
+    finally:
+        for p in (victim, hub):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def test_a_participant_of_another_protocol_version_is_told_why_it_was_refused():
+    """A real `holoport join` process built for protocol version N+1 against our hub."""
+    endpoint = free_tcp_endpoint()
+    hub = spawn("hub", "--bind", endpoint)
+    try:
+        time.sleep(0.5)
+        newer = (f"import sys; from holoport import wire; wire.PROTOCOL_VERSION += 1; from holoport.cli import main; "
+                 f"sys.exit(main(['join', '--hub', '{endpoint}', '--duration', '2']))")
+        result = subprocess.run([sys.executable, "-c", newer], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert (f"the hub refused to admit us: protocol version {wire.PROTOCOL_VERSION + 1} is not supported by "
+                f"this hub, which speaks version {wire.PROTOCOL_VERSION}") in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert hub.poll() is None and _hub_stats(endpoint)["refused"] == 1
+    finally:
+        hub.send_signal(signal.SIGINT)
+        hub.communicate(timeout=10)

@@ -22,8 +22,16 @@ def test_unknown_keys_are_ignored_not_rejected():
 
 def test_other_version_is_refused_with_a_reason():
     raw = msgpack.packb({"v": wire.PROTOCOL_VERSION + 1, "type": "join"})
-    with pytest.raises(wire.VersionError, match="protocol version 2 is not supported"):
+    with pytest.raises(wire.VersionError, match="protocol version 2 is not supported") as caught:
         wire.decode([raw])
+    assert caught.value.refusal is None  # a join, not a refusal
+
+
+def test_a_refusal_from_another_version_can_still_be_read():
+    raw = msgpack.packb({"v": wire.PROTOCOL_VERSION + 1, "type": "refused", "reason": "we speak 2"})
+    with pytest.raises(wire.VersionError) as caught:
+        wire.decode([raw])
+    assert caught.value.refusal == "we speak 2"
 
 
 @pytest.mark.parametrize("frames", [
