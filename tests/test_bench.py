@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT, holoport_cmd
 
 
@@ -152,3 +154,35 @@ def test_capture_benchmark_measures_every_stage(tmp_path, data_dir):
         assert 0 < stages["voxelize"]["points"] <= stages["cut"]["points"] < stages["backproject"]["points"]
     assert (tmp_path / "capture.png").stat().st_size > 5_000
     assert "| source |" in (tmp_path / "capture.md").read_text()
+
+
+def test_render_benchmark_writes_records_and_a_plot(mvub_frames, tmp_path):
+    import subprocess
+
+    out = tmp_path / "render.json"
+    result = subprocess.run(
+        holoport_cmd("bench", "render", "--data", str(mvub_frames[0]), "--points", "20000", "--resolutions",
+                     "1280x720", "--splats", "auto", "1", "--cores", "1", "--seconds", "0.2", "--browser",
+                     "--json", str(out), "--plot", str(tmp_path / "render.png")),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    assert [(r["renderer"], r["splat"], r["cores"]) for r in records] == [("splat", "auto", 1), ("splat", "1", 1)]
+    for r in records:
+        assert r["points"] == 20000 and r["resolution"] == "1280x720"
+        assert r["fps"] > 0 and r["ms"] == pytest.approx(1000 / r["fps"], rel=0.01)
+    assert (tmp_path / "render.png").stat().st_size > 5_000
+
+
+def test_codec_memory_benchmark_measures_each_operation_in_its_own_process(mvub_frames, tmp_path):
+    from benchmarks import codec_memory
+
+    out = tmp_path / "memory.json"
+    assert codec_memory.main(["--data", str(mvub_frames[0].parent), "--points", "100000", "--steps", "16",
+                              "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["operation"] for r in records] == ["load only", "encode", "decode"]
+    load, encode, decode = records
+    assert all(r["points"] >= 100_000 and r["color_step"] == 16 for r in records)
+    assert load["peak_rss_mb"] <= encode["peak_rss_mb"] and load["peak_rss_mb"] <= decode["peak_rss_mb"]
+    assert encode["ms"] > 0 and decode["ms"] > 0
