@@ -45,7 +45,10 @@ POLICIES = ("fixed", "adaptive", "oracle")
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent / "docs" / "bench" / "ladder.json"
 COLUMNS = ["trace", "profile", "policy", "seconds", "fps", "late_or_skipped", "p50_ms", "p95_ms",
            "p99_ms", "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr", "mean_lod"]
-SUMMARY = ["profile", "policy", "runs", "fps", "late_or_skipped", "unreachable", "p50_ms", "p95_ms", "p99_ms",
+# how a frame that was not shown in time ended (holoport.link.sim.STATES)
+MISSED = ("late", "skipped", "dropped", "replaced", "lost", "undecodable")
+SUMMARY = ["profile", "policy", "runs", "fps", "late_or_skipped", "unreachable", "late_share", "skipped_share",
+           "p50_ms", "p95_ms", "p99_ms",
            "stall_ratio", "utilization", "mean_y_psnr", "mean_d1_psnr", "mean_lod", "zero_capacity_share"]
 
 
@@ -120,6 +123,7 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
                                          "stall_ratio", "utilization", "sent_mbps", "mean_y_psnr",
                                          "mean_d1_psnr", "mean_lod", "switches", "keyframe_requests")},
               "frames": summary["frames"], "shown": summary["shown"],
+              **{f"{state}_share": summary[state] / summary["frames"] for state in MISSED},
               "zero_capacity_share": zero, "unreachable": floor, "uplink_scale": profile.uplink_ratio}
     sent = np.zeros(len(whole))
     lat = np.full(len(whole), np.nan)
@@ -231,7 +235,9 @@ def summarize(records: list[dict], latencies: list[np.ndarray]) -> list[dict]:
                     "zero_capacity_share": float(np.average([r["zero_capacity_share"] for r in rs],
                                                             weights=[r["seconds"] for r in rs])),
                     "unreachable": float(np.average([r["unreachable"] for r in rs],
-                                                    weights=[r["frames"] for r in rs]))})
+                                                    weights=[r["frames"] for r in rs])),
+                    **{f"{state}_share": float(np.average([r[f"{state}_share"] for r in rs],
+                                                          weights=[r["frames"] for r in rs])) for state in MISSED}})
     return out
 
 

@@ -103,8 +103,11 @@ def test_link_benchmark_sweeps_any_traces_and_writes_records_and_plots(tmp_path)
         assert {"trace", "profile", "policy", "fps", "late_or_skipped", "p50_ms", "p95_ms", "p99_ms",
                 "stall_ratio", "utilization", "mean_y_psnr"} <= set(r)
         assert 0 <= r["late_or_skipped"] <= 1 and 0 < r["fps"] <= 30.0001
+        ways = ("late_share", "skipped_share", "dropped_share", "replaced_share", "lost_share", "undecodable_share")
+        assert sum(r[k] for k in ways) == pytest.approx(r["late_or_skipped"])  # every miss, one way each
     walking = {r["policy"]: r for r in runs if r["profile"] == "mmwave-walking"}
     assert walking["fixed"]["late_or_skipped"] >= 2 / 40  # two dead seconds of forty
+    assert walking["fixed"]["skipped_share"] == 0 < walking["adaptive"]["skipped_share"]  # fixed never skips
     assert walking["adaptive"]["zero_capacity_share"] == 2 / 40
     wired = {r["policy"]: r for r in runs if r["profile"] == "wired"}
     assert all(r["late_or_skipped"] == 0 for r in wired.values())

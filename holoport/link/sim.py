@@ -15,8 +15,9 @@ What happens to frame i, captured at i / fps (all times in seconds of simulated 
    after the reverse path's median delay.
 
 Every captured frame ends in one state: shown (glass to glass within the deadline),
-late, skipped (by the sender), replaced (at the hub), lost (unreliable link) or
-undecodable (its reference never arrived).
+late, skipped (by the sender's policy), dropped (encoded, but the node's send queue was
+full), replaced (at the hub), lost (unreliable link) or undecodable (its reference never
+arrived).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from holoport.link.adapt import AdaptivePolicy, FixedPolicy, OraclePolicy, Polic
 from holoport.link.ladder import Ladder
 from holoport.link.model import Link
 
-STATES = ("shown", "late", "skipped", "replaced", "lost", "undecodable")
+STATES = ("shown", "late", "skipped", "dropped", "replaced", "lost", "undecodable")
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ def simulate(ladder: Ladder, policy: str | Callable[..., Policy], uplink: Link, 
             while queued and queued[0] <= left:
                 queued.popleft()
             if len(queued) >= p.send_queue:
-                continue  # the socket's queue is full: the node drops it (skipped)
+                f.state = "dropped"  # encoded, but the socket's queue is full: the node drops it
+                continue
             f.left = last_left = left
             pol.on_sent(arg, f.left, f.nbytes)
             d = uplink.send(f.left, f.nbytes)
