@@ -6,7 +6,8 @@ Half of the bit-flip inputs get a recomputed container checksum, so that the mut
 reaches the codec's own parsing and entropy decoding instead of stopping at the CRC.
 
 Records (--json): one per kind of input (random, truncated, flipped, flipped+crc): kind,
-inputs, decoded, rejected, crashed, slowest_ms, peak_rss_mb (the whole run's).
+inputs, decoded, rejected, crashed, too_slow (decodes over --max-seconds), slowest_ms,
+peak_rss_mb (the whole run's; over --max-rss-mb fails the run).
 
 Run: python -m benchmarks.fuzz_codec --inputs 100000 [--data DIR] [--json PATH] [--markdown PATH]
 """
@@ -95,6 +96,7 @@ def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: fl
     failures: list[str] = []
     slowest = 0.0
     slowest_by_kind: dict[str, float] = {}
+    too_slow: dict[str, int] = {}
     it = mutations(streams, inputs, seed)
     if progress:
         from rich.progress import track
@@ -115,22 +117,25 @@ def _run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: fl
         slowest_by_kind[kind] = max(slowest_by_kind.get(kind, 0.0), dt)
         if dt > max_seconds:
             failures.append(f"{kind}: decode took {dt:.2f} s")
+            too_slow[kind] = too_slow.get(kind, 0) + 1
         counts.setdefault(kind, {}).setdefault(outcome, 0)
         counts[kind][outcome] += 1
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if peak_mb > max_rss_mb:
         failures.append(f"peak resident memory {peak_mb:.0f} MB exceeds {max_rss_mb:.0f} MB")
     return {"inputs": inputs, "counts": counts, "slowest_s": slowest, "slowest_s_by_kind": slowest_by_kind,
+            "too_slow_by_kind": too_slow,
             "peak_rss_mb": peak_mb, "failures": failures[:50], "failed": len(failures)}
 
 
-COLUMNS = ["kind", "inputs", "decoded", "rejected", "crashed", "slowest_ms", "peak_rss_mb"]
+COLUMNS = ["kind", "inputs", "decoded", "rejected", "crashed", "too_slow", "slowest_ms", "peak_rss_mb"]
 
 
 def records(summary: dict) -> list[dict]:
     """The summary as one record per kind of input."""
     return [{"kind": kind, "inputs": sum(outcomes.values()), "decoded": outcomes.get("decoded", 0),
              "rejected": outcomes.get("rejected", 0), "crashed": outcomes.get("crashed", 0),
+             "too_slow": summary["too_slow_by_kind"].get(kind, 0),
              "slowest_ms": summary["slowest_s_by_kind"][kind] * 1e3, "peak_rss_mb": summary["peak_rss_mb"]}
             for kind, outcomes in summary["counts"].items()]
 

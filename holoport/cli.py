@@ -363,7 +363,8 @@ MISSING_FILE_HINTS = {
     "view": "make a recording with `holoport record FILE`, or check the path",
     "render": "make a recording with `holoport record FILE`, or check the path",
     "calibrate": "check the paths of --board, each --camera's image and intrinsics, and --cloud",
-    "join": "check the paths of --source, --cameras, --key and --hub-key (`holoport keys NAME` makes keys)",
+    "join": "check the paths of --source, --cameras, --link-trace, --key and --hub-key (`holoport keys NAME` "
+            "makes keys)",
     "hub": "check the paths of --key and --allow (`holoport keys NAME` makes keys)",
     "stats": "check the paths of --key and --hub-key (`holoport keys NAME` makes keys)",
     "bench": "check the data paths (--data, --traces, --frames, --source) or set HOLOPORT_DATA",
@@ -607,7 +608,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         reports, interrupted = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size,
                                         codec=args.codec, color_step=args.color_step)
-        return 0 if interrupted or len(reports) == args.participants else 1
+        if len(reports) == args.participants:
+            return 0
+        return 130 if interrupted else 1
     if args.command == "hub":
         import zmq
 

@@ -9,11 +9,13 @@ montage of all the seats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,62 +55,90 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
     # several participants share this machine's cores: parallel kernels in each would only
     # wait on each other, so each participant renders and captures on one thread
     single_threaded = {**os.environ, "NUMBA_NUM_THREADS": "1"}
-    hub: subprocess.Popen | None = None
-    procs: list[subprocess.Popen] = []
+    children: list[subprocess.Popen] = []  # the hub first, then the participants
     interrupted = False
-    # Ctrl-C in a terminal signals the whole process group. The children start with SIGINT
-    # ignored, so that it cannot break them while they load; once running, the hub and the
-    # participants take SIGINT and SIGTERM as "finish now". We pass SIGTERM on (a child
-    # still loading just ends) and wait for everyone.
-    try:
-        hub = _start([*py, "hub", "--bind", endpoint, "--seats", str(participants), "--quiet"])
-        time.sleep(0.3)
-        if hub.poll() is not None:
-            raise RuntimeError(f"the hub exited at start (code {hub.returncode}); see its message above")
-        for i in range(participants):
-            procs.append(_start([
-                *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
-                "--body", str(i), "--fps", str(fps), "--duration", str(duration),
-                "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
-                "--codec", codec, "--color-step", str(color_step),
-            ], env=single_threaded))
-        console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
-                      f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
-        _wait(procs, duration, console)
-    except KeyboardInterrupt:
-        interrupted = True
-        console.print("Interrupted: asking everyone to finish...")
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        _reap(procs, 15)
-    finally:
-        if hub is not None and hub.poll() is None:
-            hub.send_signal(signal.SIGTERM)
-        _reap([*procs, *([hub] if hub else [])], 5)
+    # Each child runs in a session of its own, so a terminal's Ctrl-C (or hang-up) reaches
+    # only this process, which then tells the children itself: SIGTERM, which the hub and
+    # the participants take as "finish now" (a child still loading just ends).
+    with _signals_interrupt():
+        try:
+            children.append(_start([*py, "hub", "--bind", endpoint, "--seats", str(participants), "--quiet"]))
+            time.sleep(0.3)
+            if children[0].poll() is not None:
+                raise RuntimeError(f"the hub exited at start (code {children[0].returncode}); "
+                                   "see its message above")
+            for i in range(participants):
+                children.append(_start([
+                    *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
+                    "--body", str(i), "--fps", str(fps), "--duration", str(duration),
+                    "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
+                    "--codec", codec, "--color-step", str(color_step),
+                ], env=single_threaded))
+            console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
+                          f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
+            _wait(children[1:], duration, console)
+        except KeyboardInterrupt:
+            interrupted = True
+            console.print("Interrupted: each participant is writing its view and animation "
+                          "(Ctrl-C again to stop at once)...")
+            if not _stop(children[1:], timeout=None):
+                console.print("[red]Stopped at once: the participants' views may be missing or cut short.[/]")
+        finally:
+            _stop(children, timeout=5)
     reports = []
     for path in sorted(out_dir.glob("seat*.json")):
         reports.append(json.loads(path.read_text()))
     if not reports:
-        if interrupted:  # before anyone had a view to write: nothing to show
+        if interrupted:  # nobody had anything to write
             raise KeyboardInterrupt
         raise RuntimeError("no participant finished; see the messages above")
     _print_tables(reports, console)
     montage = _montage(out_dir, reports)
     console.print(f"Wrote each seat's view (seatN.png), animation (seatN.gif) and statistics "
                   f"(seatN.json) to {out_dir}/" + (f", and all seats in {montage}" if montage else ""))
-    if interrupted and len(reports) < participants:
-        console.print(f"{participants - len(reports)} participant(s) were still joining when interrupted.")
+    if len(reports) < participants:
+        console.print(f"{participants - len(reports)} participant(s) left no report"
+                      + (" (interrupted before they had joined)." if interrupted else "."))
     return reports, interrupted
 
 
 def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A child process that inherits SIGINT ignored (a handler would not survive exec)."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal) end the demo as Ctrl-C does, so that the
+    children, in sessions of their own, are stopped rather than left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.Popen(command, env=env)
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop(procs: list[subprocess.Popen], timeout: float | None) -> bool:
+    """SIGTERM to those still running, then wait (``timeout`` None: as long as they take);
+    whoever is still running after it, or after another Ctrl-C, is killed. True when all
+    ended by themselves."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        return True
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        return False
 
 
 def _wait(procs: list[subprocess.Popen], duration: float, console: Console) -> None:
@@ -122,16 +152,6 @@ def _wait(procs: list[subprocess.Popen], duration: float, console: Console) -> N
     failed = [p.args for p in procs if p.returncode != 0]
     if failed:
         console.print(f"[red]{len(failed)} participant(s) exited with an error[/]")
-
-
-def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _fmt(v: float | None) -> str:

@@ -489,7 +489,11 @@ def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float =
         if not sock.poll(int(timeout * 1000)):
             raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s; is one running there "
                             f"(`holoport hub --bind {hub}`)? An encrypted hub answers only with --key and --hub-key")
-        stats = wire.decode(sock.recv_multipart()).header.get("stats")
+        try:
+            stats = wire.decode(sock.recv_multipart()).header.get("stats")
+        except wire.VersionError as exc:  # a hub of another release: its refusal says why
+            raise JoinError(f"the hub refused: {exc.refusal}" if exc.refusal is not None
+                            else f"the hub at {hub} answered in another format: {exc}") from None
     finally:
         sock.close()
     if not isinstance(stats, dict):

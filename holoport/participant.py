@@ -261,13 +261,15 @@ class Participant:
                            for i, f in enumerate(shown)],
             }
         if self.animation:
+            report["animation"] = f"{stem}.gif"
+        # the statistics first: the animation and the dumps take longest to write
+        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+        if self.animation:
             iio.imwrite(out / f"{stem}.gif", np.stack(self.animation),
                         duration=1000 / self.opt.gif_fps, loop=0)
-            report["animation"] = f"{stem}.gif"
         if self.opt.dump:
             _dump(out / f"{stem}_sent.npz", self.sent_dump)
             _dump(out / f"{stem}_received.npz", self.recv_dump)
-        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
 
 
 def _dump(path: Path, records: list[dict]) -> None:

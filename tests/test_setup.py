@@ -43,6 +43,10 @@ def test_an_old_python_is_refused_with_what_to_run_instead(tmp_path):
 
 
 def test_nothing_is_asked_for_when_nothing_is_missing(tmp_path):
+    import ctypes.util
+
+    if ctypes.util.find_library("usb-1.0") is None:
+        pytest.skip("libusb-1.0 is not installed here (make test installs it as root)")
     result = _system_deps(tmp_path, "no-such-check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
