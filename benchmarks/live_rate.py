@@ -2,14 +2,14 @@
 
 A participant (by default the demo's synthetic person; --source takes anything `holoport
 join --source` takes: a recording, an Azure Kinect .mkv, an RGB-D sequence folder; octree
-codec, 15 fps) sends through a real
-link relay (holoport.link.relay, constant --mbps uplink, 10 ms each way) to a real hub and
-a receiving node on this machine, for --seconds per run, with each --policies: fixed (the
-ladder's top rung, every frame) and adaptive (holoport.link.live: the ladder measured on
-the first frame, steered by the receiver's arrival reports). The second half of each run
-is measured. Records: source, policy, uplink_mbps, top_rung_mbps, sent_fps, received_fps,
-p50_ms, p95_ms (capture to arrival at the receiver, one clock), sent_mbps, mean_lod,
-skipped (by the policy; frames the node's full queue dropped are not sent either).
+codec, 15 fps) sends through a real link relay (holoport.link.relay, constant --mbps
+uplink, 10 ms each way) to a real hub and a receiving node on this machine, for --seconds
+per run, with each --policies: fixed (the ladder's top rung, every frame) and adaptive
+(holoport.link.live: the ladder measured on the first frame, steered by the receiver's
+arrival reports). The second half of each run is measured. Records: source, policy,
+uplink_mbps, top_rung_mbps, sent_fps, received_fps, p50_ms, p95_ms (capture to arrival at
+the receiver, one clock), sent_mbps, mean_lod, skipped (by the policy; frames the node's
+full queue dropped are not sent either).
 
 Run: python -m benchmarks.live_rate [--source PATH] --json live.json --markdown live.md --plot live.png
 """
