@@ -160,15 +160,19 @@ class Node:
         # attempt, which may fail at once) and say so
         monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
         try:
-            sock.connect(self.hub)
-            self._await_welcome(monitor)
+            try:
+                sock.connect(self.hub)
+                self._await_welcome(monitor)
+            finally:
+                # stop monitoring before closing either socket: libzmq's I/O thread sends
+                # events to the monitor in blocking mode, and one sent after the reader has
+                # gone (a retried handshake, a disconnect while closing) hangs that thread,
+                # and with it every socket of the process's shared context (libzmq #3575)
+                sock.disable_monitor()
+                monitor.close(0)
         except BaseException:
             self.close()
             raise
-        finally:
-            if self._sock is not None:
-                self._sock.disable_monitor()
-            monitor.close(0)
         self.sync_clock()  # the first sample, answered while the first frames arrive
         return self
 

@@ -1,5 +1,7 @@
 """The hub and node over real ZeroMQ sockets on loopback (hub in a thread of this process)."""
 
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -11,6 +13,7 @@ from holoport import wire
 from holoport.endpoints import free_tcp_endpoint
 from holoport.hub import Hub
 from holoport.node import JoinError, Node
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -86,6 +89,43 @@ def test_no_hub_gives_a_clear_error_not_a_hang():
     with pytest.raises(JoinError, match="no hub answered"):
         Node(free_tcp_endpoint(), join_timeout=0.5).start()
     assert time.monotonic() - t0 < 3
+
+
+# A peer that drops our first connection, then holds our retry and drops it later: the
+# retry's disconnect reaches libzmq after the failed join has closed its sockets. Run in a
+# child process because the failure mode is a hang of the process's shared zmq I/O thread.
+_FAILED_JOIN_THEN_JOIN = """
+import socket, sys, threading, time
+from holoport.endpoints import free_tcp_endpoint
+from holoport.hub import Hub
+from holoport.node import JoinError, Node
+
+peer = socket.create_server(("127.0.0.1", 0))
+def drop_twice():
+    first, _ = peer.accept(); first.close()
+    retry, _ = peer.accept(); time.sleep(0.3); retry.close()
+threading.Thread(target=drop_twice, daemon=True).start()
+try:
+    Node(f"tcp://127.0.0.1:{peer.getsockname()[1]}", join_timeout=5).start()
+    sys.exit("joined a peer that is not a hub")
+except JoinError as exc:
+    print("first:", exc)
+time.sleep(1.0)
+with Hub(free_tcp_endpoint(), seats=2) as hub, Node(hub.endpoint, join_timeout=5):
+    print("second: joined")
+"""
+
+
+def test_a_failed_join_leaves_the_process_able_to_join_again():
+    """Regression (a CI run lost every later join in the test process): a failed join used to
+    close the handshake monitor while libzmq could still report to it, which blocks libzmq's
+    I/O thread for good (libzmq #3575)."""
+    done = subprocess.run([sys.executable, "-c", _FAILED_JOIN_THEN_JOIN], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "first: the hub at" in out and "closed the connection" in out
+    assert "second: joined" in out
 
 
 def test_malformed_messages_are_dropped_counted_and_the_hub_keeps_serving(hub):
