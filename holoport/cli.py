@@ -54,8 +54,8 @@ def _print_stats(stats: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    keys = ("received", "forwarded", "stale_replaced", "dropped_full", "dropped_malformed",
-            "refused", "timed_out", "joins")
+    keys = ("members", "received", "forwarded", "stale_replaced", "dropped_full", "dropped_budget",
+            "dropped_malformed", "control_dropped", "refused", "timed_out", "joins")
     console.print("hub: " + ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0)}" for k in keys))
     for room, members in sorted(stats.get("rooms", {}).items()):
         table = Table(title=f"room {room}")
@@ -73,7 +73,10 @@ def _print_stats(stats: dict) -> None:
                           num(m.get("hub_p99_ms"), ".2f"), num(m.get("credit_wait_p99_ms"), ".2f"))
         console.print(table)
     if not stats.get("rooms"):
-        console.print("no rooms: nobody has joined")
+        console.print("no rooms: nobody has joined" if not stats.get("members") else
+                      f"{stats['members']} members in {stats.get('room_count', '?')} rooms, none of them shown "
+                      "to us: members see their own room, an admin key (--admin) sees all, and a room's "
+                      "token (--room, --token) shows that room")
 
 
 def _room_token(text: str) -> tuple[str, str]:
@@ -203,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of participants' public keys (NAME.key) admitted with --key")
     p.add_argument("--token", action="append", default=[], metavar="ROOM=TOKEN", type=_room_token,
                    help="room ROOM admits only who gives TOKEN (repeat for more rooms)")
+    p.add_argument("--admin", default=None, metavar="DIR",
+                   help="folder of operators' public keys (NAME.key) that may see every room in "
+                        "`holoport stats` (the hub's own key always may)")
+    p.add_argument("--max-points", type=int, default=1 << 20,
+                   help="points per frame the hub admits and announces; receivers refuse bigger "
+                        "frames before decoding them (default 1048576)")
+    p.add_argument("--max-members", type=int, default=4000,
+                   help="members the hub serves at once, all rooms together (default 4000)")
+    p.add_argument("--max-queued-mb", type=_positive, default=1024.0,
+                   help="frame bytes the hub may hold or have in flight, all members together (default 1024)")
     _add_process_options(p, "allow binding to a non-loopback address without encryption")
 
     p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
@@ -318,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=DEFAULT_HUB, help=f"hub endpoint (default {DEFAULT_HUB})")
     p.add_argument("--key", default=None, metavar="SECRET", help="our secret key file, for a CURVE hub")
     p.add_argument("--hub-key", default=None, metavar="PUBLIC", help="the hub's public key file")
+    p.add_argument("--room", default=None, help="a room protected by a token, with --token")
+    p.add_argument("--token", default=None, help="that room's token: shows its members")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the statistics as JSON")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
@@ -543,7 +558,7 @@ def _play(args: argparse.Namespace) -> int:
     source = RecordingPoints(args.recording, realtime=not args.fast, loop=False)
     rec = source.player.recording
     print(f"{args.recording}: {len(rec)} frames over {rec.timestamps[-1] - rec.timestamps[0]:.2f} s, "
-          f"{'indexed' if rec.indexed else 'no index (cut off?): scanned'}; meta {rec.meta}")
+          f"{'indexed' if rec.indexed else 'no intact index (cut off or damaged?): scanned'}; meta {rec.meta}")
     source.player.seek(args.seek)
     points, shown, start = [], set(), time.monotonic()
     while not args.frames or len(points) < args.frames:
@@ -554,13 +569,15 @@ def _play(args: argparse.Namespace) -> int:
             time.sleep(0.002)
             continue
         shown.add(entry.index)
-        positions, _ = source.points(entry)
-        points.append(len(positions))
+        cloud = source.decode(entry)  # None: a damaged frame, reported and passed over
+        if cloud is not None:
+            points.append(len(cloud[0]))
     elapsed = time.monotonic() - start
     source.close()
+    damage = rec.damage_summary()
     print(f"played {len(points)} frames in {elapsed:.2f} s ({len(points) / max(elapsed, 1e-9):.1f} fps), "
-          f"{np.mean(points) if points else 0:,.0f} points per frame")
-    return 0
+          f"{np.mean(points) if points else 0:,.0f} points per frame{'; ' + damage if damage else ''}")
+    return 0 if points else 1
 
 
 def _link(args: argparse.Namespace) -> int:
@@ -624,10 +641,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not (args.key and args.allow):
                 raise ValueError("encryption needs both --key (the hub's secret) and --allow "
                                  "(the folder of participants' public keys)")
-            security = HubSecurity(KeyPair.load(args.key), args.allow)
+            security = HubSecurity(KeyPair.load(args.key), args.allow, admin=args.admin)
+        elif args.admin:
+            raise ValueError("--admin names keys, which need encryption: pass --key and --allow too")
         require_loopback(args.bind, args.insecure, "hub", encrypted=security is not None)
         hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout,
-                  security=security, room_tokens=dict(args.token))
+                  security=security, room_tokens=dict(args.token), max_points=args.max_points,
+                  max_members=args.max_members, max_queued_bytes=int(args.max_queued_mb * 1024 * 1024))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: hub.stop())
         try:
@@ -659,7 +679,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from holoport.participant import node_security
 
         try:
-            stats = query_stats(args.hub, node_security(args.key, args.hub_key), insecure=args.insecure)
+            stats = query_stats(args.hub, node_security(args.key, args.hub_key), insecure=args.insecure,
+                                room=args.room, token=args.token)
         except JoinError as exc:
             print(f"holoport stats: {exc}", file=sys.stderr)
             return 3

@@ -16,23 +16,46 @@ the whole protocol.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hmac
 import logging
-import math
+import resource
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
+import msgpack
 import zmq
 
 from holoport import wire
 from holoport.security import HubSecurity
 from holoport.stats import LatencyLog
-from holoport.wire import MessageType
+from holoport.wire import MAX_CREDIT, MessageType
 
 log = logging.getLogger("holoport.hub")
 
-MAX_CREDIT = 64  # frames a receiver may have in flight, at most
+DEFAULT_CREDIT = 4  # a join that names no window gets this one: no member is sent frames unasked
+MAX_PENDING = 256  # control messages waiting for one peer's full queue; past that it is not reading
+MAX_PENDING_PEERS = 4096  # peers with waiting control messages, at most (non-members' replies beyond are lost)
+STATS_PAGE = 200  # members per stats reply
+MAX_REASONS = 64  # distinct drop reasons counted; the rest count as "other"
+
+
+class Drop:
+    """Why a message was dropped: fixed keys, so counting them costs bounded memory."""
+
+    HANDLER = "a message that broke its handler"
+    NOT_JOINED = "a message from a peer that has not joined"
+    PAYLOAD_PARTS = "frame without exactly one payload part"
+    TOO_MANY_POINTS = "frame declaring more points than the hub admits"
+    NO_FIELDS = "message without the fields its type needs"
+    KEYFRAME_NOBODY = "keyframe request for nobody in the room"
+    FEEDBACK_NOBODY = "feedback for nobody in the room"
+    UNEXPECTED = "a message type participants do not send"
+    OTHER = "other"
 
 
 @dataclass
@@ -43,12 +66,16 @@ class Member:
     room: str
     seat: int
     last_seen: float
-    # flow control: frames this member may still be sent (None: no flow control, for
-    # clients that ask for none), and the newest frame held back per sender meanwhile
-    credit: int | None = None
+    # flow control: frames this member may still be sent, the sizes of those sent and not
+    # yet handed back, and the newest frame held back per sender meanwhile
+    credit: int = DEFAULT_CREDIT
+    inflight: deque = field(default_factory=deque)
+    inflight_bytes: int = 0
     slots: dict = field(default_factory=dict)
     traffic: Traffic = field(default_factory=lambda: Traffic())
     last_key: tuple | None = None  # this member's latest keyframe, for whoever joins later
+    key: str | None = None  # the CURVE public key it joined with (z85), on an encrypted hub
+    key_asked: float = -1.0  # when a keyframe was last asked of it (requests are coalesced)
 
 
 @dataclass
@@ -80,12 +107,18 @@ class HubStats:
     forwarded: int = 0
     forwarded_bytes: int = 0
     dropped_malformed: int = 0
-    dropped_full: int = 0
+    dropped_full: int = 0  # frames a receiver's full queue refused
+    dropped_budget: int = 0  # frames not queued: the hub's byte budget was spent
+    control_dropped: int = 0  # control messages lost (a peer that never read: must stay 0 otherwise)
+    control_waited: int = 0  # control messages that waited for a full queue, then went
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     keyframe_requests: int = 0
+    keyframe_coalesced: int = 0  # requests folded into one already on its way to the sender
     refused: int = 0
     timed_out: int = 0
     joins: int = 0
+    paused_s: float = 0.0  # time the hub itself did not run (stopped, starved); not held against members
+    queued_bytes: int = 0  # frame bytes the hub holds or has in flight now
     by_reason: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -101,23 +134,38 @@ class Hub:
         seats: int = 6,
         heartbeat_timeout: float = 2.5,  # + the 0.5 s sweep: the room is told within 3 s
         max_message_bytes: int = 64 * 1024 * 1024,
-        queue_frames: int = 16,
         security: HubSecurity | None = None,
         room_tokens: dict[str, str] | None = None,
+        max_points: int = wire.DEFAULT_MAX_POINTS,
+        max_members: int = 4000,
+        member_queue_bytes: int = 64 * 1024 * 1024,
+        max_queued_bytes: int = 1024 * 1024 * 1024,
+        handshake_timeout: float = 5.0,
     ) -> None:
-        if not 2 <= seats <= 16:
-            raise ValueError(f"seats must be in 2..16, got {seats}")
+        if not 2 <= seats <= wire.MAX_SEATS:
+            raise ValueError(f"seats must be in 2..{wire.MAX_SEATS}, got {seats}")
+        if not 1 <= max_points <= 1 << 26:
+            raise ValueError(f"max_points must be in 1..{1 << 26}, got {max_points}")
         self.bind = bind
         self.seats = seats
         self.heartbeat_timeout = heartbeat_timeout
         self.max_message_bytes = max_message_bytes
-        self.queue_frames = queue_frames
         self.security = security  # None: plain TCP (loopback, or --insecure)
         self.room_tokens = dict(room_tokens or {})  # rooms that admit only who knows the token
+        self.max_points = max_points  # announced in every welcome; receivers refuse bigger frames
+        self.max_members = max_members
+        self.member_queue_bytes = member_queue_bytes  # in flight to one member (one frame always may)
+        self.max_queued_bytes = max_queued_bytes  # in flight, held and cached, all members together
+        self.handshake_timeout = handshake_timeout
         self.stats = HubStats()
         self.members: dict[bytes, Member] = {}
         self._by_id: dict[int, Member] = {}
+        self._rooms: dict[str, dict[int, Member]] = {}  # room -> its members by id (seats, names)
+        self._by_key: dict[str, Member] = {}  # CURVE key -> its member: one key joins once
         self._next_id = 1
+        self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
+        self._gone = False  # the last send found its peer gone
+        self._rejoin_told: dict[bytes, float] = {}  # when a stranger was last told to join again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # a context of its own: a ZAP handler serves its whole context, and the process's
@@ -130,14 +178,22 @@ class Hub:
     # -- life cycle ----------------------------------------------------------------------
     def open(self) -> str:
         """Bind the socket; returns the endpoint actually bound (port 0 picks one)."""
+        raise_fd_limit()
         if self._ctx.closed:  # served and stopped before: serve again
             self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full -> an error we count
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        sock.setsockopt(zmq.SNDHWM, self.queue_frames)
+        # frames are credit-limited (<= MAX_CREDIT per member): the rest of the queue is
+        # room for control messages, which must not be lost behind frames
+        sock.setsockopt(zmq.SNDHWM, 4 * MAX_CREDIT)
         sock.setsockopt(zmq.RCVHWM, 1000)
+        # a connection that never completes its handshake, or a peer that vanished without a
+        # FIN, is closed by libzmq instead of holding a descriptor for good
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.handshake_timeout * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10000)
         if self.security is not None:
             self.security.apply(self._ctx, sock)
         deadline = time.monotonic() + 2.0
@@ -183,9 +239,15 @@ class Hub:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         next_sweep = time.monotonic() + 0.5
+        last_turn = time.monotonic()
         try:
             while not self._stop.is_set():
-                if poller.poll(100):
+                ready = poller.poll(10 if self._pending else 100)
+                now = time.monotonic()
+                if now - last_turn > 1.0:  # the hub itself did not run (SIGSTOP, starved CPU):
+                    self._excuse(now - last_turn)  # nobody could be heard meanwhile
+                last_turn = now
+                if ready:
                     for _ in range(256):  # drain a burst, then sweep timeouts
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -195,7 +257,9 @@ class Hub:
                             self._handle(frames)
                         except Exception:  # a message we did not foresee: drop it, keep serving
                             log.exception("dropped a message that broke its handler")
-                            self._drop("a message that broke its handler")
+                            self._drop(Drop.HANDLER)
+                if self._pending:
+                    self._flush_pending()
                 if time.monotonic() >= next_sweep:
                     self._expire_silent()
                     next_sweep = time.monotonic() + 0.5
@@ -219,135 +283,190 @@ class Hub:
                                    f"version {wire.PROTOCOL_VERSION}; run the same Holoport release on every node "
                                    "and the hub")
             return
+        except wire.FieldError as exc:
+            if exc.kind == MessageType.JOIN and identity not in self.members:
+                return self._refuse(identity, str(exc))  # a joiner is told why
+            return self._drop(str(exc))
         except wire.WireError as exc:
-            self._drop(str(exc))
-            return
+            return self._drop(str(exc))
+        head = msg.header
         member = self.members.get(identity)
         if member is not None:
             member.last_seen = time.monotonic()
         kind = msg.type
         if kind == MessageType.JOIN:
-            self._join(identity, msg.header)
+            self._join(identity, head, self._peer_key(frames))
         elif kind == MessageType.TIME:  # NTP-style: the node works out offset and round trip
-            t0 = msg.header.get("t0")
-            if isinstance(t0, float | int):
-                self._send(identity, wire.header(MessageType.TIME, t0=t0, t1=arrived, t2=time.time()))
+            if wire.need(head, "t0"):
+                self._control(identity, wire.header(MessageType.TIME, t0=head["t0"], t1=arrived, t2=time.time()))
         elif kind == MessageType.STATS:
-            self._send(identity, wire.header(MessageType.STATS, stats=self.snapshot()))
+            self._stats_reply(identity, head, member, self._peer_key(frames))
         elif member is None:
             if kind not in (MessageType.LEAVE, MessageType.HEARTBEAT, MessageType.CREDIT):
-                self._drop(f"{kind} from a peer that has not joined")
+                self._drop(Drop.NOT_JOINED)
             # a goodbye from a peer already removed (its socket's disconnect can overtake
             # its LEAVE) needs nothing; anything else comes from a node that believes it is
-            # a member: this hub restarted, or timed it out. Tell it to join again.
+            # a member: this hub restarted, or timed it out. Tell it to join again (once
+            # in a while: a node sends many frames before its new welcome arrives).
             if kind != MessageType.LEAVE:
-                self._send(identity, wire.header(MessageType.REJOIN))
+                self._tell_rejoin(identity)
         elif kind == MessageType.FRAME:
             if len(msg.payloads) != 1:  # a truncated multipart, or extra parts
-                return self._drop(f"frame with {len(msg.payloads)} payload parts instead of 1")
-            self._forward(member, msg)
+                return self._drop(Drop.PAYLOAD_PARTS)
+            if not wire.need(head, "seq", "ts"):
+                return self._drop(Drop.NO_FIELDS)
+            if head.get("points", 0) > self.max_points:
+                return self._drop(Drop.TOO_MANY_POINTS)
+            self._forward(member, head, msg.payloads)
         elif kind == MessageType.LEAVE:
             self._remove(member, "left")
         elif kind == MessageType.CREDIT:
-            self._credit(member, msg.header.get("n"))
+            if not wire.need(head, "n"):
+                return self._drop(Drop.NO_FIELDS)
+            self._credit(member, head["n"])
         elif kind == MessageType.KEYFRAME:
-            of = msg.header.get("of")
-            source = self._by_id.get(of) if isinstance(of, int) else None
+            source = self._by_id.get(head.get("of"))
             if source is None or source.room != member.room or source is member:
-                return self._drop("keyframe request for nobody in the room")
+                return self._drop(Drop.KEYFRAME_NOBODY)
             self.stats.keyframe_requests += 1
-            self._send(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
+            now = time.monotonic()
+            if now - source.key_asked < 0.25:  # one is on its way: its keyframe serves everyone
+                self.stats.keyframe_coalesced += 1
+                return
+            source.key_asked = now
+            self._control(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
         elif kind == MessageType.FEEDBACK:  # a receiver's arrival reports, for the sender's rate
-            to = msg.header.get("to")
-            target = self._by_id.get(to) if isinstance(to, int) else None
-            reports = msg.header.get("r")
-            if target is None or target.room != member.room or target is member:
-                return self._drop("feedback for nobody in the room")
-            if not _valid_reports(reports):
-                return self._drop("feedback without a list of [seq, arrived, bytes] reports")
-            self._send(target.identity, wire.header(MessageType.FEEDBACK, r=reports, **{"from": member.id}))
+            target = self._by_id.get(head.get("to"))
+            if target is None or target.room != member.room or target is member or "r" not in head:
+                return self._drop(Drop.FEEDBACK_NOBODY)
+            self._control(target.identity, wire.header(MessageType.FEEDBACK, r=head["r"], **{"from": member.id}))
         elif kind != MessageType.HEARTBEAT:
-            self._drop(f"unexpected {kind} from a participant")
+            self._drop(Drop.UNEXPECTED)
 
-    def _join(self, identity: bytes, head: dict) -> None:
-        room, name = head.get("room"), head.get("name")
-        if not isinstance(room, str) or not room or len(room) > 64:
-            return self._refuse(identity, "join needs a room name of 1..64 characters")
-        if not isinstance(name, str) or len(name) > 64:
-            return self._refuse(identity, "join needs a display name of at most 64 characters")
+    def _peer_key(self, frames: list) -> str | None:
+        """The CURVE public key (z85) the peer authenticated with, on an encrypted hub."""
+        if self.security is None:
+            return None
+        with contextlib.suppress(zmq.ZMQError, KeyError, AttributeError):
+            return frames[1].get("User-Id") or None
+        return None
+
+    def _join(self, identity: bytes, head: dict, key: str | None) -> None:
+        if not wire.need(head, "room", "name"):
+            return self._refuse(identity, "join needs a room name of 1..64 characters and a display name")
+        room, name = head["room"], head["name"]
         member = self.members.get(identity)
-        needed = self.room_tokens.get(room)
-        if member is None and needed is not None:
-            token = head.get("token")
-            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), needed.encode()):
-                return self._refuse(identity, f"room {room!r} needs its token: "
-                                    + ("the one given is wrong" if token else "pass --token"))
-        joining = member is None
-        if joining:
-            taken = {m.seat for m in self.members.values() if m.room == room}
+        if member is not None and member.room != room:
+            return self._refuse(identity, f"already a member of room {member.room!r}: leave it first")
+        if member is None:
+            if self.security is not None and key is not None:  # a CURVE hub: the key says who it is
+                name = self.security.name_of(key) or name
+            refusal = self._admission(room, name, key, head.get("token"))
+            if refusal:
+                return self._refuse(identity, refusal)
+            taken = {m.seat for m in self._rooms.get(room, {}).values()}
             free = [s for s in range(self.seats) if s not in taken]
             if not free:
                 return self._refuse(identity, f"room {room!r} is full ({self.seats} seats)")
-            credit = head.get("credit")
-            if credit is not None and (not isinstance(credit, int) or not 1 <= credit <= MAX_CREDIT):
-                return self._refuse(identity, f"join credit must be an integer in 1..{MAX_CREDIT}")
             member = Member(identity, self._next_id, name or f"guest-{self._next_id}", room,
-                            free[0], time.monotonic(), credit)
+                            free[0], time.monotonic(), head.get("credit", DEFAULT_CREDIT), key=key)
             self._next_id += 1
             self.members[identity] = member
             self._by_id[member.id] = member
+            self._rooms.setdefault(room, {})[member.id] = member
+            if key is not None:
+                self._by_key[key] = member
+            self._rejoin_told.pop(identity, None)
             self.stats.joins += 1
             log.info("%s joined room %r at seat %d (id %d)", member.name, room, member.seat, member.id)
             for other in self._room(member):
-                self._send(other.identity, wire.header(
+                self._control(other.identity, wire.header(
                     MessageType.JOINED, id=member.id, name=member.name, seat=member.seat))
+            joining = True
+        else:
+            joining = False
         members = [{"id": m.id, "name": m.name, "seat": m.seat} for m in self._room(member)]
-        self._send(identity, wire.header(
+        self._control(identity, wire.header(
             MessageType.WELCOME, room=room, id=member.id, name=member.name, seat=member.seat,
-            seats=self.seats, members=members))
+            seats=self.seats, members=members, max_points=self.max_points))
         if joining:  # a late joiner sees everyone at once: their latest keyframes
             for other in self._room(member):
                 if other.last_key is not None:
                     head, payloads = other.last_key
                     self._offer(member, other.id, {**head, "ts": dict(head["ts"])}, payloads)
 
-    def _forward(self, sender: Member, msg: wire.Message) -> None:
-        head = msg.header
-        ts = head.get("ts")
-        head["ts"] = dict(ts) if isinstance(ts, dict) else {}
-        head["ts"]["hub_in"] = time.time()
-        head["src"] = sender.id
-        head["room"] = sender.room
+    def _admission(self, room: str, name: str, key: str | None, token: str | None) -> str | None:
+        """Why a newcomer may not join ``room`` (None: it may)."""
+        if len(self.members) >= self.max_members:
+            return f"the hub serves its limit of {self.max_members} members: try again later or another hub"
+        needed = self.room_tokens.get(room)
+        if needed is not None and not (isinstance(token, str) and hmac.compare_digest(token.encode(), needed.encode())):
+            return f"room {room!r} needs its token: " + ("the one given is wrong" if token else "pass --token")
+        m = self._by_key.get(key) if key is not None else None
+        if m is not None:
+            return (f"the key of {m.name!r} is already in room {m.room!r}: one key joins once "
+                    "(a participant that restarted is admitted when its old session times out)")
+        if name and any(m.name == name for m in self._rooms.get(room, {}).values()):
+            return f"room {room!r} already has a member named {name!r}: pick another name"
+        return None
+
+    def _forward(self, sender: Member, fields: dict, payloads: list) -> None:
+        """Rebuild the header from the sender's validated fields and the hub's own, and offer
+        the frame to every other member of the room."""
+        now = time.time()
+        head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=fields["seq"],
+                           ts={**fields["ts"], "hub_in": now}, key=fields.get("key", True),
+                           points=fields.get("points", 0))
+        for optional in ("off", "fb"):
+            if optional in fields:
+                head[optional] = fields[optional]
+        size = sum(len(p) for p in payloads)
         t = sender.traffic
         t.frames_in += 1
-        t.bytes_in += sum(len(p) for p in msg.payloads)
-        t.first_in = t.first_in or head["ts"]["hub_in"]
-        t.last_in = head["ts"]["hub_in"]
-        if head.get("key", True) is not False:
-            sender.last_key = ({**head, "ts": dict(head["ts"])}, msg.payloads)
+        t.bytes_in += size
+        t.first_in = t.first_in or now
+        t.last_in = now
+        if head["key"]:
+            self._account(size - (_size(sender.last_key[1]) if sender.last_key else 0))
+            sender.last_key = ({**head, "ts": dict(head["ts"])}, payloads)
         for receiver in self._room(sender):
-            self._offer(receiver, sender.id, head, msg.payloads)
+            self._offer(receiver, sender.id, {**head, "ts": dict(head["ts"])}, payloads)
 
     def _offer(self, receiver: Member, sender_id: int, head: dict, payloads: list) -> None:
-        """Send now if the receiver has credit, else hold it as that sender's newest."""
-        if receiver.credit is None or receiver.credit > 0:
+        """Send now if the receiver has credit and room in its byte budget, else hold it as
+        that sender's newest (control messages waiting for the receiver go first)."""
+        size = _size(payloads)
+        if (receiver.credit > 0 and receiver.identity not in self._pending
+                and (not receiver.inflight or receiver.inflight_bytes + size <= self.member_queue_bytes)):
+            if self.stats.queued_bytes + size > self.max_queued_bytes:
+                self.stats.dropped_budget += 1
+                return
             self._deliver(receiver, head, payloads)
             return
-        if sender_id in receiver.slots:
+        old = receiver.slots.pop(sender_id, None)  # re-inserted last: slots flush oldest first
+        freed = _size(old[1]) if old else 0
+        if self.stats.queued_bytes - freed + size > self.max_queued_bytes:
+            self.stats.dropped_budget += 1
+            if old:
+                receiver.slots[sender_id] = old
+            return
+        if old:
             self.stats.stale_replaced += 1
             receiver.traffic.stale_replaced += 1
-            del receiver.slots[sender_id]  # re-inserted last: slots flush oldest first
-        held = {**head, "ts": dict(head["ts"])}
-        held["ts"]["hub_held"] = time.time()  # from here the wait is the receiver's (credit)
-        receiver.slots[sender_id] = (held, payloads)
+        head["ts"]["hub_held"] = time.time()  # from here the wait is the receiver's (credit)
+        receiver.slots[sender_id] = (head, payloads)
+        self._account(size - freed)
 
     def _deliver(self, receiver: Member, head: dict, payloads: list) -> None:
         head["ts"]["hub_out"] = time.time()
-        if self._send(receiver.identity, head, payloads):
+        if self._send(receiver.identity, wire.encode(head, payloads)):
+            size = _size(payloads)
             self.stats.forwarded += 1
-            self.stats.forwarded_bytes += sum(len(p) for p in payloads)
-            if receiver.credit is not None:
-                receiver.credit -= 1
+            self.stats.forwarded_bytes += size
+            receiver.credit -= 1
+            receiver.inflight.append(size)
+            receiver.inflight_bytes += size
+            self._account(size)
             receiver.traffic.frames_out += 1
             sender = self._by_id.get(head.get("src"))
             if sender is not None:  # the hub's own time: up to the send, or to holding it
@@ -355,52 +474,133 @@ class Hub:
                 sender.traffic.hub_ms.add("hub", (ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
                 if "hub_held" in ts:
                     sender.traffic.hub_ms.add("credit_wait", (ts["hub_out"] - ts["hub_held"]) * 1e3)
+        elif receiver.identity in self.members:
+            self.stats.dropped_full += 1
 
-    def _credit(self, member: Member, n) -> None:
-        if member.credit is None:
-            return  # joined without flow control
-        if not isinstance(n, int) or not 1 <= n <= MAX_CREDIT:
-            return self._drop("credit message without a count in 1..MAX_CREDIT")
+    def _credit(self, member: Member, n: int) -> None:
         member.credit = min(member.credit + n, MAX_CREDIT)
-        while member.credit > 0 and member.slots:
+        for _ in range(min(n, len(member.inflight))):  # those frames left the hub's queue
+            size = member.inflight.popleft()
+            member.inflight_bytes -= size
+            self._account(-size)
+        self._release(member)
+
+    def _release(self, member: Member) -> None:
+        """Send held frames, oldest first, while credit and the member's budget allow."""
+        while member.credit > 0 and member.slots and member.identity not in self._pending:
             sender_id = next(iter(member.slots))
-            head, payloads = member.slots.pop(sender_id)
+            head, payloads = member.slots[sender_id]
+            size = _size(payloads)
+            if member.inflight and member.inflight_bytes + size > self.member_queue_bytes:
+                return
+            del member.slots[sender_id]
+            self._account(-size)
             self._deliver(member, head, payloads)
 
-    def _send(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> bool:
+    def _account(self, delta: int) -> None:
+        self.stats.queued_bytes += delta
+
+    # -- sending -------------------------------------------------------------------------
+    def _send(self, identity: bytes, frames: list) -> bool:
+        """Queue one message for a peer without blocking; False when its queue is full or
+        it is gone (then ``_gone`` is set, and a member gone without a goodbye is removed)."""
+        self._gone = False
         try:
-            self._sock.send_multipart([identity, *wire.encode(head, payloads)],
-                                      zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
             return True
-        except zmq.Again:  # the receiver's queue is full: it loses this frame, not others
-            self.stats.dropped_full += 1
+        except zmq.Again:
+            return False
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            member = self.members.get(identity)  # gone without saying goodbye
+            self._gone = True
+            self._pending.pop(identity, None)
+            member = self.members.get(identity)
             if member is not None:
                 self._remove(member, "unreachable")
-        return False
+            return False
+
+    def _control(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> None:
+        """Send a control message, never dropping it for a full queue: it waits, in order,
+        behind the peer's earlier control messages (and frames for that peer wait behind it)."""
+        frames = wire.encode(head, payloads)
+        waiting = self._pending.get(identity)
+        if waiting is None:
+            if self._send(identity, frames) or self._gone:
+                return
+            if len(self._pending) >= MAX_PENDING_PEERS:
+                self.stats.control_dropped += 1
+                return
+            waiting = self._pending[identity] = deque()
+        if len(waiting) >= MAX_PENDING:  # it has read nothing for a long time
+            self.stats.control_dropped += 1
+            self._pending.pop(identity, None)
+            member = self.members.get(identity)
+            if member is not None:
+                self._remove(member, "not reading")
+            return
+        self.stats.control_waited += 1
+        waiting.append(frames)
+
+    def _flush_pending(self) -> None:
+        for identity in list(self._pending):
+            waiting = self._pending.get(identity)
+            if waiting is None:  # its member was removed meanwhile
+                continue
+            while waiting and self._send(identity, waiting[0]):
+                waiting.popleft()
+            if not waiting:
+                self._pending.pop(identity, None)
+                member = self.members.get(identity)
+                if member is not None:
+                    self._release(member)
+
+    def _tell_rejoin(self, identity: bytes) -> None:
+        now = time.monotonic()
+        if now - self._rejoin_told.get(identity, -1.0) < 0.5:
+            return
+        if len(self._rejoin_told) >= MAX_PENDING_PEERS:
+            self._rejoin_told.clear()
+        self._rejoin_told[identity] = now
+        self._control(identity, wire.header(MessageType.REJOIN))
 
     def _refuse(self, identity: bytes, reason: str) -> None:
         self.stats.refused += 1
         log.warning("refused a participant: %s", reason)
-        self._send(identity, wire.header(MessageType.REFUSED, reason=reason))
+        self._control(identity, wire.header(MessageType.REFUSED, reason=reason[:1000]))
 
     def _drop(self, reason: str) -> None:
         self.stats.dropped_malformed += 1
-        key = reason.split(":")[0][:60]
-        self.stats.by_reason[key] = self.stats.by_reason.get(key, 0) + 1
+        key = reason.split(":")[0][:80]
+        counts = self.stats.by_reason
+        if key not in counts and len(counts) >= MAX_REASONS:
+            key = Drop.OTHER
+        counts[key] = counts.get(key, 0) + 1
         log.debug("dropped a message: %s", reason)
 
     def _remove(self, member: Member, why: str) -> None:
         if self.members.pop(member.identity, None) is None:
             return
         self._by_id.pop(member.id, None)
+        room = self._rooms.get(member.room, {})
+        room.pop(member.id, None)
+        if not room:
+            self._rooms.pop(member.room, None)
+        if member.key is not None and self._by_key.get(member.key) is member:
+            del self._by_key[member.key]
+        self._pending.pop(member.identity, None)
+        held = member.inflight_bytes + sum(_size(p) for _, p in member.slots.values())
+        self._account(-held - (_size(member.last_key[1]) if member.last_key else 0))
+        member.slots.clear()
+        member.last_key = None
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
         for other in self._room(member):
-            other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
-            self._send(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
+            old = other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
+            if old:
+                self._account(-_size(old[1]))
+            self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
+        if held > 16 * 1024 * 1024:
+            trim_memory()  # frames that big came from fresh pages: give them back
 
     def _expire_silent(self) -> None:
         deadline = time.monotonic() - self.heartbeat_timeout
@@ -408,22 +608,71 @@ class Hub:
             self.stats.timed_out += 1
             self._remove(member, "timed out of")
 
+    def _excuse(self, gap: float) -> None:
+        """The hub was not running for ``gap`` s: members' silence meanwhile is not theirs."""
+        self.stats.paused_s += gap
+        for m in self.members.values():
+            m.last_seen += gap
+
     def _room(self, member: Member) -> list[Member]:
-        return [m for m in self.members.values() if m.room == member.room and m is not member]
+        """The other members of ``member``'s room."""
+        return [m for m in self._rooms.get(member.room, {}).values() if m is not member]
+
+    # -- statistics ----------------------------------------------------------------------
+    def _stats_reply(self, identity: bytes, head: dict, asker: Member | None, key: str | None) -> None:
+        """One page of the statistics, in a payload frame: the hub's counters, and the
+        members of each room the asker may see (its own room; rooms without a token on a
+        plain hub; any room for an admin key or whoever gives the room's token)."""
+        admin = self.security is not None and key is not None and self.security.is_admin(key)
+
+        def visible(room: str) -> bool:
+            if admin or (asker is not None and asker.room == room):
+                return True
+            needed = self.room_tokens.get(room)
+            if needed is None:
+                return self.security is None
+            token = head.get("token")
+            return head.get("room") == room and isinstance(token, str) and hmac.compare_digest(
+                token.encode(), needed.encode())
+
+        shown = [m for m in sorted(self.members.values(), key=lambda m: (m.room, m.id)) if visible(m.room)]
+        pages = max(1, -(-len(shown) // STATS_PAGE))
+        page = min(head.get("page", 0), pages - 1)
+        rooms: dict[str, list] = {}
+        for m in shown[page * STATS_PAGE:(page + 1) * STATS_PAGE]:
+            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict()})
+        body = {**self.stats.as_dict(), "members": len(self.members),
+                "room_count": len(self._rooms), "rooms": rooms}
+        self._control(identity, wire.header(MessageType.STATS, page=page, pages=pages),
+                      [msgpack.packb(body, use_bin_type=True)])
 
     def snapshot(self) -> dict:
+        """Every counter and every member's traffic (in this process: no visibility rules)."""
         rooms: dict[str, list] = {}
         for m in self.members.values():
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
                                                  **m.traffic.as_dict()})
-        return {**self.stats.as_dict(), "rooms": rooms}
+        return {**self.stats.as_dict(), "members": len(self.members), "rooms": rooms}
 
 
-MAX_REPORTS = 64  # per feedback message
+def _size(payloads: list | tuple) -> int:
+    return sum(len(p) for p in payloads)
 
 
-def _valid_reports(reports: object) -> bool:
-    return (isinstance(reports, list) and 0 < len(reports) <= MAX_REPORTS
-            and all(isinstance(r, list) and len(r) == 3 and isinstance(r[0], int)
-                    and isinstance(r[1], float | int) and math.isfinite(r[1])
-                    and isinstance(r[2], int) for r in reports))
+def raise_fd_limit(want: int = 65536) -> int:
+    """Raise this process's open-file limit toward ``want`` (as far as the hard limit
+    lets): every connection is a descriptor, and at the common default of 1,024 a crowd of
+    idle connections would lock everyone else out. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def trim_memory() -> None:
+    """Hand freed heap pages back to the kernel (glibc keeps them otherwise)."""
+    name = ctypes.util.find_library("c")
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)

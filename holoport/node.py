@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import msgpack
 import numpy as np
 import zmq
 import zmq.utils.monitor
@@ -86,6 +86,8 @@ class NodeCounters:
     malformed: int = 0
     rejoins: int = 0
     missing_reference: int = 0  # frames that continued one we never decoded
+    unknown_sender: int = 0  # frames from nobody the hub told us of (never drawn)
+    join_resent: int = 0  # joins sent again because no welcome came
     keyframe_requests: int = 0  # asked of us by receivers
     received_by_sender: dict = field(default_factory=dict)
 
@@ -131,6 +133,8 @@ class Node:
         self.counters = NodeCounters()
         self._seq = 0
         self._rejoined = 0.0
+        self._awaiting_welcome: float | None = None  # when we last asked to join, until welcomed
+        self.max_points = wire.DEFAULT_MAX_POINTS  # the hub's limit, from its welcome
         self._owed = 0  # credit to hand back to the hub
         self._decoders: dict[int, codec.OctreeDecoder] = {}  # per sender: octree streams carry state
         self._asked_key: dict[int, float] = {}
@@ -179,11 +183,16 @@ class Node:
     def _await_welcome(self, monitor: zmq.Socket) -> None:
         self._send(self._join_header())
         deadline = time.monotonic() + self.join_timeout
+        asked = time.monotonic()
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         while (left := deadline - time.monotonic()) > 0:
-            ready = dict(poller.poll(int(left * 1000) + 1))
+            if time.monotonic() - asked >= 1.0:  # a join, or its welcome, can be lost: ask again
+                asked = time.monotonic()
+                self.counters.join_resent += 1
+                self._send(self._join_header())
+            ready = dict(poller.poll(int(min(left, 1.0) * 1000) + 1))
             if monitor in ready:
                 event = zmq.utils.monitor.recv_monitor_message(monitor)
                 raise JoinError(_handshake_failure(event["event"], self.hub, self.security is not None))
@@ -213,15 +222,15 @@ class Node:
         return wire.header(MessageType.JOIN, room=self.room, name=self.name, credit=self.credit, **extra)
 
     def _welcome(self, h: dict) -> None:
-        try:
-            self.id, self.seat, self.seats = int(h["id"]), int(h["seat"]), int(h["seats"])
-            peers = {int(m["id"]): Peer(int(m["id"]), str(m["name"]), int(m["seat"]))
-                     for m in h.get("members", [])}
-        except (KeyError, TypeError, ValueError):
+        if not wire.need(h, "id", "seat", "seats") or h["seat"] >= h["seats"]:
             self.counters.malformed += 1
             return
+        self.id, self.seat, self.seats = h["id"], h["seat"], h["seats"]
+        self.peers = {m["id"]: Peer(m["id"], m["name"], m["seat"]) for m in h.get("members", [])
+                      if m["id"] != self.id and m["seat"] < self.seats}
         self.name = h.get("name", self.name)
-        self.peers = peers
+        self.max_points = h.get("max_points", wire.DEFAULT_MAX_POINTS)
+        self._awaiting_welcome = None
         self._decoders.clear()  # ids may be new (a restarted hub): streams start again
         self._owed = 0  # a (re)join starts a fresh credit window
         log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
@@ -292,10 +301,19 @@ class Node:
                  "?" if self.rtt is None else f"{self.rtt * 1e3:.2f}")
 
     def heartbeat(self, interval: float = 1.0) -> None:
-        """Tell the hub we are alive if nothing else was sent for ``interval`` seconds."""
+        """Tell the hub we are alive if nothing else was sent for ``interval`` seconds, and
+        ask again to join when a re-join got no welcome within a second (the hub may have
+        been paused, or its answer lost on the way)."""
         if time.monotonic() - self._last_sent >= interval:
             self._send(wire.header(MessageType.HEARTBEAT))
+        if self._awaiting_welcome is not None and time.monotonic() - self._awaiting_welcome >= 1.0:
+            self.counters.join_resent += 1
+            self._rejoin()
         self.sync_clock()
+
+    def _rejoin(self) -> None:
+        self._awaiting_welcome = time.monotonic()
+        self._send(self._join_header())
 
     def sync_clock(self, every: float = 2.0) -> None:
         """Ask the hub for the time (at most every ``every`` s); the reply arrives through
@@ -305,8 +323,11 @@ class Node:
             self._send(wire.header(MessageType.TIME, t0=self.clock()))
 
     def _time_reply(self, h: dict, t3: float) -> None:
-        t0, t1, t2 = h.get("t0"), h.get("t1"), h.get("t2")
-        if not all(isinstance(t, float | int) for t in (t0, t1, t2)) or not t0 <= t3:
+        if not wire.need(h, "t0", "t1", "t2") or not h["t0"] <= t3:
+            self.counters.malformed += 1
+            return
+        t0, t1, t2 = h["t0"], h["t1"], h["t2"]
+        if abs(t1 - t0) > 1e7 or t2 < t1 or (t3 - t0) < (t2 - t1):  # a broken clock or a lie
             self.counters.malformed += 1
             return
         rtt = (t3 - t0) - (t2 - t1)
@@ -318,15 +339,13 @@ class Node:
 
     def _to_local(self, head: dict) -> None:
         """Put a frame's stamps on our clock: the sender's via its offset, the hub's via ours."""
-        ts, off = head.get("ts"), head.get("off")
-        if self.offset is None or not isinstance(ts, dict):
+        ts, off = head["ts"], head.get("off")
+        if self.offset is None:
             return
         for stage, t in ts.items():
-            if not isinstance(t, float | int):
-                continue
             if stage.startswith("hub_"):
                 ts[stage] = t - self.offset
-            elif isinstance(off, float | int):
+            elif off is not None:
                 ts[stage] = t + off - self.offset
 
     def _send(self, head: dict, payloads: list | tuple = ()) -> bool:
@@ -358,20 +377,28 @@ class Node:
             received = self.clock()
             try:
                 msg = wire.decode(frames)
+            except wire.FieldError as exc:
+                taken += exc.kind == MessageType.FRAME  # the hub counted it against our credit
+                self.counters.malformed += 1
+                continue
             except wire.WireError:
                 self.counters.malformed += 1
                 continue
             if msg.type == MessageType.FRAME:
                 taken += 1
-                src = msg.header.get("src")
-                if not isinstance(src, int) or len(msg.payloads) != 1:
+                head = msg.header
+                if not wire.need(head, "src", "seq", "ts") or len(msg.payloads) != 1:
                     self.counters.malformed += 1
                     continue
-                self._to_local(msg.header)
-                msg.header.setdefault("ts", {})["received"] = received
-                if msg.header.get("fb") is True and isinstance(msg.header.get("seq"), int):
+                src = head["src"]
+                if src not in self.peers:  # never drawn at no seat: the hub told us of everyone
+                    self.counters.unknown_sender += 1
+                    continue
+                self._to_local(head)
+                head["ts"]["received"] = received
+                if head.get("fb") is True:
                     reports.setdefault(src, []).append(
-                        [msg.header["seq"], received + (self.offset or 0.0), len(msg.payloads[0].buffer)])
+                        [head["seq"], received + (self.offset or 0.0), len(msg.payloads[0].buffer)])
                 if src in newest:
                     self.counters.skipped_stale += 1
                 newest[src] = msg
@@ -403,6 +430,8 @@ class Node:
             return self._frame(head, src, *empty, len(payload))
         try:
             positions, colors = self._decode_payload(src, payload)
+            if not (np.isfinite(positions).all() if len(positions) else True):
+                raise codec.CodecError("positions that are not finite")
         except codec.MissingReference:  # we skipped or lost the frame this one continues
             self.counters.missing_reference += 1
             if time.monotonic() - self._asked_key.get(src, -1.0) >= 0.5:
@@ -423,26 +452,34 @@ class Node:
         c.received += 1
         c.received_bytes += nbytes
         c.received_by_sender[peer.name] = c.received_by_sender.get(peer.name, 0) + 1
-        return RemoteFrame(src, peer.name, peer.seat, int(head.get("seq", 0)), positions, colors,
-                           ts, nbytes)
+        return RemoteFrame(src, peer.name, peer.seat, head["seq"], positions, colors, ts, nbytes)
 
     def _decode_payload(self, src: int, payload) -> tuple[np.ndarray, np.ndarray]:
+        """Decode within the hub's points-per-frame limit: a stream that declares more is
+        refused before anything is allocated for it."""
         if codec.container.peek_codec_id(payload) == codec.OctreeCodec.codec_id:
-            return self._decoders.setdefault(src, codec.OctreeDecoder()).decode(payload)
-        return codec.decode(payload)
+            return self._decoders.setdefault(src, codec.OctreeDecoder()).decode(payload, max_points=self.max_points)
+        return codec.decode(payload, max_points=self.max_points)
 
     def _control(self, msg: wire.Message) -> None:
         h = msg.header
-        if msg.type in (MessageType.JOINED, MessageType.LEFT) and not isinstance(h.get("id"), int):
-            self.counters.malformed += 1
-            return
         if msg.type == MessageType.JOINED:
-            self.peers[h["id"]] = Peer(h["id"], h.get("name", ""), h.get("seat", -1))
-            log.info("%s joined at seat %s", h.get("name"), h.get("seat"))
+            if not wire.need(h, "id", "name", "seat") or h["id"] == self.id or (self.seats and h["seat"] >= self.seats):
+                self.counters.malformed += 1
+                return
+            if h["seat"] == self.seat:  # our seat is someone else's: the hub forgot us, ask again
+                self._rejoin()
+            for other in [p for p in self.peers.values() if p.seat == h["seat"]]:
+                self.peers.pop(other.id)  # nobody keeps a seat given to someone else
+            self.peers[h["id"]] = Peer(h["id"], h["name"], h["seat"])
+            log.info("%s joined at seat %s", h["name"], h["seat"])
         elif msg.type == MessageType.LEFT:
-            peer = self.peers.pop(h.get("id"), None)
-            self._decoders.pop(h.get("id"), None)
-            log.info("%s left (%s)", peer.name if peer else h.get("id"), h.get("reason"))
+            if not wire.need(h, "id"):
+                self.counters.malformed += 1
+                return
+            peer = self.peers.pop(h["id"], None)
+            self._decoders.pop(h["id"], None)
+            log.info("%s left (%s)", peer.name if peer else h["id"], h.get("reason"))
         elif msg.type == MessageType.REFUSED:
             log.warning("the hub refused a message: %s", h.get("reason"))
         elif msg.type == MessageType.REJOIN and time.monotonic() - self._rejoined >= 0.5:
@@ -450,7 +487,7 @@ class Node:
             log.warning("the hub no longer knows us: joining room %r again", self.room)
             self._rejoined = time.monotonic()
             self.counters.rejoins += 1
-            self._send(self._join_header())
+            self._rejoin()
         elif msg.type == MessageType.WELCOME:
             self._welcome(h)
         elif msg.type == MessageType.TIME:
@@ -458,6 +495,9 @@ class Node:
         elif msg.type == MessageType.FEEDBACK:
             self._feedback(h)
         elif msg.type == MessageType.KEYFRAME:
+            if not wire.need(h, "from"):
+                self.counters.malformed += 1
+                return
             self.counters.keyframe_requests += 1
             if hasattr(self.encoder, "request_keyframe"):  # stateless codecs send nothing else
                 self.encoder.request_keyframe()
@@ -465,12 +505,11 @@ class Node:
 
     def _feedback(self, h: dict) -> None:
         """A receiver's arrival reports of our frames, handed to ``on_feedback`` on our clock."""
-        receiver, reports = h.get("from"), h.get("r")
-        if self.on_feedback is None or not isinstance(receiver, int) or not isinstance(reports, list):
+        if self.on_feedback is None or not wire.need(h, "from", "r"):
             return
-        for r in reports:
-            if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], int)
-                    and r[0] in self._sent_log and isinstance(r[1], float | int) and math.isfinite(r[1])):
+        receiver = h["from"]
+        for r in h["r"]:
+            if r[0] not in self._sent_log:
                 continue
             sent, nbytes = self._sent_log[r[0]]
             arrived = r[1] - (self.offset or 0.0)
@@ -479,27 +518,43 @@ class Node:
 
 
 def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float = 3.0,
-                insecure: bool = False) -> dict:
-    """The hub's counters and, per room, each member's traffic (``holoport stats``)."""
+                insecure: bool = False, room: str | None = None, token: str | None = None) -> dict:
+    """The hub's counters and, per room we may see, each member's traffic (``holoport
+    stats``), gathered over as many pages as the hub has. ``room`` and ``token`` show a
+    room that has a token."""
     require_loopback(hub, insecure, "hub", encrypted=security is not None)
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
+    ask = {k: v for k, v in (("room", room), ("token", token)) if v is not None}
+    merged: dict = {}
     try:
         if security is not None:
             security.apply(sock)
         sock.connect(hub)
-        sock.send_multipart(wire.encode(wire.header(MessageType.STATS)))
-        if not sock.poll(int(timeout * 1000)):
-            raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s; is one running there "
-                            f"(`holoport hub --bind {hub}`)? An encrypted hub answers only with --key and --hub-key")
-        try:
-            stats = wire.decode(sock.recv_multipart()).header.get("stats")
-        except wire.VersionError as exc:  # a hub of another release: its refusal says why
-            raise JoinError(f"the hub refused: {exc.refusal}" if exc.refusal is not None
-                            else f"the hub at {hub} answered in another format: {exc}") from None
+        page, pages = 0, 1
+        while page < pages:
+            sock.send_multipart(wire.encode(wire.header(MessageType.STATS, page=page, **ask)))
+            if not sock.poll(int(timeout * 1000)):
+                raise JoinError(f"no hub answered at {hub} within {timeout:.0f} s; is one running there "
+                                f"(`holoport hub --bind {hub}`)? An encrypted hub answers only with --key "
+                                "and --hub-key")
+            try:
+                msg = wire.decode(sock.recv_multipart())
+                body = msgpack.unpackb(msg.payloads[0], raw=False, strict_map_key=False) if msg.payloads else None
+            except wire.VersionError as exc:  # a hub of another release: its refusal says why
+                raise JoinError(f"the hub refused: {exc.refusal}" if exc.refusal is not None
+                                else f"the hub at {hub} answered in another format: {exc}") from None
+            except (wire.WireError, ValueError, msgpack.UnpackException) as exc:
+                raise JoinError(f"the hub at {hub} answered in another format: {exc}") from None
+            if msg.type != MessageType.STATS or not isinstance(body, dict) or not isinstance(body.get("rooms"), dict):
+                raise JoinError(f"the hub at {hub} answered without statistics")
+            pages = min(msg.header.get("pages", 1), 10_000)
+            rooms = merged.setdefault("rooms", {})
+            merged.update({k: v for k, v in body.items() if k != "rooms"})
+            for name, members in body["rooms"].items():
+                rooms.setdefault(name, []).extend(members)
+            page += 1
     finally:
         sock.close()
-    if not isinstance(stats, dict):
-        raise JoinError(f"the hub at {hub} answered without statistics")
-    return stats
+    return merged

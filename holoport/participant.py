@@ -179,8 +179,9 @@ class Participant:
 
     def _receive(self, frames: list[RemoteFrame]) -> None:
         for f in frames:
-            ts = f.ts
-            self.latency.add("network", (ts["received"] - ts["sent"]) * 1e3)
+            ts = f.ts  # validated stamps, but a sender may leave any of its own out
+            if "sent" in ts:
+                self.latency.add("network", (ts["received"] - ts["sent"]) * 1e3)
             self.latency.add("decode", (ts["decoded"] - ts["received"]) * 1e3)
             self.remote[f.sender] = f
             if self._dumps(f.seq, self.recv_dump):
@@ -207,7 +208,8 @@ class Participant:
         t1 = time.time()
         self.latency.add("render", (t1 - t0) * 1e3)
         for s in order:
-            self.latency.add("end_to_end", (t1 - self.remote[s].ts["capture"]) * 1e3)
+            if "capture" in self.remote[s].ts:
+                self.latency.add("end_to_end", (t1 - self.remote[s].ts["capture"]) * 1e3)
         if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])

@@ -69,32 +69,53 @@ class HubSecurity:
 
     The allow-list is the folder's ``*.key`` files, read again whenever an unknown key
     knocks, so an operator admits someone new by copying their public key in while the
-    hub runs. Every refusal is logged (with the key) and counted in ``refused``.
+    hub runs. Every refusal is logged (with the key) and counted in ``refused``. A key's
+    file name is who it is: ``ana.key`` joins as "ana", whatever name its join asks for.
+    Admin keys (the hub's own, and those in ``admin``) may see every room's statistics.
     """
 
-    def __init__(self, keys: KeyPair, allow: str | Path) -> None:
+    def __init__(self, keys: KeyPair, allow: str | Path, admin: str | Path | None = None) -> None:
         allow = Path(allow)
         if not allow.is_dir():
             raise FileNotFoundError(f"allow-list folder {allow} does not exist: put the "
                                     f"participants' NAME.key files in one")
+        if admin is not None and not Path(admin).is_dir():
+            raise FileNotFoundError(f"admin key folder {admin} does not exist: put the operators' "
+                                    f"NAME.key files in one")
         self.keys = keys
         self.allow = allow
+        self.admin_dir = Path(admin) if admin is not None else None
         self.refused = 0
         self._known = self._read_allow_list()
+        self._admins = self._read_admins()
         self._auth: ThreadAuthenticator | None = None
 
-    def _read_allow_list(self) -> set[bytes]:
-        return set(zmq.auth.load_certificates(str(self.allow)))
+    def _read_allow_list(self) -> dict[bytes, str]:
+        return _read_key_folder(self.allow)
+
+    def _read_admins(self) -> set[bytes]:
+        extra = _read_key_folder(self.admin_dir) if self.admin_dir is not None else {}
+        return {self.keys.public, *extra}
 
     def allowed(self) -> int:
         return len(self._known)
 
+    def name_of(self, z85_key: str | bytes) -> str | None:
+        """The name an allow-listed key joins as (its file's name)."""
+        key = z85_key.encode() if isinstance(z85_key, str) else z85_key
+        return self._known.get(key)
+
+    def is_admin(self, z85_key: str | bytes) -> bool:
+        key = z85_key.encode() if isinstance(z85_key, str) else z85_key
+        return key in self._admins
+
     def callback(self, domain: str, z85_key: bytes) -> bool:
         """pyzmq's ZAP credentials hook: is this CURVE public key on the allow-list?"""
-        if z85_key in self._known:
+        if z85_key in self._known or z85_key in self._admins:
             return True
         self._known = self._read_allow_list()
-        if z85_key in self._known:
+        self._admins = self._read_admins()
+        if z85_key in self._known or z85_key in self._admins:
             return True
         self.refused += 1
         log.warning("refused a participant whose key is not on the allow-list in %s: %s",
@@ -115,6 +136,19 @@ class HubSecurity:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+
+
+def _read_key_folder(folder: Path) -> dict[bytes, str]:
+    """Public key (z85) -> the name of the file it is in, for every ``NAME.key`` there."""
+    keys: dict[bytes, str] = {}
+    for path in sorted(folder.glob("*.key")):
+        try:
+            public = zmq.auth.load_certificate(str(path))[0]
+        except (ValueError, OSError) as exc:
+            log.warning("skipped %s in the key folder: %s", path, exc)
+            continue
+        keys.setdefault(public, path.stem)
+    return keys
 
 
 @dataclass(frozen=True)

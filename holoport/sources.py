@@ -108,17 +108,43 @@ class CameraPoints(PointSource):
 
 
 class RecordingPoints(PointSource):
+    """A Holoport recording's frames as points. A damaged frame (its record does not check out,
+    or its payload does not decode) is reported, counted in ``skipped`` and passed over for the
+    next one, so a participant playing a damaged recording stays in the meeting."""
+
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = True) -> None:
         self.player = RecordingPlayer(path, realtime=realtime, loop=loop)
         self.name = Path(path).name
         crop = self.player.recording.meta.get("crop", "person")
         self.crop = crop if crop in CROPS else "person"
+        self._undecodable: set[int] = set()  # frames whose record checked out but whose payload did not
+
+    @property
+    def skipped(self) -> int:
+        """How many damaged frames were passed over so far."""
+        return len(self.player.skipped_frames | self._undecodable)
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        entry = self.player.read()
-        if entry is None:
-            raise EOFError(f"{self.name} has ended")
-        return self.points(entry)
+        # each frame that fails is marked damaged, so the player passes over it from then on
+        # (and raises RecordingError once every frame is): this ends
+        while True:
+            entry = self.player.read()
+            if entry is None:
+                raise EOFError(f"{self.name} has ended")
+            if (cloud := self.decode(entry)) is not None:
+                return cloud
+
+    def decode(self, entry: Entry) -> tuple[np.ndarray, np.ndarray] | None:
+        """``points(entry)``, or None when the payload does not decode: the frame is then
+        reported to the recording as damaged and counted."""
+        if entry.kind == CLOUD and entry.head.get("format") != CODEC_FORMAT:
+            return self.points(entry)  # raises: a stream this source cannot read is not damage
+        try:
+            return self.points(entry)
+        except ValueError as exc:  # RecordingError, CodecError
+            self._undecodable.add(entry.index)
+            self.player.recording.report(entry.index, f"its payload does not decode: {exc}")
+            return None
 
     def points(self, entry: Entry) -> tuple[np.ndarray, np.ndarray]:
         """An entry's points: decoded, or back-projected (cut to the person when the
@@ -131,8 +157,13 @@ class RecordingPoints(PointSource):
         return self.cut(entry.rgbd())
 
     def read_rgbd(self) -> RGBDFrame | None:
-        entry = self.player.read()
-        return None if entry is None or entry.kind == CLOUD else entry.rgbd()
+        while (entry := self.player.read()) is not None and entry.kind != CLOUD:
+            try:
+                return entry.rgbd()
+            except ValueError as exc:  # a damaged frame: reported, then passed over
+                self._undecodable.add(entry.index)
+                self.player.recording.report(entry.index, f"its payload does not decode: {exc}")
+        return None
 
     def close(self) -> None:
         self.player.close()

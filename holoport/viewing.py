@@ -37,12 +37,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from capture.recording import RecordingError
 from render import Camera, PlacedCloud, Renderer, Room
 from render.video import PNG_PATTERN, VideoOutput, orbit_path, seat_path
 from render.window import DesktopWindow, NoDisplayError, no_display
 
 if TYPE_CHECKING:
     from holoport.node import Node, RemoteFrame
+    from holoport.sources import RecordingPoints
 
 DEFAULT_HUB = "tcp://127.0.0.1:5555"
 LIVE_SECONDS = 10.0  # a live render's length when neither --seconds nor --frames is given
@@ -97,13 +99,28 @@ class RecordedScene:
             index = max(0, int(np.searchsorted(self._times[i], local, "right")) - 1)
             cached = self._cache.get(i)
             if cached is None or cached[0] != index:  # a frame shown again is decoded once
-                cached = self._cache[i] = (index, source.points(source.player.recording.entry(index)))
+                cloud = _frame_at(source, index)
+                if cloud is not None or cached is None:  # a damaged frame: the last good one stays up
+                    cached = self._cache[i] = (index, cloud if cloud is not None else _NOBODY)
             out.append(Person(self.names[i], i, *cached[1]))
         return out
 
     def close(self) -> None:
         for source in self.sources:
             source.close()
+
+
+_NOBODY = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+
+
+def _frame_at(source: RecordingPoints, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame ``index`` of a recording as points, or None when it is damaged (reported)."""
+    try:
+        entry = source.player.recording.entry(index)
+    except RecordingError as exc:
+        source.player.recording.report(index, str(exc))
+        return None
+    return source.decode(entry)
 
 
 class LiveScene:

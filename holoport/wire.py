@@ -18,10 +18,19 @@ and, as the type needs them:
 Readers ignore keys they do not know, so fields can be added without a version change.
 ``decode`` validates sizes before parsing and raises :class:`WireError` for anything
 malformed, so the hub can drop a bad message, count it and keep serving.
+
+Every field a reader acts on is checked against one schema (``SCHEMA``), by the hub on
+what it receives and by the node on what the hub forwards: ``decode`` returns a header
+that holds only the schema's fields, each of its declared type and range, so a handler
+can index it without guarding against a string where a number belongs, a NaN, a map
+with integer keys or a missing stage. The hub rebuilds every forwarded frame's header
+from these fields; a node treats what arrives as untrusted all the same.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +39,7 @@ import msgpack
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PAYLOAD_FRAMES = 8
+DEFAULT_MAX_POINTS = 1 << 20  # points per frame a hub admits unless told otherwise (--max-points)
 
 
 class MessageType:
@@ -55,6 +65,14 @@ class MessageType:
 
 class WireError(ValueError):
     """A message that is not valid Holoport wire format."""
+
+
+class FieldError(WireError):
+    """A message of a known type with a field of the wrong type or range."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
 
 
 class VersionError(WireError):
@@ -86,6 +104,107 @@ class Message:
     @property
     def type(self) -> str:
         return self.header["type"]
+
+
+# -- the schema: every field a reader acts on, with its type and range ------------------
+Check = Callable[[Any], Any]  # returns the clean value, or raises ValueError
+MAX_ID = (1 << 53) - 1  # ids and sequence numbers stay exact as msgpack and float
+MAX_STAGES = 16  # time stamps in one frame's ``ts``
+
+
+def _int(lo: int, hi: int) -> Check:
+    def check(v: Any) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"an integer in {lo}..{hi}")
+        return v
+    return check
+
+
+def _float(limit: float) -> Check:
+    def check(v: Any) -> float:
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or abs(v) > limit:
+            raise ValueError(f"a finite number within ±{limit:g}")
+        return float(v)
+    return check
+
+
+def _str(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not lo <= len(v) <= hi:
+            raise ValueError(f"a string of {lo}..{hi} characters")
+        return v
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
+_time = _float(1e12)  # seconds on some participant's clock
+
+
+def _stamps(v: Any) -> dict[str, float]:
+    if not isinstance(v, dict) or len(v) > MAX_STAGES:
+        raise ValueError(f"a map of at most {MAX_STAGES} stage names to times")
+    return {_str(1, 32)(k): _time(t) for k, t in v.items()}
+
+
+def _reports(v: Any) -> list[list]:
+    if not isinstance(v, list) or not 0 < len(v) <= MAX_REPORTS:
+        raise ValueError(f"a list of 1..{MAX_REPORTS} [seq, arrived, bytes] reports")
+    seq, size = _int(0, MAX_ID), _int(0, 1 << 40)
+    out = []
+    for r in v:
+        if not isinstance(r, list) or len(r) != 3:
+            raise ValueError("reports of [seq, arrived, bytes]")
+        out.append([seq(r[0]), _time(r[1]), size(r[2])])
+    return out
+
+
+def _members(v: Any) -> list[dict]:
+    if not isinstance(v, list) or len(v) > MAX_SEATS:
+        raise ValueError(f"a list of at most {MAX_SEATS} members")
+    out = []
+    for m in v:
+        if not isinstance(m, dict):
+            raise ValueError("members as maps of id, name, seat")
+        out.append({"id": _id(m.get("id")), "name": _name(m.get("name")), "seat": _seat(m.get("seat"))})
+    return out
+
+
+MAX_SEATS = 16
+MAX_REPORTS = 64  # arrival reports per feedback message
+MAX_CREDIT = 64  # frames a receiver may have in flight, at most
+_id, _seat, _name = _int(1, MAX_ID), _int(0, MAX_SEATS - 1), _str(0, 64)
+
+# per message type: field -> check. A field that is present must pass its check (else the
+# whole message is malformed); absent fields stay absent, and each handler says which it
+# needs (``need``). Fields not listed are dropped on decode.
+SCHEMA: dict[str, dict[str, Check]] = {
+    "join": {"room": _str(1, 64), "name": _name, "credit": _int(1, MAX_CREDIT), "token": _str(0, 256)},
+    "welcome": {"room": _str(1, 64), "id": _id, "name": _name, "seat": _seat, "seats": _int(2, MAX_SEATS),
+                "members": _members, "max_points": _int(1, 1 << 26)},
+    "refused": {"reason": _str(0, 1000)},
+    "joined": {"id": _id, "name": _name, "seat": _seat},
+    "left": {"id": _id, "reason": _str(0, 200)},
+    "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,
+              "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool},
+    "leave": {"room": _str(0, 64)},
+    "heartbeat": {},
+    "stats": {"page": _int(0, 1 << 20), "pages": _int(1, 1 << 20), "token": _str(0, 256), "room": _str(1, 64)},
+    "credit": {"n": _int(1, MAX_CREDIT)},
+    "rejoin": {},
+    "keyframe": {"of": _id, "from": _id},
+    "time": {"t0": _time, "t1": _time, "t2": _time},
+    "feedback": {"to": _id, "from": _id, "r": _reports},
+}
+
+
+def need(head: dict, *names: str) -> bool:
+    """Whether a validated header has every field a handler needs."""
+    return all(n in head for n in names)
 
 
 def header(type_: str, **fields: Any) -> dict:
@@ -125,5 +244,18 @@ def decode(frames: list) -> Message:
         raise VersionError(version, head)
     kind = head.get("type")
     if not isinstance(kind, str) or kind not in MessageType.ALL:
-        raise WireError(f"unknown message type {kind!r}")
-    return Message(head, list(frames[1:]))
+        raise WireError("unknown message type")
+    return Message(validate(kind, head), list(frames[1:]))
+
+
+def validate(kind: str, head: dict) -> dict:
+    """The header with only ``kind``'s schema fields, each checked (``WireError`` names the
+    first bad one; the text is fixed, never the sender's, so counts keyed by it stay few)."""
+    clean = {"v": PROTOCOL_VERSION, "type": kind}
+    for name, check in SCHEMA[kind].items():
+        if name in head:
+            try:
+                clean[name] = check(head[name])
+            except (ValueError, TypeError) as exc:
+                raise FieldError(kind, f"{kind} field '{name}' must be {exc}") from None
+    return clean

@@ -208,7 +208,7 @@ def test_a_late_goodbye_from_a_removed_peer_is_not_counted_as_malformed(hub):
             b.poll(0.05)
         a.close()
         assert hub.stats.dropped_malformed == 1
-        assert list(hub.stats.by_reason) == ["frame from a peer that has not joined"]
+        assert list(hub.stats.by_reason) == ["a message from a peer that has not joined"]
 
 
 def test_a_receiver_that_stops_reading_gets_fresh_frames_not_a_backlog(hub):

@@ -9,14 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from codec import BaselineCodec
 from holoport import wire
 from holoport.endpoints import free_tcp_endpoint
+from holoport.node import query_stats
 from render import Room
 from tests.conftest import ROOT, holoport_cmd, spawn
 
@@ -24,14 +23,7 @@ NAMES = ["ana", "ben", "chiara"]
 
 
 def _hub_stats(endpoint: str) -> dict:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    sock.send(msgpack.packb(wire.header("stats")))
-    assert sock.poll(3000), "the hub did not answer a stats request"
-    stats = wire.decode(sock.recv_multipart()).header["stats"]
-    sock.close()
-    return stats
+    return query_stats(endpoint)
 
 
 def _finish(procs, timeout=30):

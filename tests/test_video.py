@@ -10,14 +10,12 @@ from pathlib import Path
 
 import imageio.v2 as iio2
 import imageio.v3 as iio
-import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from capture.recording import Recording
-from holoport import wire
 from holoport.endpoints import free_tcp_endpoint
+from holoport.node import JoinError, query_stats
 from render import Camera, Renderer, Room
 from render.video import VideoOutput, orbit_path, seat_path
 from tests.conftest import ROOT, holoport_cmd, spawn
@@ -109,13 +107,10 @@ def test_an_orbit_circles_the_table_with_everyone_in_view(recording, tmp_path):
 
 
 def _hub_members(endpoint: str, room: str) -> list:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    sock.send(msgpack.packb(wire.header("stats")))
-    members = wire.decode(sock.recv_multipart()).header["stats"]["rooms"].get(room, []) if sock.poll(3000) else []
-    sock.close()
-    return members
+    try:
+        return query_stats(endpoint).get("rooms", {}).get(room, [])
+    except JoinError:
+        return []
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> None:
