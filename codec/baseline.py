@@ -17,12 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from codec import container
+from codec import container, limits
 from codec.errors import CodecError
 from codec.types import validate_cloud
 
 #: Points a stream may claim before the decoder refuses it (256 MB of decoded geometry).
 MAX_POINTS = 1 << 24
+#: Points a stream may carry per byte of its sections (beyond ``limits.FREE_POINTS``): a
+#: zstd bomb of 2**24 points of zeros packs ~3,600 into each byte. The most compact real
+#: frame packs 1.65 (Kinect person.pcd, 2.4 mm cells, zstd level 19; MVUB frames 0.31-0.54,
+#: the synthetic camera's person 0.54 and whole room 0.87), so 16 leaves a margin of ~10x.
+#: Measured over every frame in ../shared/data/pointclouds and the synthetic camera, zstd
+#: levels 1-19, with the sweep in docs/codec.md ("Limits on untrusted streams").
+POINTS_PER_BYTE = 16
 
 _PARAMS = struct.Struct("<I4fBb")  # n_points, voxel_size, origin xyz, bits, zstd level
 
@@ -52,6 +59,7 @@ class BaselineCodec:
             raise ValueError(f"bits must be in 1..16, got {self.bits}")
         if not 1 <= self.level <= 22:
             raise ValueError(f"zstd level must be in 1..22, got {self.level}")
+        limits.check_volume(self.origin, self.voxel_size * (1 << self.bits), self.voxel_size)
         object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
 
     # -- configuration (round-trips like numcodecs) ------------------------------------
@@ -95,8 +103,14 @@ class BaselineCodec:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """Decode a baseline stream; the parameters come from the stream itself."""
+    def decode(cls, data: bytes, *, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a baseline stream; the parameters come from the stream itself.
+
+        A stream declaring more than ``max_points`` points (the meeting's limit), more than
+        ``MAX_POINTS``, or more than its bytes can honestly carry is refused before anything
+        is inflated or allocated.
+        """
+        limits.check_max_points(max_points)
         box = container.unpack(data)
         if box.codec_id != cls.codec_id:
             raise CodecError(f"codec id {box.codec_id} is not the baseline codec ({cls.codec_id})")
@@ -107,8 +121,8 @@ class BaselineCodec:
             codec = cls(voxel_size=voxel, origin=(ox, oy, oz), bits=bits, level=level)
         except ValueError as exc:
             raise CodecError(f"invalid baseline parameters: {exc}") from exc
-        if n > MAX_POINTS:
-            raise CodecError(f"stream claims {n} points, more than the limit {MAX_POINTS}")
+        limits.check_count(n, sum(len(s) for s in box.sections), codec_max=MAX_POINTS,
+                           per_byte=POINTS_PER_BYTE, max_points=max_points, name="baseline")
         if len(box.sections) != 2:
             raise CodecError(f"baseline stream needs 2 sections, found {len(box.sections)}")
         geom = np.frombuffer(_inflate(box.sections[0], 6 * n), dtype=np.uint16).reshape(3, n)
@@ -125,7 +139,10 @@ def _inflate(section: memoryview, expected: int) -> bytes:
     try:
         if zstandard.frame_content_size(section) != expected:
             raise CodecError(f"section does not declare the expected {expected} bytes")
-        out = zstandard.ZstdDecompressor().decompress(section, allow_extra_data=False)
+        # zstd inflates into a buffer of the declared size (exactly ``expected``, checked
+        # above) and fails rather than write past it; max_output_size says so again
+        out = zstandard.ZstdDecompressor().decompress(section, max_output_size=expected,
+                                                      allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise CodecError(f"corrupt zstd section: {exc}") from exc
     if len(out) != expected:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import _color_kernels, _raht_kernels, _rans, container
+from codec import _color_kernels, _raht_kernels, _rans, container, limits
 from codec._entropy import new_buffer, new_model
 from codec._octree_kernels import (
     KEY_BITS,
@@ -50,6 +50,17 @@ from codec.errors import CodecError
 from codec.types import validate_cloud
 
 MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder allocate
+#: Voxels a stream may carry per byte of its sections (beyond ``limits.FREE_POINTS``), i.e.
+#: at least 1/8 bit per voxel. A solid 128**3 block of one colour codes its 2.1M voxels
+#: in 1.2 kB (1,750 a byte); no real frame comes close. Most compact real
+#: frame: 6.5 voxels per byte (1.23 bits; ricardo_8bit, depth 8, colour step 64, one slice,
+#: a frame continuing the statistics); Kinect frames 4.2-5.2, the synthetic camera's person
+#: 4.4. The project's most compact stream of all, the synthetic camera's whole room (flat
+#: noise-free floor and walls) at depth 7, step 64, packs 20-21: 64 stays 3x above that and
+#: 10x above any real frame. Measured over every frame in ../shared/data/pointclouds and
+#: the synthetic camera at depths bits-4..bits, colour steps 1-64, 1-5 slices, keyframes and
+#: continued frames, with the sweep in docs/codec.md ("Limits on untrusted streams").
+POINTS_PER_BYTE = 64
 MAX_DEPTH = 16
 MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
@@ -93,6 +104,7 @@ class OctreeCodec:
             raise ValueError(f"color_step must be in 1..255 (1 = lossless), got {self.color_step}")
         if not 1 <= self.slices <= MAX_SLICES:
             raise ValueError(f"slices must be in 1..{MAX_SLICES}, got {self.slices}")
+        limits.check_volume(self.origin, self.size, self.size / (1 << self.depth))
         object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
 
     @property
@@ -228,10 +240,15 @@ class OctreeCodec:
 
     # -- decoding ------------------------------------------------------------------------
     @classmethod
-    def decode(cls, data: bytes, level: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode(cls, data: bytes, level: int | None = None, *, max_points: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Decode a stream; with ``level`` < depth, the cloud voxelized at that depth (cell
-        centres, colours averaged over each cell)."""
-        codec, stream = cls._open(data)
+        centres, colours averaged over each cell).
+
+        A stream declaring more voxels than ``max_points`` (the meeting's limit; the count at
+        full depth, whatever ``level``), than ``MAX_POINTS`` or than its bytes can honestly
+        carry is refused before anything is decoded."""
+        codec, stream = cls._open(data, max_points=max_points)
         stream.require_keyframe()
         codes, colors = stream.decode()
         if level is not None and level != codec.depth:
@@ -240,22 +257,26 @@ class OctreeCodec:
         return codec._positions(codes, codec.depth), colors
 
     @classmethod
-    def decode_geometry(cls, data: bytes, level: int | None = None) -> np.ndarray:
-        """Only the positions, decoding the octree no deeper than ``level``."""
-        codec, stream = cls._open(data)
+    def decode_geometry(cls, data: bytes, level: int | None = None, *, max_points: int | None = None
+                        ) -> np.ndarray:
+        """Only the positions, decoding the octree no deeper than ``level`` (``max_points``
+        as in :meth:`decode`)."""
+        codec, stream = cls._open(data, max_points=max_points)
         stream.require_keyframe()
         level = codec.depth if level is None else codec._check_level(level)
         return codec._positions(stream.geometry(level), level)
 
     @classmethod
-    def decode_damaged(cls, data: bytes) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def decode_damaged(cls, data: bytes, *, max_points: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Decode what survived damage: slices whose own checksum fails are left out.
 
         For streams that may arrive corrupted (a lossy link, a damaged recording). The
         parameters, the top of the tree and the slice table must be intact (they carry a
         checksum of their own); returns positions, colours and the skipped slices.
+        ``max_points`` as in :meth:`decode`.
         """
-        codec, stream = cls._open(data, strict=False)
+        codec, stream = cls._open(data, strict=False, max_points=max_points)
         stream.require_keyframe()
         k = len(stream.table)
         skipped = [j for j in range(k) if zlib.crc32(
@@ -264,7 +285,9 @@ class OctreeCodec:
         return codec._positions(codes, codec.depth), colors, skipped
 
     @classmethod
-    def _open(cls, data: bytes, strict: bool = True) -> tuple[OctreeCodec, _Stream]:
+    def _open(cls, data: bytes, strict: bool = True, max_points: int | None = None
+              ) -> tuple[OctreeCodec, _Stream]:
+        limits.check_max_points(max_points)
         box = container.unpack(data, verify_checksum=strict)
         if box.codec_id != cls.codec_id:
             raise CodecError(f"codec id {box.codec_id} is not the octree codec ({cls.codec_id})")
@@ -277,8 +300,10 @@ class OctreeCodec:
                         slices=max(1, n_slices))
         except ValueError as exc:
             raise CodecError(f"invalid octree parameters: {exc}") from exc
-        if reserved or n_slices < 1 or level > depth or level > 8 or n > MAX_POINTS:
+        if reserved or n_slices < 1 or level > depth or level > 8:
             raise CodecError("octree parameters out of range")
+        limits.check_count(n, sum(len(s) for s in box.sections), codec_max=MAX_POINTS,
+                           per_byte=POINTS_PER_BYTE, max_points=max_points, name="octree")
         if len(box.sections) != 2 + 2 * n_slices or len(box.sections[1]) != 12 * n_slices + 4:
             raise CodecError(f"octree stream with {n_slices} slices has the wrong sections")
         raw = bytes(box.sections[1])
@@ -332,6 +357,8 @@ class _Stream:
 
     def geometry(self, stop: int) -> np.ndarray:
         """Node codes at level ``stop`` of the whole tree."""
+        if self.n == 0:  # no root either: an empty frame is empty at every level
+            return np.zeros(0, np.int64)
         if stop <= self.level:
             top = np.frombuffer(self.sections[0], np.uint8)
             codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop),
@@ -453,8 +480,10 @@ class OctreeDecoder:
         self._state: list | None = None
         self._last: tuple[OctreeCodec, int] | None = None  # codec of, and number of, the last frame
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        codec, stream = OctreeCodec._open(data)
+    def decode(self, data: bytes, *, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The next frame; ``max_points`` as in :meth:`OctreeCodec.decode`. A refused frame
+        leaves the statistics as they were."""
+        codec, stream = OctreeCodec._open(data, max_points=max_points)
         if stream.ref == KEYFRAME:
             state = [codec._fresh_state() for _ in range(len(stream.table))]
         elif self._last == (codec, stream.ref) and len(self._state) == len(stream.table):
@@ -511,6 +540,8 @@ def _plan_slices(codes: np.ndarray, depth: int, slices: int) -> tuple[int, list[
 
 
 def _coarsen(codes: np.ndarray, colors: np.ndarray, depth: int, level: int):
+    if len(codes) == 0:  # an empty frame is empty at every level (reduceat needs an element)
+        return codes >> (3 * (depth - level)), colors
     parents = codes >> (3 * (depth - level))
     starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
     counts = np.diff(np.r_[starts, len(codes)])

@@ -36,9 +36,13 @@ def from_config(config: dict) -> Codec:
     return codec_class(str(config.get("id"))).from_config(config)
 
 
-def decode(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Decode any Holoport codec stream; raises :class:`CodecError` on malformed input."""
+def decode(data: bytes, *, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode any Holoport codec stream; raises :class:`CodecError` on malformed input.
+
+    ``max_points``: the most points the caller accepts in a frame (a meeting's limit, which
+    the hub announces); a stream declaring more is refused before anything is allocated.
+    """
     codec_id = container.peek_codec_id(data)
     if codec_id not in _BY_ID:
         raise CodecError(f"unknown codec id {codec_id}")
-    return _BY_ID[codec_id].decode(data)
+    return _BY_ID[codec_id].decode(data, max_points=max_points)

@@ -114,6 +114,7 @@ class HubStats:
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     keyframe_requests: int = 0
     keyframe_coalesced: int = 0  # requests folded into one already on its way to the sender
+    keyframes_forgotten: int = 0  # cached keyframes dropped to keep within the byte budget
     refused: int = 0
     timed_out: int = 0
     joins: int = 0
@@ -438,14 +439,14 @@ class Hub:
         size = _size(payloads)
         if (receiver.credit > 0 and receiver.identity not in self._pending
                 and (not receiver.inflight or receiver.inflight_bytes + size <= self.member_queue_bytes)):
-            if self.stats.queued_bytes + size > self.max_queued_bytes:
+            if not self._budget(size):
                 self.stats.dropped_budget += 1
                 return
             self._deliver(receiver, head, payloads)
             return
         old = receiver.slots.pop(sender_id, None)  # re-inserted last: slots flush oldest first
         freed = _size(old[1]) if old else 0
-        if self.stats.queued_bytes - freed + size > self.max_queued_bytes:
+        if not self._budget(size - freed):
             self.stats.dropped_budget += 1
             if old:
                 receiver.slots[sender_id] = old
@@ -499,6 +500,22 @@ class Hub:
 
     def _account(self, delta: int) -> None:
         self.stats.queued_bytes += delta
+
+    def _budget(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit the hub's budget, after forgetting cached keyframes
+        (oldest first) if need be: frames on their way matter more than a late joiner's
+        first picture, and idle members' keyframes must not starve everyone else."""
+        if self.stats.queued_bytes + size <= self.max_queued_bytes:
+            return True
+        cached = sorted((m for m in self.members.values() if m.last_key is not None),
+                        key=lambda m: m.last_key[0]["ts"]["hub_in"])
+        for m in cached:
+            self._account(-_size(m.last_key[1]))
+            m.last_key = None
+            self.stats.keyframes_forgotten += 1
+            if self.stats.queued_bytes + size <= self.max_queued_bytes:
+                return True
+        return False
 
     # -- sending -------------------------------------------------------------------------
     def _send(self, identity: bytes, frames: list) -> bool:

@@ -55,16 +55,19 @@ def splat_clouds(positions, colors, transforms, sizes, codes, fx, fy, cx, cy, ne
 
     ``fixed_side`` > 0 gives every splat that many pixels a side; otherwise a splat covers
     its cloud's size in metres at the point's depth (at least one pixel). Returns the
-    points drawn.
+    points drawn and the points left out for a NaN or infinite coordinate.
     """
     n_threads = bufs.shape[0]
     drawn = np.zeros(n_threads, np.int64)
+    nonfinite = np.zeros(n_threads, np.int64)
     for t in prange(n_threads):
         for j in range(len(positions)):
             n = positions[j].shape[0]  # (a tuple of arrays: one compiled loop for its length)
-            drawn[t] += splat_range(positions[j], colors[j], n * t // n_threads, n * (t + 1) // n_threads,
-                                    transforms[j], fx, fy, cx, cy, near, sizes[j], fixed_side, codes[j], bufs[t])
-    return drawn.sum()
+            d, bad = splat_range(positions[j], colors[j], n * t // n_threads, n * (t + 1) // n_threads,
+                                 transforms[j], fx, fy, cx, cy, near, sizes[j], fixed_side, codes[j], bufs[t])
+            drawn[t] += d
+            nonfinite[t] += bad
+    return drawn.sum(), nonfinite.sum()
 
 
 @njit(cache=True, nogil=True)
@@ -72,7 +75,11 @@ def splat_range(positions, colors, lo, hi, m, fx, fy, cx, cy, near, size_m, fixe
     """``splat_clouds``' work for points ``lo``..``hi`` of one cloud into one buffer. A plain function,
     not the body of a parallel loop: numba compiles that body with the transform's
     entries reloaded at every point and the pixel loops unspecialized, 2x slower.
-    One-pixel splats (most points, at the codec's spacing) take a path of their own."""
+    One-pixel splats (most points, at the codec's spacing) take a path of their own.
+
+    A NaN or infinite coordinate makes z NaN or infinite (through a finite transform), and
+    an infinite z makes u and v NaN, so such points fall out at the depth or the view test
+    and are counted there, off the hot path; returns (points drawn, non-finite points)."""
     h, w = buf.shape
     m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
     m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
@@ -82,15 +89,20 @@ def splat_range(positions, colors, lo, hi, m, fx, fy, cx, cy, near, size_m, fixe
     one_pixel = reach / 1.5 if fixed_side == 0 else (0.0 if fixed_side == 1 else np.inf)
     umax, vmax = w - 0.5, h - 0.5
     count = 0
+    nonfinite = 0
     for i in range(lo, hi):
         px, py, pz = positions[i, 0], positions[i, 1], positions[i, 2]
         z = m20 * px + m21 * py + m22 * pz + m23
         if not z >= near:  # also NaN
+            if not z > -np.inf:  # NaN or -inf: counted off the hot path
+                nonfinite += 1
             continue
         inv = 1.0 / z
         uf = fx * (m00 * px + m01 * py + m02 * pz + m03) * inv + cx
         vf = fy * (m10 * px + m11 * py + m12 * pz + m13) * inv + cy
-        if not (uf >= -0.5 and vf >= -0.5 and uf < umax and vf < vmax):
+        if not (uf >= -0.5 and vf >= -0.5 and uf < umax and vf < vmax):  # z = inf makes them NaN
+            if z == np.inf:
+                nonfinite += 1
             continue
         key = pack(z, code, colors[i, 0], colors[i, 1], colors[i, 2])
         count += 1
@@ -110,7 +122,7 @@ def splat_range(positions, colors, lo, hi, m, fx, fy, cx, cy, near, size_m, fixe
             for u in range(u0, u1):
                 if key < row[u]:
                     row[u] = key
-    return count
+    return count, nonfinite
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -46,6 +46,9 @@ class Renderer:
     solid and far ones do not bloat; ``splat_px`` fixes the square's side in pixels
     instead (1, 3, 5...). ``fill_holes`` closes the one-pixel cracks uneven sampling leaves;
     ``soft_edges`` blends silhouettes into the room.
+
+    Points with a NaN or infinite coordinate (a cloud from anywhere but our decoders, which
+    refuse such streams) are never drawn; ``dropped_nonfinite`` counts them over all frames.
     """
 
     ROOM_ID = ROOM_ID
@@ -66,6 +69,7 @@ class Renderer:
         self._layer = np.zeros((0, 0), np.uint64)
         self._bufs = np.zeros((0, 0, 0), np.uint64)
         self._mask = np.zeros((0, 0), np.uint8)  # finish's work array: which pixels are clouds'
+        self.dropped_nonfinite = 0  # points left out for a NaN or infinite coordinate, all frames
 
     def render(self, camera: Camera, room: Room | None, clouds: Sequence[PlacedCloud]) -> RenderResult:
         if len(clouds) > sk.ROOM_CODE:  # owner codes 0..ROOM_CODE - 1
@@ -90,9 +94,11 @@ class Renderer:
                 batch = jobs[start: start + BATCH]
                 batch += [_NO_CLOUD] * (BATCH - len(batch))
                 pos, col, transforms, sizes, codes = zip(*batch, strict=True)
-                sk.splat_clouds(pos, col, np.array(transforms),
-                                np.array(sizes, np.float64), np.array(codes, np.int64), camera.fx, camera.fy,
-                                camera.cx, camera.cy, self.near, 0 if self.splat_px is None else self.splat_px, bufs)
+                _, nonfinite = sk.splat_clouds(
+                    pos, col, np.array(transforms), np.array(sizes, np.float64), np.array(codes, np.int64),
+                    camera.fx, camera.fy, camera.cx, camera.cy, self.near,
+                    0 if self.splat_px is None else self.splat_px, bufs)
+                self.dropped_nonfinite += int(nonfinite)
             if len(bufs) > 1:
                 sk.merge(bufs)
         except BaseException:  # interrupted: the next frame starts from fresh buffers

@@ -327,6 +327,31 @@ def test_the_hub_byte_budget_holds_for_all_members_together():
             sock.close(0)
 
 
+def test_idle_members_cached_keyframes_give_way_to_frames_on_their_way():
+    with Hub(free_tcp_endpoint(), seats=6, max_queued_bytes=8_000_000) as hub:
+        nodes = [Node(hub.endpoint, "r", f"n{i}", credit=64).start() for i in range(4)]
+
+        def drain() -> None:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                for n in nodes:
+                    n.poll(0.01)
+
+        try:
+            for n in nodes:  # a 0.9 MB keyframe each, then silence: 3.6 MB cached
+                n.send_encoded(bytes(900_000), points=1)
+                drain()
+            assert hub.stats.queued_bytes == 4 * 900_000 and hub.stats.keyframes_forgotten == 0
+            for _ in range(2):  # 2 MB frames to three receivers: 6 MB in flight, with the cache 9.6 MB
+                nodes[0].send_encoded(bytes(2_000_000), points=1, key=False)
+                drain()
+            assert hub.stats.dropped_budget == 0 and hub.stats.keyframes_forgotten >= 2
+            assert all(n.counters.decode_errors == 5 for n in nodes[1:])  # 3 keyframes + 2 frames (not streams)
+        finally:
+            for n in nodes:
+                n.close()
+
+
 # -- 4. descriptors: a crowd of idle connections locks nobody out ------------------------
 def test_joins_are_answered_while_1000_idle_connections_are_open():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -177,3 +177,35 @@ def test_more_clouds_than_one_launch_takes_are_all_drawn_with_their_own_ids():
             k = index if index < 2 else index - 1
             assert res.ids[60, 10 + 12 * k] == index and tuple(res.image[60, 10 + 12 * k]) == (k, 2 * k, 3 * k)
     assert sorted(set(res.ids[res.ids >= 0].tolist())) == [i for i in range(len(clouds)) if i != 2]
+
+
+@pytest.mark.parametrize("splat_px", [None, 1, 5])
+def test_non_finite_points_are_never_drawn_and_are_counted(splat_px):
+    """NaN and infinite coordinates, mixed among a cloud's points (and a cloud of nothing
+    else), leave the image exactly as the finite points alone draw it; the renderer counts
+    them, over clouds in more than one launch and over frames."""
+    from render.renderer import BATCH
+
+    room = Room(BATCH + 2)
+    cam = room.seat_camera(0, 200, 120)
+    rng = np.random.default_rng(1)
+    inf, nan = np.inf, np.nan
+    bad = np.array([[nan, 1, 0], [inf, 1, 0], [-inf, 1, 0], [0, inf, 0], [0, 1, inf], [0, 1, -inf],
+                    [nan, nan, nan], [inf, -inf, nan], [0.1, 1.2, nan]], np.float32)
+    clean, dirty = [], []
+    for seat in range(1, BATCH + 2):
+        pos = rng.normal((0, 1.3, 0), (0.2, 0.3, 0.1), (3000, 3)).astype(np.float32)
+        col = rng.integers(0, 256, (3000, 3), dtype=np.uint8)
+        at = np.sort(rng.integers(0, len(pos) + 1, len(bad)))
+        clean.append(PlacedCloud(pos, col, room.seat_pose(seat)))
+        dirty.append(PlacedCloud(np.insert(pos, at, bad, axis=0), np.insert(col, at, 255, axis=0),
+                                 room.seat_pose(seat)))
+    dirty.append(PlacedCloud(bad, np.full(bad.shape, 255, np.uint8), room.seat_pose(1)))  # nothing but bad points
+    want = Renderer(splat_px=splat_px).render(cam, room, clean)
+    r = Renderer(splat_px=splat_px)
+    for frame in (1, 2):
+        got = r.render(cam, room, dirty)
+        np.testing.assert_array_equal(got.image, want.image)
+        np.testing.assert_array_equal(got.depth, want.depth)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        assert r.dropped_nonfinite == frame * len(bad) * len(dirty)
