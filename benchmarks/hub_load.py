@@ -76,15 +76,17 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
         endpoint = free_tcp_endpoint()
         hub_args = [sys.executable, "-m", "holoport", "hub", "--bind", endpoint, "--seats", str(max(n, 2)),
                     "--quiet"]
-        security = None
-        if curve:
+        security, keys = None, [None] * n
+        if curve:  # one key per participant: a CURVE hub admits each key once
             allow = Path(tmp, "allow")
             allow.mkdir()
             hub_pub, hub_sec = create_keys(Path(tmp, "keys"), "hub")
-            me_pub, me_sec = create_keys(Path(tmp, "keys"), "load")
-            (allow / me_pub.name).write_bytes(me_pub.read_bytes())
             hub_args += ["--key", str(hub_sec), "--allow", str(allow)]
-            security = NodeSecurity(KeyPair.load(me_sec), load_public(hub_pub))
+            for i in range(n):
+                me_pub, me_sec = create_keys(Path(tmp, "keys"), f"p{i}")
+                (allow / me_pub.name).write_bytes(me_pub.read_bytes())
+                keys[i] = NodeSecurity(KeyPair.load(me_sec), load_public(hub_pub))
+            security = keys[0]
         hub = subprocess.Popen(hub_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
@@ -95,7 +97,7 @@ def run_one(n: int, curve: bool, frame_bytes: int, fps: float, seconds: float) -
                 except Exception:
                     if time.monotonic() > deadline:
                         raise
-            nodes = [Node(endpoint, "load", f"p{i}", security=security, decode=False).start()
+            nodes = [Node(endpoint, "load", f"p{i}", security=keys[i], decode=False).start()
                      for i in range(n)]
             payload = np.random.default_rng(n).integers(0, 256, frame_bytes, dtype=np.uint8).tobytes()
             stop = threading.Event()
