@@ -32,6 +32,15 @@ from codec import octree
 
 def seed_streams(data: Path | None, points: int) -> list[bytes]:
     """Streams of every codec configuration, from a real frame cut down to ``points``."""
+    pos, col = seed_cloud(data, points)
+    codecs = [codec.BaselineCodec(), codec.OctreeCodec(depth=9, slices=1),
+              codec.OctreeCodec(depth=9, slices=3, color_step=16)]
+    return [c.encode(pos, col) for c in codecs]
+
+
+def seed_cloud(data: Path | None, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """A real frame (the first PLY in ``data``, else a random blob) cut down to ``points``,
+    placed in the codecs' capture volume; the other fuzz targets encode their seeds from it."""
     frames = sorted((data or data_root() / "pointclouds" / "mvub").glob("*.ply"))
     if frames:
         pos, col = read_ply(frames[0])
@@ -41,10 +50,7 @@ def seed_streams(data: Path | None, points: int) -> list[bytes]:
         pos = (rng.uniform(-0.5, 0.5, (points, 3)) + np.array([0.0, 1.0, 0.0])).astype(np.float32)
         col = rng.integers(0, 256, (points, 3), dtype=np.uint8)
     keep = np.random.default_rng(1).choice(len(pos), min(points, len(pos)), replace=False)
-    pos, col = pos[keep], col[keep]
-    codecs = [codec.BaselineCodec(), codec.OctreeCodec(depth=9, slices=1),
-              codec.OctreeCodec(depth=9, slices=3, color_step=16)]
-    return [c.encode(pos, col) for c in codecs]
+    return pos[keep], col[keep]
 
 
 def with_crc(buf: bytearray) -> bytes:
@@ -52,21 +58,29 @@ def with_crc(buf: bytearray) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+KINDS = ("random", "truncated", "flipped", "flipped+crc")
+
+
+def mutate(s: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """One input of ``kind`` (a name from KINDS) made from the stream ``s``; the other fuzz
+    targets (benchmarks.fuzz_wire, fuzz_recording) reuse it for the payloads they carry."""
+    if kind == "random":
+        return rng.integers(0, 256, int(rng.integers(0, 2048)), dtype=np.uint8).tobytes()
+    if kind == "truncated":
+        return s[: int(rng.integers(0, len(s)))]
+    buf = bytearray(s)
+    for _ in range(int(rng.integers(1, 8))):
+        j = int(rng.integers(len(buf)))
+        buf[j] ^= 1 << int(rng.integers(8))
+    return bytes(buf) if kind == "flipped" else with_crc(buf)
+
+
 def mutations(streams: list[bytes], n: int, seed: int):
     rng = np.random.default_rng(seed)
     for i in range(n):
-        kind = i % 4
+        kind = KINDS[i % 4]
         s = streams[int(rng.integers(len(streams)))]
-        if kind == 0:
-            yield "random", rng.integers(0, 256, int(rng.integers(0, 2048)), dtype=np.uint8).tobytes()
-        elif kind == 1:
-            yield "truncated", s[: int(rng.integers(0, len(s)))]
-        else:
-            buf = bytearray(s)
-            for _ in range(int(rng.integers(1, 8))):
-                j = int(rng.integers(len(buf)))
-                buf[j] ^= 1 << int(rng.integers(8))
-            yield ("flipped", bytes(buf)) if kind == 2 else ("flipped+crc", with_crc(buf))
+        yield kind, mutate(s, kind, rng)
 
 
 @contextlib.contextmanager

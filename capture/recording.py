@@ -259,13 +259,32 @@ class Recording:
             log.warning("%s: its index is damaged: scanning the records", self.path)
             return None
         offsets = [int(o) for o in table["offset"]]
+        ends = [*offsets[1:], at]
         if offsets and (offsets[0] < max(first, len(MAGIC) + 4) or any(b <= a for a, b in pairwise(offsets))):
             log.warning("%s: its index is inconsistent: scanning the records", self.path)
             return None
+        framed = sum(self._framed(o, e) for o, e in zip(offsets, ends, strict=True))
+        if framed < len(offsets):  # damaged frames, or an index that lies: the scan decides
+            scanned = self._scan()
+            if len(scanned[0]) > framed:
+                log.warning("%s: its index does not match its records: using the %d records found by scanning",
+                            self.path, len(scanned[0]))
+                return scanned
         self.indexed = True
         if self._start is None:
             self._report(Damage(0, offsets[0] if offsets else at, (), "the header"))
-        return offsets, [*offsets[1:], at], list(range(len(offsets))), [float(t) for t in table["t"]]
+        return offsets, ends, list(range(len(offsets))), [float(t) for t in table["t"]]
+
+    def _framed(self, at: int, end: int) -> bool:
+        """Whether a record's framing (marker, kind, lengths) fills ``at``..``end`` exactly: an
+        index whose checksum holds but whose offsets do not is not trusted (its CRC-32 only
+        says that it was written so)."""
+        self._file.seek(at)
+        raw = self._file.read(_REC.size)
+        if len(raw) < _REC.size:
+            return False
+        magic, kind, hn, pn = _REC.unpack(raw)
+        return magic == RECORD and kind in KINDS and at + _REC.size + hn + pn + 4 == end
 
     def _table(self, found: _Found | None) -> np.ndarray | None:
         """An index record's (offset, time) per frame, when its size agrees with its head."""

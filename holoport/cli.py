@@ -369,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture_rate.add_arguments(bench.add_parser("capture", help="frames per second of the capture path, by stage",
                                                 description=capture_rate.__doc__,
                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    from benchmarks import fuzz_all, fuzz_recording, fuzz_wire
+
+    for name, module, text in (("fuzz", fuzz_all, "the fuzz campaign: every target, over a million inputs"),
+                               ("fuzz-wire", fuzz_wire, "hostile messages against a real hub and a real receiver"),
+                               ("fuzz-recording", fuzz_recording, "damaged recordings played end to end")):
+        module.add_arguments(bench.add_parser(name, help=text, description=module.__doc__,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -697,6 +704,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from benchmarks import capture_rate, codec_rd, hub_load, link_sweep, live_rate, render_fps
 
+        if args.bench.startswith("fuzz"):
+            from benchmarks import fuzz_all, fuzz_recording, fuzz_wire
+
+            return {"fuzz": fuzz_all, "fuzz-wire": fuzz_wire, "fuzz-recording": fuzz_recording}[args.bench].run(args)
         return {"codec": codec_rd, "hub": hub_load, "link": link_sweep, "live": live_rate,
                 "capture": capture_rate, "render": render_fps}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -226,17 +226,17 @@ def decode(frames: list) -> Message:
     if not frames:
         raise WireError("empty message")
     if len(frames) > 1 + MAX_PAYLOAD_FRAMES:
-        raise WireError(f"{len(frames) - 1} payload frames exceed {MAX_PAYLOAD_FRAMES}")
+        raise WireError(f"too many payload frames: {len(frames) - 1}, at most {MAX_PAYLOAD_FRAMES}")
     raw = frames[0]
     raw = raw.buffer if hasattr(raw, "buffer") else raw  # zmq.Frame
     if len(raw) > MAX_HEADER_BYTES:
-        raise WireError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+        raise WireError(f"header too large: {len(raw)} bytes, at most {MAX_HEADER_BYTES}")
     try:
         head = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise WireError(f"header is not msgpack: {exc}") from None
     if not isinstance(head, dict):
-        raise WireError(f"header must be a map, got {type(head).__name__}")
+        raise WireError(f"header is not a map: {type(head).__name__}")
     version = head.get("v")
     if not isinstance(version, int) or isinstance(version, bool):
         raise WireError("header has no integer protocol version 'v'")

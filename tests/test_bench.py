@@ -190,3 +190,101 @@ def test_codec_memory_benchmark_measures_each_operation_in_its_own_process(mvub_
     assert all(r["points"] >= 100_000 and r["color_step"] == 16 for r in records)
     assert load["peak_rss_mb"] <= encode["peak_rss_mb"] and load["peak_rss_mb"] <= decode["peak_rss_mb"]
     assert encode["ms"] > 0 and decode["ms"] > 0
+
+
+# --- the fuzz campaign (issue 14): every target runs, writes named fields, and can fail ----------
+FUZZ_FIELDS = {"target", "kind", "inputs", "crashed", "hangs", "memory", "peak_rss_mb"}
+
+
+def _fuzz(tmp_path, *args: str) -> tuple:
+    """``holoport bench ARGS --json --markdown``: the finished process and its records."""
+    import subprocess
+
+    out = tmp_path / "fuzz.json"
+    result = subprocess.run(holoport_cmd("bench", *args, "--json", str(out), "--markdown", str(tmp_path / "fuzz.md")),
+                            cwd=ROOT, capture_output=True, text=True, timeout=280)
+    return result, json.loads(out.read_text()) if out.exists() else []
+
+
+def _all_rows(records: list[dict]) -> dict[str, dict]:
+    return {r["target"]: r for r in records if r["kind"] == "all"}
+
+
+def test_fuzz_wire_sends_hostile_messages_to_a_real_hub_and_a_real_receiver(tmp_path):
+    result, records = _fuzz(tmp_path, "fuzz-wire", "--inputs", "300", "--check-every", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(set(r) >= FUZZ_FIELDS for r in records)
+    rows = _all_rows(records)
+    assert set(rows) == {"hub", "receiver"}
+    for r in rows.values():
+        assert r["inputs"] == 300 and r["crashed"] == r["hangs"] == r["memory"] == 0, r
+        assert 50 < r["peak_rss_mb"] < 1536
+    hub, receiver = rows["hub"], rows["receiver"]
+    assert {r["kind"] for r in records if r["target"] == "hub"} == {"header", "member", "frame", "garbage", "all"}
+    assert hub["checks"] >= 3 and hub["stalled"] == hub["handler_errors"] == 0
+    assert hub["dropped_malformed"] > 100 and hub["forwarded"] > 0 and hub["joins"] >= 3  # handlers were reached
+    assert receiver["received"] > 600 and receiver["malformed"] > 0 and receiver["decode_errors"] > 0
+    assert "| target |" in (tmp_path / "fuzz.md").read_text()
+
+
+def test_fuzz_recording_plays_damaged_copies_against_the_ground_truth(tmp_path):
+    result, records = _fuzz(tmp_path, "fuzz-recording", "--inputs", "300")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(FUZZ_FIELDS | {"intact", "played", "lost_intact", "wrong_played", "refused"} <= set(r) for r in records)
+    kinds = {r["kind"]: r for r in records}
+    assert set(kinds) == {"flipped", "overwritten", "truncated", "length", "index", "forged-index", "mixed", "all"}
+    total = kinds["all"]
+    assert total["inputs"] == 300 and total["crashed"] == total["hangs"] == total["memory"] == 0
+    assert 0 < total["played"] <= total["intact"] and total["wrong_played"] == 0
+    assert kinds["truncated"]["refused"] > 0  # some cuts leave no frame: refused, as documented
+
+
+def test_the_fuzz_campaign_runs_every_target_and_adds_them_up(tmp_path):
+    result, records = _fuzz(tmp_path, "fuzz", "--codec", "2000", "--hub", "1200", "--receiver", "600",
+                            "--recording", "600", "--scale", "0.1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _all_rows(records)
+    assert set(rows) == {"codec", "hub", "receiver", "recording", "campaign"}
+    assert all(FUZZ_FIELDS | {"outcome"} <= set(r) for r in records)
+    assert rows["campaign"]["inputs"] == sum(r["inputs"] for t, r in rows.items() if t != "campaign") == 440
+    assert rows["campaign"]["crashed"] == rows["campaign"]["hangs"] == 0
+
+
+def test_the_wire_fuzzer_reports_a_receiver_that_crashes_and_a_hub_that_dies_and_goes_on(tmp_path):
+    """A receiver that raises after 40 frames and a hub killed after 150 inputs: each is seen,
+    named, restarted, and the run still goes through every input and fails."""
+    result, records = _fuzz(tmp_path, "fuzz-wire", "--inputs", "300", "--fail-after", "40", "--kill-hub-after", "150")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = _all_rows(records)
+    assert rows["receiver"]["inputs"] == rows["hub"]["inputs"] == 300
+    assert rows["receiver"]["crashed"] >= 2 and rows["receiver"]["restarts"] == rows["receiver"]["crashed"]
+    assert any("RuntimeError: failing on purpose" in f for f in rows["receiver"]["failures"])
+    assert rows["hub"]["crashed"] == 1 and any("killed by SIGKILL" in f for f in rows["hub"]["failures"])
+    assert "FAILED" in result.stdout
+
+
+def test_the_recording_fuzzer_reports_a_reader_that_raises_or_hangs(monkeypatch):
+    import argparse
+    import time
+
+    from benchmarks import fuzz_recording
+    from holoport.sources import RecordingPoints
+
+    calls = {"n": 0}
+
+    def broken(self, entry):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyError("a bug")
+        if calls["n"] == 6:
+            time.sleep(5)  # past --max-seconds
+        return None
+
+    monkeypatch.setattr(RecordingPoints, "decode", broken)
+    parser = argparse.ArgumentParser()
+    fuzz_recording.add_arguments(parser)
+    args = parser.parse_args(["--inputs", "14", "--max-seconds", "0.5"])
+    rows = fuzz_recording.records(*fuzz_recording.fuzz(args, progress=False))
+    total = rows[-1]
+    assert total["crashed"] == 1 and total["hangs"] == 1 and fuzz_recording.failed(rows, strict=False) == 2
+    assert any("KeyError: 'a bug'" in f for f in total["failures"])

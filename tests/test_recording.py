@@ -10,6 +10,7 @@ import struct
 import subprocess
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -517,3 +518,25 @@ def test_a_damaged_frame_in_a_viewed_recording_keeps_the_last_good_one_up(sixty,
         assert scene.sources[0].player.recording.lost == [20]
     finally:
         scene.close()
+
+
+def test_an_index_that_checks_out_but_lies_is_not_believed(sixty, tmp_path):
+    """Its CRC-32 recomputed, its offsets shifted into the records: the reader scans instead."""
+    from capture.recording import _REC, RECORD, TRAILER
+
+    path, payloads = sixty
+    data = path.read_bytes()
+    (index_at,) = struct.unpack("<Q", data[-8:])
+    with Recording(path) as rec:
+        offsets = np.array(rec._offsets, np.uint64)
+    head = json.dumps({"frames": len(offsets)}).encode()
+    table = np.zeros(len(offsets), [("offset", "<u8"), ("t", "<f8")])
+    table["offset"] = offsets + np.uint64(7)  # every frame "starts" 7 bytes into its record
+    body = table.tobytes()
+    forged = (data[:index_at] + _REC.pack(RECORD, INDEX, len(head), len(body)) + head + body
+              + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + TRAILER + struct.pack("<Q", index_at))
+    bad = tmp_path / "forged.hprec"
+    bad.write_bytes(forged)
+    played, rec = _play_all(bad)
+    assert sorted(played) == list(range(60)) and all(played[i] == payloads[i] for i in played)
+    assert not rec.indexed
