@@ -57,7 +57,8 @@ def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps:
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1))
     latencies: list[float] = []
     with closing(points), LinkRelay("tcp://127.0.0.1:0", hub_endpoint, up, down) as relay, \
-            Node(relay.endpoint, "live", "sender") as a, Node(hub_endpoint, "live", "receiver") as b:
+            Node(relay.endpoint, "live", f"sender-{policy}") as a, \
+            Node(hub_endpoint, "live", f"receiver-{policy}") as b:  # names: one room refuses the same twice
         ladder = live_ladder(*points.read(), base)
         rate, encoders = LiveRate(ladder, fps, policy), RungEncoders(ladder, base)
         a.on_feedback = rate.on_feedback

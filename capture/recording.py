@@ -50,6 +50,7 @@ RGBD, CLOUD, INDEX = 1, 2, 255
 _REC = struct.Struct("<4sBIQ")  # magic, kind, head length, payload length
 MAX_HEAD = 1 << 20
 MAX_PAYLOAD = 1 << 30
+MAX_IMAGE_SIDE = 8192  # pixels: an RGBD record's images are no larger than this
 KINDS = {RGBD: "intrinsics", CLOUD: "format", INDEX: "frames"}  # the head key each kind's records carry
 _TABLE = np.dtype([("offset", "<u8"), ("t", "<f8")])
 _CHUNK = 1 << 20  # bytes read at a time when checking a record or searching for one
@@ -119,15 +120,22 @@ class Entry:
         h = self.head
         try:  # a payload that does not decode is a damaged frame: RecordingError, which players skip
             k = Intrinsics.from_dict(h["intrinsics"])
-            raw = zstandard.ZstdDecompressor().decompress(self.payload, max_output_size=k.width * k.height * 5)
-        except (zstandard.ZstdError, KeyError, TypeError) as exc:
+            size = k.width * k.height * 5
+            if not (0 < k.width <= MAX_IMAGE_SIDE and 0 < k.height <= MAX_IMAGE_SIDE):
+                raise ValueError(f"images of {k.width}x{k.height}")
+            # the frame's own declared size first: zstd allocates what a frame declares,
+            # whatever max_output_size says
+            if zstandard.frame_content_size(self.payload) not in (size, -1):
+                raise ValueError("images of another size than the head says")
+            raw = zstandard.ZstdDecompressor().decompress(self.payload, max_output_size=size)
+            if len(raw) != size:
+                raise ValueError("images of the wrong size")
+            depth = np.frombuffer(raw, np.uint16, k.width * k.height).reshape(k.height, k.width).copy()
+            color = np.frombuffer(raw, np.uint8, offset=k.width * k.height * 2).reshape(k.height, k.width, 3).copy()
+            return RGBDFrame(depth, color, k, float(h["depth_scale"]), np.array(h["pose"], np.float64).reshape(4, 4),
+                             self.timestamp, self.index, dict(h.get("meta", {})))
+        except (zstandard.ZstdError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise RecordingError(f"frame {self.index}: its images do not decode ({exc})") from exc
-        if len(raw) != k.width * k.height * 5:
-            raise RecordingError(f"frame {self.index}: images of the wrong size")
-        depth = np.frombuffer(raw, np.uint16, k.width * k.height).reshape(k.height, k.width).copy()
-        color = np.frombuffer(raw, np.uint8, offset=k.width * k.height * 2).reshape(k.height, k.width, 3).copy()
-        return RGBDFrame(depth, color, k, float(h["depth_scale"]), np.array(h["pose"], np.float64).reshape(4, 4),
-                         self.timestamp, self.index, dict(h.get("meta", {})))
 
 
 class RecordingWriter:

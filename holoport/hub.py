@@ -51,6 +51,7 @@ class Drop:
     NOT_JOINED = "a message from a peer that has not joined"
     PAYLOAD_PARTS = "frame without exactly one payload part"
     TOO_MANY_POINTS = "frame declaring more points than the hub admits"
+    STAGES = "frame with more time stamps than the hub can add to"
     NO_FIELDS = "message without the fields its type needs"
     KEYFRAME_NOBODY = "keyframe request for nobody in the room"
     FEEDBACK_NOBODY = "feedback for nobody in the room"
@@ -89,8 +90,15 @@ class Traffic:
     frames_out: int = 0
     stale_replaced: int = 0  # frames held for this member, replaced by newer ones
     hub_ms: LatencyLog = field(default_factory=lambda: LatencyLog(keep=2000))  # its frames' hub residence
+    summary: tuple[float, dict] | None = None  # (when, as_dict()): percentiles are worked out twice a second at most
 
     def as_dict(self) -> dict:
+        now = time.monotonic()
+        if self.summary is None or now - self.summary[0] > 0.5:  # stats requests cost the hub loop
+            self.summary = (now, self._as_dict())
+        return self.summary[1]
+
+    def _as_dict(self) -> dict:
         span = self.last_in - self.first_in
         p50, p99 = self.hub_ms.percentiles("hub", (50, 99))
         (wait99,) = self.hub_ms.percentiles("credit_wait", (99,))
@@ -111,6 +119,7 @@ class HubStats:
     dropped_budget: int = 0  # frames not queued: the hub's byte budget was spent
     control_dropped: int = 0  # control messages lost (a peer that never read: must stay 0 otherwise)
     control_waited: int = 0  # control messages that waited for a full queue, then went
+    replies_dropped: int = 0  # time and stats answers to a peer whose queue was full (it may ask again)
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     keyframe_requests: int = 0
     keyframe_coalesced: int = 0  # requests folded into one already on its way to the sender
@@ -166,6 +175,8 @@ class Hub:
         self._next_id = 1
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
+        self._cached: dict[int, Member] = {}  # members whose keyframe is cached, oldest first
+        self._trim = False  # memory to hand back at the next sweep
         self._rejoin_told: dict[bytes, float] = {}  # when a stranger was last told to join again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,6 +274,9 @@ class Hub:
                     self._flush_pending()
                 if time.monotonic() >= next_sweep:
                     self._expire_silent()
+                    if self._trim:
+                        self._trim = False
+                        trim_memory()
                     next_sweep = time.monotonic() + 0.5
         finally:
             sock.close(0)
@@ -299,7 +313,7 @@ class Hub:
             self._join(identity, head, self._peer_key(frames))
         elif kind == MessageType.TIME:  # NTP-style: the node works out offset and round trip
             if wire.need(head, "t0"):
-                self._control(identity, wire.header(MessageType.TIME, t0=head["t0"], t1=arrived, t2=time.time()))
+                self._reply(identity, wire.header(MessageType.TIME, t0=head["t0"], t1=arrived, t2=time.time()))
         elif kind == MessageType.STATS:
             self._stats_reply(identity, head, member, self._peer_key(frames))
         elif member is None:
@@ -361,10 +375,13 @@ class Hub:
             return self._refuse(identity, f"already a member of room {member.room!r}: leave it first")
         if member is None:
             if self.security is not None and key is not None:  # a CURVE hub: the key says who it is
-                name = self.security.name_of(key) or name
+                name = self.security.name_of(key)
+                if name is None:
+                    return self._refuse(identity, "this key may ask for statistics but not join: "
+                                                  "put its NAME.key in the hub's --allow folder")
             refusal = self._admission(room, name, key, head.get("token"))
             if refusal:
-                return self._refuse(identity, refusal)
+                return self._refuse(identity, *refusal)
             taken = {m.seat for m in self._rooms.get(room, {}).values()}
             free = [s for s in range(self.seats) if s not in taken]
             if not free:
@@ -396,27 +413,32 @@ class Hub:
                     head, payloads = other.last_key
                     self._offer(member, other.id, {**head, "ts": dict(head["ts"])}, payloads)
 
-    def _admission(self, room: str, name: str, key: str | None, token: str | None) -> str | None:
-        """Why a newcomer may not join ``room`` (None: it may)."""
+    def _admission(self, room: str, name: str, key: str | None, token: str | None) -> tuple[str, bool] | None:
+        """Why a newcomer may not join ``room``, and whether that may pass by itself (a
+        member of the same key or name that is about to time out); None: it may join."""
         if len(self.members) >= self.max_members:
-            return f"the hub serves its limit of {self.max_members} members: try again later or another hub"
+            return f"the hub serves its limit of {self.max_members} members: try again later or another hub", False
         needed = self.room_tokens.get(room)
         if needed is not None and not (isinstance(token, str) and hmac.compare_digest(token.encode(), needed.encode())):
-            return f"room {room!r} needs its token: " + ("the one given is wrong" if token else "pass --token")
+            return f"room {room!r} needs its token: " + ("the one given is wrong" if token else "pass --token"), False
         m = self._by_key.get(key) if key is not None else None
         if m is not None:
             return (f"the key of {m.name!r} is already in room {m.room!r}: one key joins once "
-                    "(a participant that restarted is admitted when its old session times out)")
+                    "(a participant that restarted is admitted when its old session times out)"), True
         if name and any(m.name == name for m in self._rooms.get(room, {}).values()):
-            return f"room {room!r} already has a member named {name!r}: pick another name"
+            return (f"room {room!r} already has a member named {name!r}: pick another name (or wait "
+                    f"{self.heartbeat_timeout:g} s for a session of yours that ended to time out)"), True
         return None
 
     def _forward(self, sender: Member, fields: dict, payloads: list) -> None:
         """Rebuild the header from the sender's validated fields and the hub's own, and offer
         the frame to every other member of the room."""
         now = time.time()
+        stamps = {k: t for k, t in fields["ts"].items() if not k.startswith("hub_")}  # ours alone
+        if len(stamps) > wire.MAX_STAGES - 3:  # room for hub_in, hub_held, hub_out
+            return self._drop(Drop.STAGES)
         head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=fields["seq"],
-                           ts={**fields["ts"], "hub_in": now}, key=fields.get("key", True),
+                           ts={**stamps, "hub_in": now}, key=fields.get("key", True),
                            points=fields.get("points", 0))
         for optional in ("off", "fb"):
             if optional in fields:
@@ -428,21 +450,35 @@ class Hub:
         t.first_in = t.first_in or now
         t.last_in = now
         if head["key"]:
-            self._account(size - (_size(sender.last_key[1]) if sender.last_key else 0))
-            sender.last_key = ({**head, "ts": dict(head["ts"])}, payloads)
+            self._forget_key(sender)
+            if self._budget(size):
+                sender.last_key = ({**head, "ts": dict(head["ts"])}, payloads)
+                self._account(size)
+                self._cached[sender.id] = sender
         for receiver in self._room(sender):
+            if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
+                return
             self._offer(receiver, sender.id, {**head, "ts": dict(head["ts"])}, payloads)
+
+    def _forget_key(self, member: Member) -> None:
+        if member.last_key is not None:
+            self._account(-_size(member.last_key[1]))
+            member.last_key = None
+        self._cached.pop(member.id, None)
 
     def _offer(self, receiver: Member, sender_id: int, head: dict, payloads: list) -> None:
         """Send now if the receiver has credit and room in its byte budget, else hold it as
-        that sender's newest (control messages waiting for the receiver go first)."""
+        that sender's newest (control messages waiting for the receiver go first, and so does
+        a frame of the same sender held before: a sender's frames never overtake each other)."""
+        if self.members.get(receiver.identity) is not receiver:  # removed while this frame went round
+            return
         size = _size(payloads)
-        if (receiver.credit > 0 and receiver.identity not in self._pending
+        if (receiver.credit > 0 and receiver.identity not in self._pending and sender_id not in receiver.slots
                 and (not receiver.inflight or receiver.inflight_bytes + size <= self.member_queue_bytes)):
             if not self._budget(size):
                 self.stats.dropped_budget += 1
-                return
-            self._deliver(receiver, head, payloads)
+            elif not self._deliver(receiver, head, payloads) and self.members.get(receiver.identity) is receiver:
+                self.stats.dropped_full += 1
             return
         old = receiver.slots.pop(sender_id, None)  # re-inserted last: slots flush oldest first
         freed = _size(old[1]) if old else 0
@@ -458,25 +494,26 @@ class Hub:
         receiver.slots[sender_id] = (head, payloads)
         self._account(size - freed)
 
-    def _deliver(self, receiver: Member, head: dict, payloads: list) -> None:
+    def _deliver(self, receiver: Member, head: dict, payloads: list) -> bool:
+        """Send a frame now; False when the receiver's queue is full or it is gone."""
         head["ts"]["hub_out"] = time.time()
-        if self._send(receiver.identity, wire.encode(head, payloads)):
-            size = _size(payloads)
-            self.stats.forwarded += 1
-            self.stats.forwarded_bytes += size
-            receiver.credit -= 1
-            receiver.inflight.append(size)
-            receiver.inflight_bytes += size
-            self._account(size)
-            receiver.traffic.frames_out += 1
-            sender = self._by_id.get(head.get("src"))
-            if sender is not None:  # the hub's own time: up to the send, or to holding it
-                ts = head["ts"]
-                sender.traffic.hub_ms.add("hub", (ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
-                if "hub_held" in ts:
-                    sender.traffic.hub_ms.add("credit_wait", (ts["hub_out"] - ts["hub_held"]) * 1e3)
-        elif receiver.identity in self.members:
-            self.stats.dropped_full += 1
+        if not self._send(receiver.identity, wire.encode(head, payloads)):
+            return False
+        size = _size(payloads)
+        self.stats.forwarded += 1
+        self.stats.forwarded_bytes += size
+        receiver.credit -= 1
+        receiver.inflight.append(size)
+        receiver.inflight_bytes += size
+        self._account(size)
+        receiver.traffic.frames_out += 1
+        sender = self._by_id.get(head.get("src"))
+        if sender is not None:  # the hub's own time: up to the send, or to holding it
+            ts = head["ts"]
+            sender.traffic.hub_ms.add("hub", (ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
+            if "hub_held" in ts:
+                sender.traffic.hub_ms.add("credit_wait", (ts["hub_out"] - ts["hub_held"]) * 1e3)
+        return True
 
     def _credit(self, member: Member, n: int) -> None:
         member.credit = min(member.credit + n, MAX_CREDIT)
@@ -496,7 +533,11 @@ class Hub:
                 return
             del member.slots[sender_id]
             self._account(-size)
-            self._deliver(member, head, payloads)
+            if not self._deliver(member, head, payloads):
+                if self.members.get(member.identity) is member:  # a full queue: keep it first, try later
+                    member.slots = {sender_id: (head, payloads), **member.slots}
+                    self._account(size)
+                return
 
     def _account(self, delta: int) -> None:
         self.stats.queued_bytes += delta
@@ -505,17 +546,12 @@ class Hub:
         """Whether ``size`` more bytes fit the hub's budget, after forgetting cached keyframes
         (oldest first) if need be: frames on their way matter more than a late joiner's
         first picture, and idle members' keyframes must not starve everyone else."""
-        if self.stats.queued_bytes + size <= self.max_queued_bytes:
-            return True
-        cached = sorted((m for m in self.members.values() if m.last_key is not None),
-                        key=lambda m: m.last_key[0]["ts"]["hub_in"])
-        for m in cached:
-            self._account(-_size(m.last_key[1]))
-            m.last_key = None
+        while self.stats.queued_bytes + size > self.max_queued_bytes:
+            if not self._cached:
+                return False
+            self._forget_key(next(iter(self._cached.values())))  # in caching order: oldest first
             self.stats.keyframes_forgotten += 1
-            if self.stats.queued_bytes + size <= self.max_queued_bytes:
-                return True
-        return False
+        return True
 
     # -- sending -------------------------------------------------------------------------
     def _send(self, identity: bytes, frames: list) -> bool:
@@ -530,11 +566,11 @@ class Hub:
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            self._gone = True
             self._pending.pop(identity, None)
             member = self.members.get(identity)
             if member is not None:
                 self._remove(member, "unreachable")
+            self._gone = True  # after the removal, whose own sends reset it
             return False
 
     def _control(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> None:
@@ -545,8 +581,8 @@ class Hub:
         if waiting is None:
             if self._send(identity, frames) or self._gone:
                 return
-            if len(self._pending) >= MAX_PENDING_PEERS:
-                self.stats.control_dropped += 1
+            if identity not in self.members and len(self._pending) >= MAX_PENDING_PEERS:
+                self.stats.control_dropped += 1  # a stranger that reads nothing, among thousands
                 return
             waiting = self._pending[identity] = deque()
         if len(waiting) >= MAX_PENDING:  # it has read nothing for a long time
@@ -572,6 +608,12 @@ class Hub:
                 if member is not None:
                     self._release(member)
 
+    def _reply(self, identity: bytes, head: dict, payloads: list | tuple = ()) -> None:
+        """Answer a request (time, stats) if the asker's queue has room: it can ask again, and
+        answers queued for a peer that asks without reading would only cost memory."""
+        if identity in self._pending or not self._send(identity, wire.encode(head, payloads)):
+            self.stats.replies_dropped += 1
+
     def _tell_rejoin(self, identity: bytes) -> None:
         now = time.monotonic()
         if now - self._rejoin_told.get(identity, -1.0) < 0.5:
@@ -581,10 +623,10 @@ class Hub:
         self._rejoin_told[identity] = now
         self._control(identity, wire.header(MessageType.REJOIN))
 
-    def _refuse(self, identity: bytes, reason: str) -> None:
+    def _refuse(self, identity: bytes, reason: str, retry: bool = False) -> None:
         self.stats.refused += 1
         log.warning("refused a participant: %s", reason)
-        self._control(identity, wire.header(MessageType.REFUSED, reason=reason[:1000]))
+        self._control(identity, wire.header(MessageType.REFUSED, reason=reason[:1000], retry=retry))
 
     def _drop(self, reason: str) -> None:
         self.stats.dropped_malformed += 1
@@ -607,17 +649,18 @@ class Hub:
             del self._by_key[member.key]
         self._pending.pop(member.identity, None)
         held = member.inflight_bytes + sum(_size(p) for _, p in member.slots.values())
-        self._account(-held - (_size(member.last_key[1]) if member.last_key else 0))
+        self._account(-held)
+        self._forget_key(member)
         member.slots.clear()
-        member.last_key = None
+        member.inflight.clear()
+        member.inflight_bytes = 0
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
         for other in self._room(member):
             old = other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
             if old:
                 self._account(-_size(old[1]))
             self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
-        if held > 16 * 1024 * 1024:
-            trim_memory()  # frames that big came from fresh pages: give them back
+        self._trim |= held > 16 * 1024 * 1024  # frames that big came from fresh pages: give them back
 
     def _expire_silent(self) -> None:
         deadline = time.monotonic() - self.heartbeat_timeout
@@ -628,8 +671,9 @@ class Hub:
     def _excuse(self, gap: float) -> None:
         """The hub was not running for ``gap`` s: members' silence meanwhile is not theirs."""
         self.stats.paused_s += gap
+        now = time.monotonic()
         for m in self.members.values():
-            m.last_seen += gap
+            m.last_seen = min(m.last_seen + gap, now)
 
     def _room(self, member: Member) -> list[Member]:
         """The other members of ``member``'s room."""
@@ -660,8 +704,8 @@ class Hub:
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict()})
         body = {**self.stats.as_dict(), "members": len(self.members),
                 "room_count": len(self._rooms), "rooms": rooms}
-        self._control(identity, wire.header(MessageType.STATS, page=page, pages=pages),
-                      [msgpack.packb(body, use_bin_type=True)])
+        self._reply(identity, wire.header(MessageType.STATS, page=page, pages=pages),
+                    [msgpack.packb(body, use_bin_type=True)])
 
     def snapshot(self) -> dict:
         """Every counter and every member's traffic (in this process: no visibility rules)."""
@@ -688,8 +732,13 @@ def raise_fd_limit(want: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+_LIBC: list = []
+
+
 def trim_memory() -> None:
     """Hand freed heap pages back to the kernel (glibc keeps them otherwise)."""
-    name = ctypes.util.find_library("c")
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).malloc_trim(0)
+    if not _LIBC:
+        with contextlib.suppress(OSError):
+            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c")))
+    with contextlib.suppress(AttributeError, IndexError):
+        _LIBC[0].malloc_trim(0)

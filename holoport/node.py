@@ -88,6 +88,7 @@ class NodeCounters:
     missing_reference: int = 0  # frames that continued one we never decoded
     unknown_sender: int = 0  # frames from nobody the hub told us of (never drawn)
     join_resent: int = 0  # joins sent again because no welcome came
+    refusals_waited: int = 0  # refusals that could pass (a same-named session timing out), waited out
     keyframe_requests: int = 0  # asked of us by receivers
     received_by_sender: dict = field(default_factory=dict)
 
@@ -134,6 +135,7 @@ class Node:
         self._seq = 0
         self._rejoined = 0.0
         self._awaiting_welcome: float | None = None  # when we last asked to join, until welcomed
+        self._forgotten = False  # the hub told us it no longer knows us: the next welcome is a new membership
         self.max_points = wire.DEFAULT_MAX_POINTS  # the hub's limit, from its welcome
         self._owed = 0  # credit to hand back to the hub
         self._decoders: dict[int, codec.OctreeDecoder] = {}  # per sender: octree streams carry state
@@ -184,6 +186,7 @@ class Node:
         self._send(self._join_header())
         deadline = time.monotonic() + self.join_timeout
         asked = time.monotonic()
+        last_refusal: str | None = None
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -207,11 +210,20 @@ class Node:
             except wire.WireError as exc:
                 raise JoinError(f"the hub at {self.hub} answered in another format: {exc}") from None
             if msg.type == MessageType.REFUSED:
-                raise JoinError(f"the hub refused to admit us: {msg.header.get('reason')}")
+                refusal = f"the hub refused to admit us: {msg.header.get('reason')}"
+                if not msg.header.get("retry"):
+                    raise JoinError(refusal)
+                # a session of the same name or key that is about to time out: the join sent
+                # again every second gets in once it has, or this refusal stands at the deadline
+                self.counters.refusals_waited += 1
+                last_refusal = refusal
+                continue
             if msg.type == MessageType.WELCOME:
                 self._welcome(msg.header)
                 if self.id is not None:
                     return
+        if last_refusal is not None:
+            raise JoinError(last_refusal)
         raise JoinError(
             f"no hub answered at {self.hub} within {self.join_timeout:.0f} s; "
             f"start one with `holoport hub --bind {self.hub}` or check the address"
@@ -225,12 +237,20 @@ class Node:
         if not wire.need(h, "id", "seat", "seats") or h["seat"] >= h["seats"]:
             self.counters.malformed += 1
             return
+        # the answer to a join we only sent again (no welcome came) continues our membership;
+        # after a "rejoin" (the hub forgot us, or restarted: ids start again) it is a new one
+        same = h["id"] == self.id and not self._forgotten
+        self._forgotten = False
         self.id, self.seat, self.seats = h["id"], h["seat"], h["seats"]
         self.peers = {m["id"]: Peer(m["id"], m["name"], m["seat"]) for m in h.get("members", [])
                       if m["id"] != self.id and m["seat"] < self.seats}
         self.name = h.get("name", self.name)
         self.max_points = h.get("max_points", wire.DEFAULT_MAX_POINTS)
         self._awaiting_welcome = None
+        if same:  # its credit window and our streams go on as they were
+            for gone in set(self._decoders) - set(self.peers):
+                del self._decoders[gone]
+            return
         self._decoders.clear()  # ids may be new (a restarted hub): streams start again
         self._owed = 0  # a (re)join starts a fresh credit window
         log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
@@ -311,7 +331,8 @@ class Node:
             self._rejoin()
         self.sync_clock()
 
-    def _rejoin(self) -> None:
+    def _rejoin(self, forgotten: bool = False) -> None:
+        self._forgotten |= forgotten
         self._awaiting_welcome = time.monotonic()
         self._send(self._join_header())
 
@@ -410,7 +431,8 @@ class Node:
         self._hand_back_credit()
         for src, r in reports.items():
             self._send(wire.header(MessageType.FEEDBACK, to=src, r=r[-64:]))
-        return [f for f in (self._decode(m) for m in newest.values()) if f is not None]
+        # a peer may have left, or lost its seat, after its frame came: such frames are not drawn
+        return [f for f in (self._decode(m) for src, m in newest.items() if src in self.peers) if f is not None]
 
     def _hand_back_credit(self) -> None:
         """Tell the hub about drained frames. Credit whose message could not be queued is
@@ -468,7 +490,7 @@ class Node:
                 self.counters.malformed += 1
                 return
             if h["seat"] == self.seat:  # our seat is someone else's: the hub forgot us, ask again
-                self._rejoin()
+                self._rejoin(forgotten=True)
             for other in [p for p in self.peers.values() if p.seat == h["seat"]]:
                 self.peers.pop(other.id)  # nobody keeps a seat given to someone else
             self.peers[h["id"]] = Peer(h["id"], h["name"], h["seat"])
@@ -487,7 +509,7 @@ class Node:
             log.warning("the hub no longer knows us: joining room %r again", self.room)
             self._rejoined = time.monotonic()
             self.counters.rejoins += 1
-            self._rejoin()
+            self._rejoin(forgotten=True)
         elif msg.type == MessageType.WELCOME:
             self._welcome(h)
         elif msg.type == MessageType.TIME:

@@ -147,6 +147,9 @@ def _read_key_folder(folder: Path) -> dict[bytes, str]:
         except (ValueError, OSError) as exc:
             log.warning("skipped %s in the key folder: %s", path, exc)
             continue
+        if not 1 <= len(path.stem) <= 64:  # a name the wire carries (wire.SCHEMA)
+            log.warning("skipped %s in the key folder: a key's name (its file name) has 1..64 characters", path)
+            continue
         keys.setdefault(public, path.stem)
     return keys
 

@@ -186,7 +186,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "join": {"room": _str(1, 64), "name": _name, "credit": _int(1, MAX_CREDIT), "token": _str(0, 256)},
     "welcome": {"room": _str(1, 64), "id": _id, "name": _name, "seat": _seat, "seats": _int(2, MAX_SEATS),
                 "members": _members, "max_points": _int(1, 1 << 26)},
-    "refused": {"reason": _str(0, 1000)},
+    "refused": {"reason": _str(0, 1000), "retry": _bool},  # retry: it may pass in a few seconds
     "joined": {"id": _id, "name": _name, "seat": _seat},
     "left": {"id": _id, "reason": _str(0, 200)},
     "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,

@@ -560,6 +560,14 @@ def test_a_plain_hub_refuses_a_second_member_of_the_same_name_in_a_room():
             pass
 
 
+def test_a_participant_that_restarted_gets_its_name_back_once_its_old_session_times_out():
+    with Hub(free_tcp_endpoint(), seats=3, heartbeat_timeout=1.0) as hub:
+        old = Node(hub.endpoint, "r", "ana").start()
+        old.close()  # gone without a goodbye: the hub still holds "ana" for a second or so
+        with Node(hub.endpoint, "r", "ana", join_timeout=5) as again:
+            assert again.name == "ana" and again.counters.refusals_waited >= 1
+
+
 # -- 9. keyframe requests coalesced ------------------------------------------------------
 def test_a_burst_of_keyframe_requests_reaches_the_sender_once():
     with Hub(free_tcp_endpoint(), seats=4) as hub:
@@ -579,7 +587,9 @@ def test_a_burst_of_keyframe_requests_reaches_the_sender_once():
 
 
 def test_control_messages_to_a_full_queue_wait_in_order_and_a_peer_that_never_reads_is_cut_off():
-    """Before, a reply that met a full queue was dropped like a frame, leaving a hole."""
+    """Before, a control message that met a full queue was dropped like a frame, leaving a hole.
+    Here a member floods another, which reads nothing, with feedback (each one a control
+    message to it) carrying a counter."""
     with Hub(free_tcp_endpoint(), seats=4, heartbeat_timeout=60) as hub:
         receiver = zmq.Context.instance().socket(zmq.DEALER)
         receiver.setsockopt(zmq.LINGER, 0)
@@ -587,35 +597,79 @@ def test_control_messages_to_a_full_queue_wait_in_order_and_a_peer_that_never_re
         receiver.setsockopt(zmq.RCVBUF, 2048)
         receiver.connect(hub.endpoint)
         _send(receiver, {"type": "join", "room": "r", "name": "rx", "credit": 64})
-        _recv_until(receiver, "welcome")
-        other, _ = _join_raw(hub.endpoint, "r", "other")
+        target = _recv_until(receiver, "welcome")["id"]
+        flooder, _ = _join_raw(hub.endpoint, "r", "flooder")
 
-        def ask(n: int) -> list[float]:
-            """Ask the time n times without reading, then read every answer."""
+        def flood(n: int) -> list[int]:
+            """n feedback messages to the receiver, which reads them all only afterwards."""
             start = hub.stats.received
             for i in range(n):
-                _send(receiver, {"type": "time", "t0": float(i)})
-            deadline = time.monotonic() + 10
+                _send(flooder, {"type": "feedback", "to": target, "r": [[i, 1.0, 100]]})
+            deadline = time.monotonic() + 20
             while hub.stats.received < start + n and time.monotonic() < deadline:
                 time.sleep(0.05)
-            answers = []
+            got = []
             while receiver.poll(500):
                 head = msgpack.unpackb(receiver.recv_multipart()[0])
-                answers += [head["t0"]] if head["type"] == "time" else []
-            return answers
+                got += [head["r"][0][0]] if head["type"] == "feedback" else []
+            return got
 
-        assert ask(450) == [float(i) for i in range(450)]  # about its queue's size: all came, in order
+        assert flood(450) == list(range(450))  # about its queue's size: all came, in order
         assert hub.stats.control_dropped == 0
-        answers = ask(20_000)  # far more: if its queues fill, it is cut off, counted, and the room told
-        cut = next((i for i, t in enumerate(answers) if t != i), len(answers))
-        if cut < 20_000:
-            assert cut >= 256  # up to the cut: in order, no hole
+        got = flood(30_000)  # far more: if its queues fill, it is cut off, counted, and the room told
+        cut = next((i for i, t in enumerate(got) if t != i), len(got))
+        if cut < 30_000:
+            assert cut >= 256 and hub.stats.control_waited > 0  # up to the cut: in order, no hole
             assert hub.stats.control_dropped >= 1 and len(hub.members) == 1
-            assert _recv_until(other, "left")["reason"] == "not reading"
+            assert _recv_until(flooder, "left")["reason"] == "not reading"
         else:
             assert hub.stats.control_dropped == 0
         receiver.close(0)
-        other.close(0)
+        flooder.close(0)
+
+
+def test_a_senders_frames_never_overtake_each_other_and_sender_stamps_are_the_senders_own():
+    """A big frame held for a receiver's byte budget is not overtaken by a smaller later one
+    of the same sender (a delta before its keyframe); a sender cannot forge the hub's stamps."""
+    with Hub(free_tcp_endpoint(), seats=3, member_queue_bytes=1_000_000) as hub:
+        receiver, _ = _join_raw(hub.endpoint, "r", "rx", credit=64)
+        sender, _ = _join_raw(hub.endpoint, "r", "tx")
+        _send(sender, {"type": "frame", "seq": 1, "ts": {}}, bytes(900_000))  # in flight
+        _send(sender, {"type": "frame", "seq": 2, "ts": {}}, bytes(900_000))  # held: over the budget
+        _send(sender, {"type": "frame", "seq": 3, "ts": {"hub_held": 1.0, "sent": 2.0}, "key": False}, b"x")
+        time.sleep(0.3)
+        seqs = []
+        while receiver.poll(1000):
+            head = msgpack.unpackb(receiver.recv_multipart()[0])
+            if head["type"] == "frame":
+                seqs.append(head["seq"])
+                assert head["ts"].get("hub_held", 2e9) > 1e9  # never the sender's 1.0
+                _send(receiver, {"type": "credit", "n": 1})
+        assert seqs == [1, 3]  # 3 replaced the held 2 (the newest frame per sender), never went before it
+        many = {f"s{i}": 1.0 for i in range(wire.MAX_STAGES)}  # the hub has no room left for its own
+        _send(sender, {"type": "frame", "seq": 4, "ts": many}, b"y")
+        time.sleep(0.2)
+        assert hub.stats.by_reason.get("frame with more time stamps than the hub can add to") == 1
+        receiver.close(0)
+        sender.close(0)
+
+
+def test_a_solo_members_cached_keyframe_keeps_to_the_budget():
+    with Hub(free_tcp_endpoint(), seats=3, max_queued_bytes=1_000_000) as hub:
+        sock, _ = _join_raw(hub.endpoint, "alone", "solo")
+        for seq in range(3):
+            _send(sock, {"type": "frame", "seq": seq, "ts": {}}, bytes(400_000 * (seq + 1)))
+        time.sleep(0.3)
+        assert hub.stats.queued_bytes <= 1_000_000
+        sock.close(0)
+
+
+def test_an_admin_key_sees_statistics_but_cannot_join(keys):
+    made, allow, admin = keys
+    security = HubSecurity(KeyPair.load(made["hub"][1]), allow, admin=admin)
+    with Hub(free_tcp_endpoint(), security=security) as hub, \
+            pytest.raises(JoinError, match="may ask for statistics but not join"):
+        Node(hub.endpoint, "r", "ana", security=_security(made, "ops"), join_timeout=2).start()
 
 
 def test_a_curve_admin_key_is_admitted_but_never_a_member_name(keys):

@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
+import zstandard
 
 from capture import Intrinsics, RGBDFrame, SyntheticCamera
 from capture.recording import INDEX, MAGIC, RGBD, Recording, RecordingError, RecordingPlayer, RecordingWriter
@@ -540,3 +541,20 @@ def test_an_index_that_checks_out_but_lies_is_not_believed(sixty, tmp_path):
     played, rec = _play_all(bad)
     assert sorted(played) == list(range(60)) and all(played[i] == payloads[i] for i in played)
     assert not rec.indexed
+
+
+def test_an_rgbd_frame_declaring_huge_images_is_damaged_not_a_crash(frames, tmp_path):
+    """zstd allocates what a frame declares; the head's image size is checked first."""
+    path = tmp_path / "huge.hprec"
+    with RecordingWriter(path) as w:
+        w.write_rgbd(frames[0])
+    with Recording(path) as rec:
+        entry = rec.entry(0)
+    for head in ({**entry.head, "intrinsics": {**entry.head["intrinsics"], "width": 1 << 20, "height": 1 << 20}},
+                 {**entry.head, "depth_scale": "deep"}, {**entry.head, "meta": 5}):
+        bomb = type(entry)(entry.kind, 0, 0.0, head, zstandard.ZstdCompressor().compress(bytes(1 << 16)))
+        with pytest.raises(RecordingError):
+            bomb.rgbd()
+    declared = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(1 << 22))
+    with pytest.raises(RecordingError, match="another size"):
+        type(entry)(entry.kind, 0, 0.0, entry.head, declared).rgbd()
