@@ -132,6 +132,22 @@ def test_the_player_keeps_the_original_timing_seeks_and_loops(recorded):
     assert {i for _, i, _ in seen} == set(range(7))
 
 
+def _join_from(path, seconds: float) -> tuple[subprocess.Popen, str, list]:
+    """A real `holoport join --source PATH` with a hub and a receiving node beside it: the
+    process, its output and the frames the node received from it."""
+    with Hub(free_tcp_endpoint(), seats=3) as hub:
+        join = spawn("join", "--hub", hub.endpoint, "--source", str(path), "--name", "rec",
+                     "--duration", str(seconds), "--fps", "10")
+        got = []
+        with Node(hub.endpoint, "main", "desk") as desk:
+            deadline = time.monotonic() + 60
+            while join.poll() is None and time.monotonic() < deadline:
+                desk.heartbeat()
+                got += [f for f in desk.poll(0.1) if f.name == "rec"]
+        out = join.communicate(timeout=30)[0]
+    return join, out, got
+
+
 def test_record_play_and_join_from_a_recording_as_real_processes(tmp_path):
     rec = tmp_path / "me.hprec"
     made = subprocess.run(holoport_cmd("record", str(rec), "--frames", "20", "--fps", "20"),
@@ -144,16 +160,7 @@ def test_record_play_and_join_from_a_recording_as_real_processes(tmp_path):
         from capture import rgbd_to_points
 
         recorded_points = {len(rgbd_to_points(e.rgbd())[0]) for e in r}
-    with Hub(free_tcp_endpoint(), seats=3) as hub:
-        join = spawn("join", "--hub", hub.endpoint, "--source", str(rec), "--name", "rec",
-                     "--duration", "4", "--fps", "10")
-        got = []
-        with Node(hub.endpoint, "main", "desk") as desk:
-            deadline = time.monotonic() + 40
-            while join.poll() is None and time.monotonic() < deadline:
-                desk.heartbeat()
-                got += [f for f in desk.poll(0.1) if f.name == "rec"]
-        out = join.communicate(timeout=30)[0]
+    join, out, got = _join_from(rec, seconds=4)
     assert join.returncode == 0, out
     assert re.search(r"^rec: sent \d+", out, re.MULTILINE), out
     assert len(got) >= 10
@@ -483,16 +490,8 @@ def test_join_from_a_damaged_recording_stays_in_the_meeting(tmp_path):
     assert sorted(counts) == [i for i in range(20) if i not in (5, 12)]
     past = {c for i, c in counts.items() if i > 12} - {c for i, c in counts.items() if i < 12}
     assert past
-    with Hub(free_tcp_endpoint(), seats=3) as hub:
-        join = spawn("join", "--hub", hub.endpoint, "--source", str(path), "--name", "rec",
-                     "--duration", "5", "--fps", "10")
-        got = []
-        with Node(hub.endpoint, "main", "desk") as desk:
-            deadline = time.monotonic() + 60
-            while join.poll() is None and time.monotonic() < deadline:
-                desk.heartbeat()
-                got += [len(f.positions) for f in desk.poll(0.1) if f.name == "rec"]
-        out = join.communicate(timeout=30)[0]
+    join, out, frames = _join_from(path, seconds=5)
+    got = [len(f.positions) for f in frames]
     assert join.returncode == 0, out
     sent = re.search(r"^rec: sent (\d+)", out, re.MULTILINE)
     assert sent and int(sent.group(1)) >= 30, out
