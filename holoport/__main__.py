@@ -1,6 +1,12 @@
+import signal
+
 try:
     from holoport.cli import main
-except KeyboardInterrupt:  # Ctrl-C while the command loads
-    raise SystemExit(130) from None
 
-raise SystemExit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C while the command loads, or between its handlers
+    code = 130
+# a Ctrl-C from here on (the rest of the process group's, while Python shuts down) must not
+# turn a clean exit into death by SIGINT
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+raise SystemExit(code)
