@@ -425,13 +425,12 @@ class Node:
                 newest[src] = msg
             else:
                 self._control(msg)
-                if msg.type == MessageType.LEFT:  # don't draw someone who has just left
-                    newest.pop(msg.header.get("id"), None)
         self._owed += taken
         self._hand_back_credit()
         for src, r in reports.items():
             self._send(wire.header(MessageType.FEEDBACK, to=src, r=r[-64:]))
         # a peer may have left, or lost its seat, after its frame came: such frames are not drawn
+        # (nor decoded)
         return [f for f in (self._decode(m) for src, m in newest.items() if src in self.peers) if f is not None]
 
     def _hand_back_credit(self) -> None:
@@ -550,6 +549,7 @@ def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float =
     sock.setsockopt(zmq.MAXMSGSIZE, 16 * 1024 * 1024)
     ask = {k: v for k, v in (("room", room), ("token", token)) if v is not None}
     merged: dict = {}
+    left = MAX_STATS_BYTES  # what the answers may take in all, whatever the other side says
     try:
         if security is not None:
             security.apply(sock)
@@ -562,14 +562,18 @@ def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float =
                                 f"(`holoport hub --bind {hub}`)? An encrypted hub answers only with --key "
                                 "and --hub-key")
             try:
-                msg = wire.decode(sock.recv_multipart())
+                frames = sock.recv_multipart()
+                left -= sum(len(f) for f in frames)
+                if left < 0:
+                    raise JoinError(f"the hub at {hub} sent more than {MAX_STATS_BYTES >> 20} MB of statistics")
+                msg = wire.decode(frames)
                 body = msgpack.unpackb(msg.payloads[0], raw=False, strict_map_key=False) if msg.payloads else None
             except wire.VersionError as exc:  # a hub of another release: its refusal says why
                 raise JoinError(f"the hub refused: {exc.refusal}" if exc.refusal is not None
                                 else f"the hub at {hub} answered in another format: {exc}") from None
             except (wire.WireError, ValueError, msgpack.UnpackException) as exc:
                 raise JoinError(f"the hub at {hub} answered in another format: {exc}") from None
-            if msg.type != MessageType.STATS or not isinstance(body, dict) or not isinstance(body.get("rooms"), dict):
+            if msg.type != MessageType.STATS or not _stats_page(body):
                 raise JoinError(f"the hub at {hub} answered without statistics")
             pages = min(msg.header.get("pages", 1), 10_000)
             rooms = merged.setdefault("rooms", {})
@@ -580,3 +584,13 @@ def query_stats(hub: str, security: NodeSecurity | None = None, timeout: float =
     finally:
         sock.close()
     return merged
+
+
+MAX_STATS_BYTES = 64 << 20  # all pages of one stats answer together (4,000 members take ~1 MB)
+
+
+def _stats_page(body: object) -> bool:
+    """Whether a stats page has the shape ``holoport stats`` reads: rooms of member maps."""
+    return (isinstance(body, dict) and isinstance(body.get("rooms"), dict)
+            and all(isinstance(name, str) and isinstance(members, list) and all(isinstance(m, dict) for m in members)
+                    for name, members in body["rooms"].items()))

@@ -679,3 +679,25 @@ def test_a_curve_admin_key_is_admitted_but_never_a_member_name(keys):
     assert security.callback("*", KeyPair.load(made["ops"][1]).public)
     assert security.is_admin(KeyPair.load(made["hub"][1]).public)
     assert not security.is_admin(KeyPair.load(made["ana"][1]).public)
+
+
+def test_stats_from_a_hub_that_lies_are_refused_with_a_clear_error():
+    """`holoport stats` reads bytes from the network too: a malformed page is a JoinError."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def answer(body) -> None:
+        identity, _ = router.recv_multipart()
+        router.send_multipart([identity, msgpack.packb({"v": V, "type": "stats", "page": 0, "pages": 1}),
+                               msgpack.packb(body)])
+
+    try:
+        for body in ({"rooms": {"r": "not a list"}}, {"rooms": {"r": [5]}}, {"rooms": []}, [1, 2]):
+            asker = threading.Thread(target=answer, args=(body,))
+            asker.start()
+            with pytest.raises(JoinError, match="without statistics"):
+                query_stats(f"tcp://127.0.0.1:{port}", timeout=3)
+            asker.join(5)
+    finally:
+        router.close(0)

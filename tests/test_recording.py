@@ -221,6 +221,16 @@ def _play_all(path) -> tuple[dict[int, str], Recording]:
     return played, player.recording
 
 
+def _play_traced(path) -> tuple[dict[int, str], Recording, int]:
+    """``_play_all``, and the most memory Python allocated meanwhile (bytes)."""
+    tracemalloc.start()
+    try:
+        played, rec = _play_all(path)
+        return played, rec, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.fixture(scope="module")
 def sixty(tmp_path_factory):
     """A 60-frame RGB-D recording of the synthetic person, and its frames' payloads."""
@@ -419,12 +429,7 @@ def test_a_bogus_length_allocates_nothing_and_the_scan_resyncs(tmp_path, indexed
     if not indexed:
         del data[-12:]
     path.write_bytes(bytes(data))
-    tracemalloc.start()
-    try:
-        played, rec = _play_all(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    played, rec, peak = _play_traced(path)
     assert rec.indexed == indexed
     assert sorted(played) == [i for i in range(160) if i != 3] and rec.lost == [3]
     assert peak < 2 << 20, peak  # a frame is 64 KiB; the bogus record would be up to 10 MB
@@ -445,12 +450,7 @@ def test_a_recording_with_megabytes_of_garbage_inside_still_plays_both_ends(tmp_
         w._file.write(bytes(garbage))
         w.write_cloud(0.1, b"last", 1, "bytes")
     path.write_bytes(path.read_bytes()[:-12])  # no trailer: scanned
-    tracemalloc.start()
-    try:
-        played, rec = _play_all(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    played, rec, peak = _play_traced(path)
     assert played == {0: _digest(b"first"), 1: _digest(b"last")}
     assert any(d.end - d.start >= len(garbage) for d in rec.damaged)
     assert peak < 8 << 20, peak
