@@ -47,7 +47,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import resource
 import signal
 import struct
 import sys
@@ -60,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, emit, script_main
+from benchmarks.common import add_output_arguments, emit, peak_rss_mb, reset_peak_rss, script_main
 from benchmarks.fuzz_codec import seed_streams
 from capture import Intrinsics, SyntheticCamera
 from capture.recording import INDEX, MAGIC, RECORD, RGBD, TRAILER, RecordingError, RecordingWriter
@@ -265,13 +264,10 @@ class Tally:
     slowest: float = 0.0
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def fuzz(args: argparse.Namespace, progress: bool = True) -> tuple[dict[str, Tally], Counter, float]:
     """Damage, write and play ``args.inputs`` files; tallies per kind, failures by message,
     peak resident memory."""
+    reset_peak_rss()  # this run's peak, also when a longer-lived process (the tests) runs it
     tallies = {k: Tally() for k in KINDS}
     failures: Counter = Counter()
     rng = np.random.default_rng(args.seed)

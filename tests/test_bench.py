@@ -288,3 +288,20 @@ def test_the_recording_fuzzer_reports_a_reader_that_raises_or_hangs(monkeypatch)
     total = rows[-1]
     assert total["crashed"] == 1 and total["hangs"] == 1 and fuzz_recording.failed(rows, strict=False) == 2
     assert any("KeyError: 'a bug'" in f for f in total["failures"])
+
+
+def test_a_benchmark_measures_its_own_peak_memory_not_the_processs():
+    """The fuzzers run inside the test process too: a peak from an earlier test is not theirs."""
+    import sys
+
+    import numpy as np
+
+    from benchmarks.common import peak_rss_mb, reset_peak_rss
+
+    big = np.ones(400_000_000 // 8)
+    before = peak_rss_mb()
+    del big
+    reset_peak_rss()
+    if sys.platform != "linux":
+        pytest.skip("resetting the peak needs Linux's /proc/self/clear_refs")
+    assert peak_rss_mb() < before - 300
