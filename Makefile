@@ -53,17 +53,19 @@ system-deps:
 	  fi
 
 # What only the tests need: headless Chromium for the browser viewer, Xvfb and xdotool for
-# the desktop window. Installed with apt when we are root (or have passwordless sudo); otherwise the
-# tests that need them are skipped, with the reason.
+# the desktop window, Draco's command-line tools for the codec benchmark's peer. Installed
+# with apt when we are root (or have passwordless sudo); otherwise the tests that need them
+# are skipped, with the reason.
 test-deps:
 	@missing=""; \
 	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing=" chromium"; \
 	  command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	  command -v xdotool >/dev/null || missing="$$missing xdotool"; \
+	  command -v draco_encoder >/dev/null || missing="$$missing draco"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
 	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \
-	    else echo "Tests of the browser viewer and the desktop window need:$$missing (Debian/Ubuntu: sudo apt-get install$$missing); they will be skipped."; exit 0; fi; \
+	    else echo "Tests of the browser viewer, the desktop window and Draco's own tools need:$$missing (Debian/Ubuntu: sudo apt-get install$$missing); they will be skipped."; exit 0; fi; \
 	    echo "Installing test packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
 	      || echo "Could not install$$missing; the tests that need them will be skipped."; \

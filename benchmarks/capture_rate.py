@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, script_main, wide_console
+from benchmarks.common import add_output_arguments, emit, script_main
+from holoport.console import wide_console
+from holoport.data import data_root
 
 COLUMNS = ["source", "resolution", "cores", "stage", "fps", "ms", "points"]
 STAGES = ["decode", "register", "backproject", "cut", "voxelize", "total"]
@@ -75,15 +77,15 @@ def synthetic_inputs(resolution: str, n: int) -> list[Input]:
     depth_k = Intrinsics(w, h, f, f, (w - 1) / 2, (h - 1) / 2)
     color_k = Intrinsics(1280, 720, 612.0, 612.0, 639.3, 365.9,
                          (0.330, -2.489, -1.6e-4, -1.3e-4, 1.454, 0.209, -2.303, 1.375))
-    colour_cam = SyntheticCamera(BodyShape.preset(1), Intrinsics(1280, 720, 612.0, 612.0, 639.3, 365.9), seed=1)
+    color_cam = SyntheticCamera(BodyShape.preset(1), Intrinsics(1280, 720, 612.0, 612.0, 639.3, 365.9), seed=1)
     cam = SyntheticCamera(BodyShape.preset(1), depth_k, seed=1)
     shift = np.eye(4)
     shift[0, 3] = -0.032
     out = []
     for i in range(n):
         frame = cam.read(i / 15)
-        colour = colour_cam.read(i / 15).color
-        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(colour[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        color = color_cam.read(i / 15).color
+        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(color[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
         assert ok
         out.append(Input(jpeg.tobytes(), frame.depth.astype(">u2").tobytes(), depth_k, color_k, shift,
                          frame.camera_pose, frame.depth_scale))
@@ -118,24 +120,24 @@ def stage_functions(voxel: float) -> dict[str, Callable]:
     from capture import RGBDFrame, rgbd_to_points
     from capture.cut import voxel_downsample
     from capture.lens import register
-    from holoport.sources import PERSON_RANGE, person_cut
+    from holoport.point_sources import PERSON_RANGE, person_cut
 
     def decode(x: Input):
-        colour = cv2.imdecode(np.frombuffer(x.jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        color = cv2.imdecode(np.frombuffer(x.jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         depth = np.frombuffer(x.depth_bytes, ">u2").astype(np.uint16).reshape(x.depth_k.height, x.depth_k.width)
-        return x, np.ascontiguousarray(colour), depth
+        return x, np.ascontiguousarray(color), depth
 
     def reg(args):
-        x, colour, depth = args
-        c, d = register(depth, x.depth_scale, x.depth_k, colour, x.color_k, x.depth_to_color)
+        x, color, depth = args
+        c, d = register(depth, x.depth_scale, x.depth_k, color, x.color_k, x.depth_to_color)
         return RGBDFrame(d, c, x.depth_k, x.depth_scale, x.pose, 0.0)
 
     def backproject(frame):
         return frame, rgbd_to_points(frame, box=None, depth_range=PERSON_RANGE)
 
-    def cut(args):  # as holoport.sources cuts a real camera's frames (crop "cut")
+    def cut(args):  # as holoport.point_sources cuts a real camera's frames (crop "cut")
         frame, (positions, colors) = args
-        return person_cut(frame.camera_pose).apply(positions, colors)
+        return person_cut(frame.camera_pose).apply(positions, colors)[:2]
 
     def voxelize(cloud):
         return voxel_downsample(cloud[0], cloud[1], voxel)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, read_ply
+from benchmarks.common import add_output_arguments, emit
+from capture.ply import read_ply
+from holoport.data import data_root
 
 
 def make_frame(data: Path | None, points: int) -> tuple[np.ndarray, np.ndarray, int]:

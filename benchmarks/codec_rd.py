@@ -1,14 +1,30 @@
 """Codec rate, distortion and speed on real PLY frames: Holoport's codecs beside Draco.
 
 For every PLY in --data (default: the MVUB frames in ../shared/data) each codec encodes the
-frame on its own integer grid and decodes it; geometry is lossless for all of them (the
-octree codec and the baseline voxelize on the frame's grid; Draco uses quantization bits =
-grid bits, range 2^bits - 1, origin 0). The octree codec runs losslessly and at several
-colour steps (RAHT) in one slice, and losslessly and at step 16 in two slices (faster,
-slightly larger); Draco at compression levels 1 and 7. Records give bits per input point
-for geometry, colour and in total, D1 PSNR and Y-PSNR (codec.metrics, as pc_error), and
-median encode and decode times after warm-up runs (the steady state of a stream); ratios
-are to Draco level 7 in this run.
+frame on its own integer grid and decodes it. The octree codec runs losslessly and at
+several colour steps (RAHT) in one slice, and losslessly and at step 16 in two slices
+(faster, slightly larger); the baseline voxelizes on the frame's grid; Draco runs at
+compression levels 1 and 7 in two ways:
+
+- codec "draco": Draco's own command-line tools, as their users run them (found on PATH or
+  in --draco-bin DIR; Debian/Ubuntu: apt-get install draco). encode_ms is the wall time of
+  `draco_encoder -point_cloud -i FRAME.ply -o F.drc -qp BITS -cl LEVEL` from spawn to exit,
+  so it includes process start, reading the PLY and writing the .drc; decode_ms is the wall
+  time of `draco_decoder -i F.drc -o OUT.ply`, including writing the PLY. encode_internal_ms
+  and decode_internal_ms are the times the tools print about themselves (coding only, whole
+  milliseconds). -qp spreads its steps over the frame's bounding box, so positions come
+  back up to half a step off the grid: a finite D1 PSNR, not lossless.
+- codec "DracoPy": the same library through its Python wrapper (pip DracoPy), in memory,
+  with quantization bits = grid bits, range 2^bits - 1, origin 0 (lossless geometry).
+
+Holoport's codecs are timed in memory on arrays already loaded: no file I/O, no process
+start. Records give bits per input point for geometry, colour and in total, D1 PSNR and
+Y-PSNR (codec.metrics, as pc_error; null in JSON and inf in tables = lossless), and median
+times after warm-up rounds (the steady state of a stream); the codecs take turns, one encode
+and decode each per round, so that other work on a shared machine slows them alike. Ratios
+are to Draco level 7 on the same frame in this run: the command-line tools when present
+(*_vs_draco: to its wall time, *_vs_draco_internal: to its own printed time), else DracoPy
+(draco_ref names which). A value that was not measured is null in JSON and "-" in tables.
 
 Run: holoport bench codec --json codec.json --markdown codec.md --plot codec.png
 """
@@ -17,17 +33,32 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, median_ms, read_ply, script_main
+from benchmarks import draco_cli
+from benchmarks.common import add_output_arguments, emit, script_main
+from capture.ply import read_ply
 from codec import BaselineCodec, OctreeCodec, container
 from codec.metrics import estimate_normals, quality
+from holoport.data import data_root
 
-COLUMNS = ["frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp", "d1_psnr",
-           "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco", "encode_vs_draco", "decode_vs_draco"]
+#: Every record has every field; a value not measured is None (JSON null, "-" in tables).
+FIELDS = ["frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp", "d1_psnr",
+          "y_psnr", "encode_ms", "decode_ms", "encode_internal_ms", "decode_internal_ms",
+          "bpp_vs_draco", "encode_vs_draco", "decode_vs_draco", "encode_vs_draco_internal",
+          "decode_vs_draco_internal", "draco_ref"]
+COLUMNS = FIELDS[:-1]
+INTERNAL = ["encode_internal_ms", "decode_internal_ms", "encode_vs_draco_internal", "decode_vs_draco_internal"]
+RATIOS = ["bpp_vs_draco", "encode_vs_draco", "decode_vs_draco", "encode_vs_draco_internal",
+          "decode_vs_draco_internal"]
 DEFAULT_STEPS = (8, 16, 24, 32, 48)
 #: G-PCC (TMC13 v23) as ../shared/data/README.md publishes it for the MVUB frames:
 #: (lossless geometry bpp, total bpp at QP 28, Y-PSNR dB at QP 28). Plotted for reference.
@@ -41,12 +72,15 @@ GPCC_PUBLISHED = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of PLY frames (default: <data>/pointclouds/mvub)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds (median); each round runs every codec once, in turn")
     parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed runs before them, for every codec (steady state, as in a stream)")
+                        help="untimed rounds before them (steady state, as in a stream)")
     parser.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
                         help="octree colour steps to run besides lossless (default 8 16 24 32 48)")
-    parser.add_argument("--no-draco", action="store_true", help="skip Draco")
+    parser.add_argument("--no-draco", action="store_true", help="skip Draco (both ways)")
+    parser.add_argument("--draco-bin", type=Path, default=None, metavar="DIR",
+                        help="folder holding draco_encoder and draco_decoder (default: PATH)")
     add_output_arguments(parser)
 
 
@@ -62,6 +96,7 @@ class Frame:
     """One PLY frame and what every codec is measured against."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.name = path.stem
         self.positions, self.colors = read_ply(path)
         self.points = len(self.positions)
@@ -74,44 +109,122 @@ class Frame:
             self._normals = estimate_normals(self.positions)
         q = quality(self.positions, self.colors, decoded[0], decoded[1], self.bits, self._normals)
         n = self.points
-        return {"frame": self.name, "codec": codec, "params": params, "points": n,
-                "geom_bpp": geom_bytes * 8 / n, "color_bpp": (total_bytes - geom_bytes) * 8 / n,
-                "total_bpp": total_bytes * 8 / n, "d1_psnr": _finite(q.d1_psnr),
-                "y_psnr": _finite(q.y_psnr), "encode_ms": encode_ms, "decode_ms": decode_ms}
+        record = dict.fromkeys(FIELDS)
+        record.update({"frame": self.name, "codec": codec, "params": params, "points": n,
+                       "geom_bpp": geom_bytes * 8 / n, "color_bpp": (total_bytes - geom_bytes) * 8 / n,
+                       "total_bpp": total_bytes * 8 / n, "d1_psnr": _finite(q.d1_psnr),
+                       "y_psnr": _finite(q.y_psnr), "encode_ms": encode_ms, "decode_ms": decode_ms})
+        return record
 
 
-def bench_octree(frame: Frame, step: int, repeats: int, warmup: int, slices: int = 1) -> dict:
+@dataclass
+class Case:
+    """One codec configuration on one frame. ``encode()`` gives what ``decode`` takes; ``sizes``
+    turns that into (geometry bytes, total bytes) and ``decoded`` turns what ``decode`` gives
+    into (positions, colours). A command-line tool's calls return a ``draco_cli.Run``, whose
+    self-reported time is kept beside the wall time."""
+
+    codec: str
+    params: str
+    encode: Callable[[], object]
+    decode: Callable[[object], object]
+    sizes: Callable[[object], tuple[int, int]]
+    decoded: Callable[[object], tuple[np.ndarray, np.ndarray]]
+
+
+def octree_case(frame: Frame, step: int, slices: int = 1) -> Case:
     codec = OctreeCodec(depth=frame.bits, origin=(-0.5, -0.5, -0.5), size=float(2**frame.bits),
                         color_step=step, slices=slices)
-    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats, warmup)
-    dec_ms, decoded = median_ms(lambda: OctreeCodec.decode(data), repeats, warmup)
-    k = (len(container.unpack(data).sections) - 2) // 2
-    color = sum(len(s) for s in container.unpack(data).sections[2 + k:])
+
+    def sizes(data: bytes) -> tuple[int, int]:
+        sections = container.unpack(data).sections
+        k = (len(sections) - 2) // 2
+        return len(data) - sum(len(s) for s in sections[2 + k:]), len(data)
+
     label = "lossless" if step == 1 else f"step={step}"
-    return frame.record("octree", f"{label} slices={slices}", len(data) - color, len(data), decoded,
-                        enc_ms, dec_ms)
+    return Case("octree", f"{label} slices={slices}", lambda: codec.encode(frame.positions, frame.colors),
+                OctreeCodec.decode, sizes, lambda out: out)
 
 
-def bench_baseline(frame: Frame, repeats: int, warmup: int) -> dict:
+def baseline_case(frame: Frame) -> Case:
     codec = BaselineCodec(voxel_size=1.0, origin=(0.0, 0.0, 0.0), bits=frame.bits)
-    enc_ms, data = median_ms(lambda: codec.encode(frame.positions, frame.colors), repeats, warmup)
-    dec_ms, decoded = median_ms(lambda: BaselineCodec.decode(data), repeats, warmup)
-    color = len(container.unpack(data).sections[1])
-    return frame.record("baseline", f"bits={frame.bits} zstd={codec.level}", len(data) - color,
-                        len(data), decoded, enc_ms, dec_ms)
+
+    def sizes(data: bytes) -> tuple[int, int]:
+        return len(data) - len(container.unpack(data).sections[1]), len(data)
+
+    return Case("baseline", f"bits={frame.bits} zstd={codec.level}",
+                lambda: codec.encode(frame.positions, frame.colors), BaselineCodec.decode, sizes, lambda out: out)
 
 
-def bench_draco(frame: Frame, level: int, repeats: int, warmup: int) -> dict:
+def dracopy_case(frame: Frame, level: int) -> Case:
+    """Draco through its Python wrapper, in memory (what the wrapper costs shows beside "draco")."""
     import DracoPy
 
     opts = {"quantization_bits": frame.bits, "quantization_range": float(2**frame.bits - 1),
             "quantization_origin": [0.0, 0.0, 0.0], "compression_level": level}
-    geometry = DracoPy.encode(frame.positions, **opts)
-    enc_ms, data = median_ms(lambda: DracoPy.encode(frame.positions, colors=frame.colors, **opts),
-                             repeats, warmup)
-    dec_ms, mesh = median_ms(lambda: DracoPy.decode(data), repeats, warmup)
-    decoded = (np.asarray(mesh.points, np.float32), np.asarray(mesh.colors, np.uint8)[:, :3])
-    return frame.record("draco", f"level={level}", len(geometry), len(data), decoded, enc_ms, dec_ms)
+    geometry = len(DracoPy.encode(frame.positions, **opts))
+    return Case("DracoPy", f"level={level} bits={frame.bits}",
+                lambda: DracoPy.encode(frame.positions, colors=frame.colors, **opts), DracoPy.decode,
+                lambda data: (geometry, len(data)),
+                lambda mesh: (np.asarray(mesh.points, np.float32), np.asarray(mesh.colors, np.uint8)[:, :3]))
+
+
+def draco_cli_case(frame: Frame, tools: draco_cli.DracoTools, level: int, work: Path) -> Case:
+    """Draco's own command-line tools on the PLY file, as their users run them."""
+    xyz = work / f"{frame.name}-xyz.ply"
+    if not xyz.exists():
+        draco_cli.write_positions_ply(frame.positions, xyz)
+    geometry = work / f"{frame.name}-xyz-{level}.drc"
+    draco_cli.encode(tools, xyz, geometry, frame.bits, level)  # geometry alone: its size only
+    drc = work / f"{frame.name}-{level}.drc"
+    out = work / f"{frame.name}-{level}-decoded.ply"
+    return Case("draco", f"level={level} qp={frame.bits}",
+                lambda: draco_cli.encode(tools, frame.path, drc, frame.bits, level),
+                lambda _: draco_cli.decode(tools, drc, out),
+                lambda _: (geometry.stat().st_size, drc.stat().st_size), lambda _: read_ply(out))
+
+
+def _timed(fn: Callable, *args) -> tuple[float, float | None, object]:
+    """Wall ms of one call, the ms a tool reported about itself (None for in-memory calls), the result."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    wall = (time.perf_counter() - t0) * 1e3
+    return wall, result.internal_ms if isinstance(result, draco_cli.Run) else None, result
+
+
+def _median(values: list[float | None]) -> float | None:
+    return None if not values or None in values else statistics.median(values)
+
+
+def measure(frame: Frame, cases: list[Case], repeats: int, warmup: int) -> list[dict]:
+    """Every case's record, its times the medians of ``repeats`` rounds after ``warmup`` rounds.
+    Each round encodes and decodes the frame once with every case in turn, so that a burst of
+    other work on a shared machine falls on all of them alike (ratios stay fair)."""
+    for _ in range(warmup):
+        for case in cases:
+            case.decode(case.encode())
+    times = {id(case): ([], [], [], []) for case in cases}  # encode, encode self-reported, decode, ...
+    last = {}
+    for _ in range(repeats):
+        for case in cases:
+            enc_ms, enc_self, data = _timed(case.encode)
+            dec_ms, dec_self, out = _timed(case.decode, data)
+            for series, value in zip(times[id(case)], (enc_ms, enc_self, dec_ms, dec_self), strict=True):
+                series.append(value)
+            last[id(case)] = data, out
+    records = []
+    for case in cases:
+        enc, enc_self, dec, dec_self = times[id(case)]
+        data, out = last[id(case)]
+        record = frame.record(case.codec, case.params, *case.sizes(data), case.decoded(out),
+                              statistics.median(enc), statistics.median(dec))
+        record.update(encode_internal_ms=_median(enc_self), decode_internal_ms=_median(dec_self))
+        records.append(record)
+    return records
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or not reference else value / reference
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,40 +233,95 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no PLY frames in {folder}; pass --data DIR or set HOLOPORT_DATA", file=sys.stderr)
         return 1
-    draco = not args.no_draco
-    if draco:
+    tools, dracopy = None, None
+    if not args.no_draco:
+        tools, found = draco_cli.find_tools(args.draco_bin)
         try:
+            from importlib.metadata import version
+
             import DracoPy  # noqa: F401
+
+            dracopy = f"DracoPy {version('DracoPy')}"
         except ImportError:
-            print("DracoPy is not installed: comparing without Draco (pip install DracoPy)")
-            draco = False
+            print("DracoPy is not installed: no DracoPy rows (pip install DracoPy)", file=sys.stderr)
+        if tools is None:
+            print(f"{found}. Comparing with {dracopy} instead: Draco's Python wrapper, whose encode is "
+                  "several times slower than Draco's own (its rows say DracoPy)" if dracopy
+                  else f"{found}. Comparing without Draco.", file=sys.stderr)
+        else:
+            print(found)
     from rich.progress import track
 
     records = []
-    for path in track(paths, description="benchmarking frames"):
-        frame = Frame(path)
-        for step in [1, *args.steps]:
-            records.append(bench_octree(frame, step, args.repeats, args.warmup))
-        for step in (1, 16):  # two slices: geometry on both cores too (a little larger)
-            records.append(bench_octree(frame, step, args.repeats, args.warmup, slices=2))
-        records.append(bench_baseline(frame, args.repeats, args.warmup))
-        if draco:
-            records += [bench_draco(frame, level, args.repeats, args.warmup) for level in (1, 7)]
-    if draco:  # ratios to Draco level 7, measured in this same run
-        ref = {r["frame"]: r for r in records if r["codec"] == "draco" and r["params"] == "level=7"}
-        for r in records:
-            d = ref[r["frame"]]
-            r["bpp_vs_draco"] = r["total_bpp"] / d["total_bpp"]
-            r["encode_vs_draco"] = r["encode_ms"] / d["encode_ms"]
-            r["decode_vs_draco"] = r["decode_ms"] / d["decode_ms"]
-    emit(records, COLUMNS if draco else COLUMNS[:-3], "Codec rate, distortion and speed", args, plot=plot)
+    with tempfile.TemporaryDirectory(prefix="holoport-draco-") as work:
+        for path in track(paths, description="benchmarking frames"):
+            frame = Frame(path)
+            cases = [octree_case(frame, step) for step in [1, *args.steps]]
+            # two slices: geometry on both cores too (a little larger)
+            cases += [octree_case(frame, step, slices=2) for step in (1, 16)]
+            cases.append(baseline_case(frame))
+            cases += [draco_cli_case(frame, tools, level, Path(work)) for level in ((1, 7) if tools else ())]
+            cases += [dracopy_case(frame, level) for level in ((1, 7) if dracopy else ())]
+            records += measure(frame, cases, args.repeats, args.warmup)
+    # ratios to Draco level 7 on the same frame, measured in this same run
+    ref_codec, ref_label = ("draco", f"{tools.label}, level 7") if tools else ("DracoPy", f"{dracopy}, level 7")
+    ref = {r["frame"]: r for r in records if r["codec"] == ref_codec and r["params"].startswith("level=7 ")}
+    for r in records:
+        d = ref.get(r["frame"])
+        if d is None:
+            continue
+        r["draco_ref"] = ref_label
+        r["bpp_vs_draco"] = _ratio(r["total_bpp"], d["total_bpp"])
+        r["encode_vs_draco"] = _ratio(r["encode_ms"], d["encode_ms"])
+        r["decode_vs_draco"] = _ratio(r["decode_ms"], d["decode_ms"])
+        r["encode_vs_draco_internal"] = _ratio(r["encode_ms"], d["encode_internal_ms"])
+        r["decode_vs_draco_internal"] = _ratio(r["decode_ms"], d["decode_internal_ms"])
+    columns = [c for c in COLUMNS if (tools or c not in INTERNAL) and (ref or c not in RATIOS)]
+    emit(records, columns, "Codec rate, distortion and speed", args, plot=plot)
+    note = _note(args, tools, dracopy, ref_label if ref else None)
+    print("\n".join(note))
+    if args.markdown:  # what each time includes, above the table
+        table = Path(args.markdown).read_text()
+        Path(args.markdown).write_text("\n\n".join(note) + "\n\n" + table)
     return 0
+
+
+def _note(args: argparse.Namespace, tools: draco_cli.DracoTools | None, dracopy: str | None,
+          ref_label: str | None) -> list[str]:
+    """What each time includes, which Draco ran, and what the ratios are to."""
+    lines = [f"Times: median of {args.repeats} rounds after {args.warmup} warm-up rounds; each round encodes "
+             "and decodes the frame once with every codec in turn, so that bursts of other work on the "
+             "machine fall on all of them alike. octree and baseline: encode and decode in memory, on "
+             "arrays already loaded (no file I/O, no process start)."]
+    if tools:
+        lines.append(
+            f"draco: {tools.label} ({tools.encoder.parent}). encode_ms = wall time of the "
+            "`draco_encoder -point_cloud -qp BITS -cl LEVEL` process on the frame's PLY file, spawn to "
+            "exit, including reading the PLY and writing the .drc; decode_ms = wall time of "
+            "`draco_decoder`, including reading the .drc and writing a PLY. encode_internal_ms / "
+            "decode_internal_ms = the times the tools print about their own coding (whole ms). Spawning "
+            f"a process that does nothing (`true`) from this benchmark took {draco_cli.spawn_ms():.1f} ms. "
+            "-qp spreads its steps over the bounding box, so decoded positions are up to half a step off "
+            "the integer grid (finite D1 PSNR).")
+    elif not args.no_draco:
+        lines.append("Draco's command-line tools were not found (apt-get install draco, or --draco-bin "
+                     "DIR): no native Draco rows.")
+    if dracopy:
+        lines.append(f"DracoPy: {dracopy}, the Python wrapper of Draco, in memory; quantization bits = "
+                     "grid bits, range 2^bits - 1, origin 0 (lossless geometry).")
+    if ref_label:
+        lines.append(f"Ratios: *_vs_draco = this row over {ref_label}, same frame, same run"
+                     + ("; *_vs_draco_internal = this row over that tool's own printed time." if tools else "."))
+    lines.append("PSNR inf (null in JSON) = lossless; - (null in JSON) = not measured.")
+    return lines
 
 
 def _curve(record: dict) -> tuple[str, str]:
     """Which RD curve a record belongs to: one per Draco level and per octree slice count."""
     if record["codec"] == "draco":
-        return record["codec"], record["params"]
+        return "Draco's own tools", record["params"].split()[0]
+    if record["codec"] == "DracoPy":
+        return record["codec"], record["params"].split()[0]
     if record["codec"] == "octree":
         return record["codec"], record["params"].split()[-1]
     return record["codec"], ""

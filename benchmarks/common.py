@@ -1,25 +1,19 @@
-"""What every benchmark shares: data location, PLY loading, timing, and the three outputs."""
+"""What every benchmark shares: timing, peak memory, and the three outputs (table, JSON, plot)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-#: Where the shared test data lives unless $HOLOPORT_DATA says otherwise.
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("HOLOPORT_DATA", DEFAULT_DATA))
+from holoport.console import wide_console
 
 
 def reset_peak_rss() -> None:
@@ -49,18 +43,6 @@ def add_output_arguments(parser) -> None:
     parser.add_argument("--plot", metavar="PATH", help="write a PNG plot")
 
 
-def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A coloured PLY as float32 positions and uint8 colours (Open3D reads it)."""
-    import open3d as o3d
-
-    cloud = o3d.io.read_point_cloud(str(path))
-    if not cloud.has_points():
-        raise ValueError(f"{path} holds no points")
-    positions = np.asarray(cloud.points, dtype=np.float32)
-    colors = np.clip(np.rint(np.asarray(cloud.colors) * 255), 0, 255).astype(np.uint8)
-    return positions, colors
-
-
 def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tuple[float, object]:
     """Median wall time of ``fn`` in ms after warm-up, and its last result."""
     result = None
@@ -74,36 +56,65 @@ def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> tu
     return statistics.median(times), result
 
 
-def wide_console() -> Console:
-    """A console that keeps tables readable when output goes to a file or a pipe."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+#: Columns whose null means "lossless" rather than "missing": a codec record's PSNR of a
+#: result identical to its input is infinite, which JSON cannot hold, so it is null there and
+#: prints ``inf`` (the table's note says so). Everywhere else null prints ``-``.
+LOSSLESS_COLUMNS = frozenset({"d1_psnr", "y_psnr"})
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "inf"  # a PSNR of a lossless result (JSON null)
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def _cell(value, column: str = "") -> str:
+    if _missing(value):
+        # a lossless PSNR (codec records) is infinite; any other missing value is "-"
+        return "inf" if column in LOSSLESS_COLUMNS else "-"
     if isinstance(value, float):
+        if 0 < abs(value) < 0.001:
+            return f"{value:.2e}"  # a tiny figure keeps its digits
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float (nested in dicts and lists) made None, so
+    that a record's missing value is ``null`` in JSON (json.dumps would write ``NaN`` or
+    ``Infinity``, which is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a numpy scalar
+        return finite(value.item())
+    return value
+
+
+def write_json(path: str | Path, records: Sequence[dict], indent: int = 2) -> None:
+    """The records as a JSON list; missing values (NaN, inf) are ``null``."""
+    Path(path).write_text(json.dumps(finite(list(records)), indent=indent, allow_nan=False))
+
+
 def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
          console: Console | None = None, plot: Callable[[Sequence[dict], str], None] | None = None) -> None:
-    """Print the table; write JSON, Markdown and (with ``plot``) the PNG when asked."""
+    """Print the table; write JSON, Markdown and (with ``plot``) the PNG when asked. A
+    missing value prints ``-`` and is ``null`` in JSON (``inf`` only for a lossless PSNR,
+    ``LOSSLESS_COLUMNS``)."""
     console = console or wide_console()
     table = Table(title=title)
     for c in columns:
         table.add_column(c, justify="left" if c in ("frame", "codec", "params") else "right")
     for r in records:
-        table.add_row(*(_cell(r.get(c, "")) for c in columns))
+        table.add_row(*(_cell(r.get(c, ""), c) for c in columns))
     console.print(table)
     if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(list(records), indent=2))
+        write_json(args.json, records)
         console.print(f"wrote {args.json}")
     if getattr(args, "markdown", None):
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in records]
+        lines += ["| " + " | ".join(_cell(r.get(c, ""), c) for c in columns) + " |" for r in records]
         Path(args.markdown).write_text("\n".join(lines) + "\n")
         console.print(f"wrote {args.markdown}")
     if plot is not None and getattr(args, "plot", None):

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import codec
-from benchmarks.common import add_output_arguments, data_root, emit, peak_rss_mb, read_ply, reset_peak_rss
+from benchmarks.common import add_output_arguments, emit, peak_rss_mb, reset_peak_rss
+from capture.ply import read_ply
 from codec import octree
+from holoport.data import data_root
 
 
 def seed_streams(data: Path | None, points: int) -> list[bytes]:
@@ -83,20 +85,20 @@ def mutations(streams: list[bytes], n: int, seed: int):
 
 
 @contextlib.contextmanager
-def colour_parts_from(voxels: int):
+def color_parts_from(voxels: int):
     """Small seeds code their colour in parts too, so the fuzz reaches that parser (the
-    codec splits at 2 x ``octree.COLOUR_PART_MIN`` voxels; frames of a real size do)."""
-    saved = octree.COLOUR_PART_MIN
-    octree.COLOUR_PART_MIN = voxels
+    codec splits at 2 x ``octree.COLOR_PART_MIN`` voxels; frames of a real size do)."""
+    saved = octree.COLOR_PART_MIN
+    octree.COLOR_PART_MIN = voxels
     try:
         yield
     finally:
-        octree.COLOUR_PART_MIN = saved
+        octree.COLOR_PART_MIN = saved
 
 
 def run(inputs: int, data: Path | None, points: int, seed: int, max_seconds: float,
         max_rss_mb: float, progress: bool = True) -> dict:
-    with colour_parts_from(max(16, points // 4)):
+    with color_parts_from(max(16, points // 4)):
         return _run(inputs, data, points, seed, max_seconds, max_rss_mb, progress)
 
 

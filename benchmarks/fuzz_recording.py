@@ -15,7 +15,7 @@ is a damaged copy, of one kind:
                   the end, into other records; a huge frame count): it checks out, and lies
     mixed         two or three of the first five
 
-and is played end to end as `holoport join --source FILE` reads it (holoport.sources.
+and is played end to end as `holoport join --source FILE` reads it (holoport.point_sources.
 RecordingPoints, RecordingPlayer underneath): every frame read, its points decoded or back-
 projected and cut, then a seek and one more read, and the damage summary.
 
@@ -221,7 +221,7 @@ def play(path: Path, rng: np.random.Generator, reads: int, seen: set[str]) -> Pl
     read; RecordingError is the module's documented refusal. A payload already in ``seen``
     is not decoded again: decoding is deterministic, it costs most of the time, and the
     codec has its own fuzz target."""
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
     played = Played()
     try:

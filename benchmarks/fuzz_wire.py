@@ -468,7 +468,8 @@ class HubFuzz:
     # life cycle
     def start(self) -> None:
         from holoport.endpoints import free_tcp_endpoint
-        from holoport.node import JoinError, Node, query_stats
+        from holoport.hubstats import query_stats
+        from holoport.node import JoinError, Node
 
         self.lives += 1
         self.endpoint = free_tcp_endpoint()
@@ -511,7 +512,8 @@ class HubFuzz:
 
     def finish(self, final: bool = True) -> None:
         """Close every socket, end the hub, and count what it logged and counted."""
-        from holoport.node import JoinError, query_stats
+        from holoport.hubstats import query_stats
+        from holoport.node import JoinError
 
         if self.hub is not None and self.hub.alive() and final:
             with contextlib.suppress(JoinError):
@@ -618,7 +620,8 @@ class HubFuzz:
     # checks
     def check(self) -> None:
         """Is the hub alive, answering, forwarding, and within its memory bound?"""
-        from holoport.node import JoinError, query_stats
+        from holoport.hubstats import query_stats
+        from holoport.node import JoinError
 
         self.out.counters["checks"] += 1
         kind, t0 = self.last_kind, time.perf_counter()
@@ -956,7 +959,7 @@ def make_senders(data: Path | None, points: int, sequence: int = 8) -> tuple[lis
     singles = [codec.BaselineCodec().encode(pos, col), codec.OctreeCodec(depth=9, slices=1).encode(pos, col),
                codec.OctreeCodec(depth=9, slices=3, color_step=16).encode(pos, col)]
     encoder = codec.OctreeEncoder(codec.OctreeCodec(depth=9, slices=1, color_step=8), keyframe_interval=sequence)
-    moving = [encoder.encode(pos + np.float32(0.003 * k), col) for k in range(sequence)]
+    moving = [encoder.encode((pos + np.float32(0.003 * k), col)).payload for k in range(sequence)]
     senders = [Sender(3 + i, 2 + i, *((moving, True) if i < SENDERS // 2 else (singles, False)))
                for i in range(SENDERS)]
     return senders, codec.BaselineCodec().encode(pos[:64], col[:64])

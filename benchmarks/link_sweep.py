@@ -13,6 +13,11 @@ deadline-aware skipping) and oracle (knows the links' future capacity).
 Frame sizes, encode and decode times and qualities come from the ladder: the octree
 codec's real output on the MVUB frames at each level of detail and colour step
 (docs/bench/ladder.json, rebuilt with --rebuild-ladder or when --ladder is absent).
+Capture and render times come from the committed benchmark records
+(holoport.link.sim.StageTimes: docs/bench/capture.json's whole capture path of the
+synthetic person at 640x576 on one core, docs/bench/render.json's splat renderer at
+250,000 points, 1280x720, two cores), or from --times FILE ({"capture_ms": C,
+"render_ms": R}); the table's title and every record say which (capture_ms, render_ms).
 
 Records (one per trace, profile and policy): trace, profile, policy, seconds, fps,
 late_or_skipped (share of captured frames not shown within --deadline-ms glass to glass),
@@ -21,8 +26,9 @@ display gaps over 100 ms), utilization (uplink bits sent over its capacity), sen
 mean_y_psnr, mean_d1_psnr, mean_lod (of frames shown in time), switches,
 keyframe_requests, zero_capacity_share (of the uplink's seconds), unreachable (the share of
 frames no sender could show on that run's links: holoport.link.sim.unreachable_share, a
-floor under every policy's late_or_skipped). The summary pools the frames of every trace of
-a profile.
+floor under every policy's late_or_skipped), capture_ms, render_ms. The summary pools the
+frames of every trace of a profile. A missing value (no frame shown) is null in the JSON and
+- in the table.
 
 Run: holoport bench link --json link.json --markdown link.md --plot link.png
 """
@@ -39,7 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, script_main, wide_console
+from benchmarks.common import add_output_arguments, emit, script_main, write_json
+from holoport.console import wide_console
+from holoport.data import data_root
 
 POLICIES = ("fixed", "adaptive", "oracle")
 DEFAULT_LADDER = Path(__file__).resolve().parent.parent / "docs" / "bench" / "ladder.json"
@@ -72,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild-ladder", action="store_true", help="measure the ladder again")
     parser.add_argument("--frames", type=Path, default=None,
                         help="PLY frames for the ladder (default <data>/pointclouds/mvub)")
+    parser.add_argument("--times", type=Path, default=None, metavar="JSON",
+                        help='capture and render time per frame, {"capture_ms": C, "render_ms": R} '
+                             "(default: the committed records docs/bench/capture.json and render.json)")
     add_output_arguments(parser)
 
 
@@ -86,6 +97,8 @@ class Job:
     deadline_ms: float
     receiver: str
     ladder_json: str
+    capture_ms: float
+    render_ms: float
 
 
 def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
@@ -110,7 +123,8 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
 
     uplink, downlink = links()
     seconds = min(job.seconds, down_trace.period)
-    pipeline = Pipeline(fps=job.fps, deadline_ms=job.deadline_ms)
+    pipeline = Pipeline(fps=job.fps, deadline_ms=job.deadline_ms, capture_ms=job.capture_ms,
+                        render_ms=job.render_ms)
     result = simulate(ladder, job.policy, uplink, downlink, seconds, pipeline)
     floor = unreachable_share(ladder, *links(), seconds, pipeline)
     summary = result.summary()
@@ -124,7 +138,8 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
                                          "mean_d1_psnr", "mean_lod", "switches", "keyframe_requests")},
               "frames": summary["frames"], "shown": summary["shown"],
               **{f"{state}_share": summary[state] / summary["frames"] for state in MISSED},
-              "zero_capacity_share": zero, "unreachable": floor, "uplink_scale": profile.uplink_ratio}
+              "zero_capacity_share": zero, "unreachable": floor, "uplink_scale": profile.uplink_ratio,
+              "capture_ms": job.capture_ms, "render_ms": job.render_ms}
     sent = np.zeros(len(whole))
     lat = np.full(len(whole), np.nan)
     for f in result.frames:
@@ -140,6 +155,12 @@ def run_job(job: Job) -> tuple[dict, np.ndarray, dict]:
 
 def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
     from holoport.link import PROFILES
+    from holoport.link.sim import StageTimes
+
+    try:
+        times = StageTimes.load(args.times)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
     folder = args.traces or data_root() / "network" / "lumos5g"
     if args.traces is not None and not folder.is_dir():
@@ -164,7 +185,7 @@ def plan(args: argparse.Namespace, ladder_json: str) -> list[Job]:
         for trace, seed in runs:
             for policy in args.policies:
                 jobs.append(Job(trace, name, policy, seed, args.seconds, args.fps, args.deadline_ms,
-                                args.receiver, ladder_json))
+                                args.receiver, ladder_json, times.capture_ms, times.render_ms))
     if not jobs:
         raise SystemExit(f"no traces found under {folder} for {', '.join(names)}; pass --traces DIR "
                          "(with 5g/ and 4g/ folders of Lumos5G-format files) or choose synthetic profiles")
@@ -182,7 +203,7 @@ def load_ladder(args: argparse.Namespace, console) -> str:
     from rich.progress import Progress
 
     from benchmarks.codec_rd import grid_bits
-    from benchmarks.common import read_ply
+    from capture.ply import read_ply
 
     folder = args.frames or data_root() / "pointclouds" / "mvub"
     paths = sorted(folder.glob("*.ply"))
@@ -231,7 +252,7 @@ def summarize(records: list[dict], latencies: list[np.ndarray]) -> list[dict]:
                                                     weights=[r["seconds"] for r in rs])),
                     "utilization": float(np.mean([r["utilization"] for r in rs])),
                     "mean_y_psnr": wmean("mean_y_psnr"), "mean_d1_psnr": wmean("mean_d1_psnr"),
-                    "mean_lod": wmean("mean_lod"),
+                    "mean_lod": wmean("mean_lod"), "capture_ms": rs[0]["capture_ms"], "render_ms": rs[0]["render_ms"],
                     "zero_capacity_share": float(np.average([r["zero_capacity_share"] for r in rs],
                                                             weights=[r["seconds"] for r in rs])),
                     "unreachable": float(np.average([r["unreachable"] for r in rs],
@@ -251,7 +272,7 @@ def plot(summary: list[dict], records: list[dict], latencies: list[np.ndarray],
     import matplotlib.pyplot as plt
 
     profiles = list(dict.fromkeys(r["profile"] for r in records))
-    colours = {"fixed": "tab:red", "adaptive": "tab:blue", "oracle": "tab:green"}
+    colors = {"fixed": "tab:red", "adaptive": "tab:blue", "oracle": "tab:green"}
     cols = min(3, len(profiles))
     rows = math.ceil(len(profiles) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
@@ -263,7 +284,7 @@ def plot(summary: list[dict], records: list[dict], latencies: list[np.ndarray],
             lat = np.sort(np.concatenate([latencies[i] for i in idx]))
             frames = sum(records[i]["frames"] for i in idx)
             if len(lat):  # share of *captured* frames shown within x: skipped ones never are
-                ax.plot(lat, np.arange(1, len(lat) + 1) / frames, label=policy, color=colours[policy])
+                ax.plot(lat, np.arange(1, len(lat) + 1) / frames, label=policy, color=colors[policy])
         ax.axvline(150, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlim(20, 5000)
@@ -288,8 +309,8 @@ def plot(summary: list[dict], records: list[dict], latencies: list[np.ndarray],
         t = np.arange(len(any_tl["capacity"]))
         top.fill_between(t, any_tl["capacity"], step="post", color="lightgrey", label="uplink capacity")
         for policy, i in idx.items():
-            top.step(t, timelines[i]["sent"], where="post", color=colours[policy], lw=0.9, label=f"{policy} sent")
-            bottom.plot(t, timelines[i]["latency"], color=colours[policy], lw=0.8, label=policy)
+            top.step(t, timelines[i]["sent"], where="post", color=colors[policy], lw=0.9, label=f"{policy} sent")
+            bottom.plot(t, timelines[i]["latency"], color=colors[policy], lw=0.8, label=policy)
         top.set_yscale("symlog", linthresh=1)
         top.set_ylabel("Mbit/s")
         top.set_title(f"{profile}: {first}")
@@ -307,6 +328,12 @@ def plot(summary: list[dict], records: list[dict], latencies: list[np.ndarray],
         plt.close(fig)
         written.append(out)
     return written
+
+
+def times_source(args: argparse.Namespace) -> str:
+    from holoport.link.sim import StageTimes
+
+    return StageTimes.load(args.times).source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -327,13 +354,13 @@ def run(args: argparse.Namespace) -> int:
     latencies = [lat for _, lat, _ in results]
     timelines = [tl for _, _, tl in results]
     summary = summarize(records, latencies)
+    first = jobs[0]
     emit(summary, SUMMARY, f"Link sweep: {args.fps:g} fps, {args.deadline_ms:g} ms deadline, "
-         f"receiver {args.receiver}; every run's frames pooled", argparse.Namespace(markdown=args.markdown),
+         f"receiver {args.receiver}, capture {first.capture_ms:g} ms and render {first.render_ms:g} ms "
+         f"({times_source(args)}); every run's frames pooled", argparse.Namespace(markdown=args.markdown),
          console)
     if args.json:  # every run, plus the pooled summary
-        import json
-
-        Path(args.json).write_text(json.dumps(records + [{**s, "trace": "all"} for s in summary], indent=1))
+        write_json(args.json, records + [{**s, "trace": "all"} for s in summary], indent=1)
         console.print(f"wrote {args.json}")
     if args.plot:
         for out in plot(summary, records, latencies, timelines, args.plot):

@@ -44,15 +44,15 @@ def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps:
                source: str = "synthetic"):
     """One run: returns the LiveRate, the sender node's counters and the receiver's
     (capture -> arrival) latencies in ms for frames captured in the second half."""
+    from codec import for_meeting
     from holoport.link import Link, LinkConfig, Trace
     from holoport.link.live import LiveRate, RungEncoders, live_ladder
     from holoport.link.relay import LinkRelay
     from holoport.node import Node
-    from holoport.participant import make_encoder
-    from holoport.sources import open_points
+    from holoport.point_sources import open_points
 
     points = open_points(source, realtime=False)
-    base = make_encoder("octree", 8)
+    base = for_meeting("octree", color_step=8)
     up = Link(Trace.constant(mbps), LinkConfig(delay_ms=10))
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1))
     latencies: list[float] = []
@@ -73,7 +73,7 @@ def run_sender(hub_endpoint: str, policy: str, mbps: float, seconds: float, fps:
                 rung = rate.choose(captured, time.time(), frame, False)
                 if rung is not None:
                     a.encoder = encoders.get(rung)
-                    head = a.send(positions, colors, ts={"capture": captured})
+                    head = a.send((positions, colors), ts={"capture": captured})
                     if (sent := a.sent_frame(head["seq"])) is not None:  # None: the queue was full
                         rate.on_sent(head["seq"], *sent)
                         sent_half += captured >= half
@@ -115,14 +115,14 @@ def plot(records: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for policy, colour in (("fixed", "tab:red"), ("adaptive", "tab:blue")):
+    for policy, color in (("fixed", "tab:red"), ("adaptive", "tab:blue")):
         rs = [r for r in records if r["policy"] == policy and r["p50_ms"] is not None]
         if not rs:
             continue
         x = [r["uplink_mbps"] for r in rs]
-        left.plot(x, [r["p50_ms"] for r in rs], "o-", color=colour, label=f"{policy} p50")
-        left.plot(x, [r["p95_ms"] for r in rs], "s--", color=colour, label=f"{policy} p95")
-        right.plot(x, [r["received_fps"] for r in rs], "o-", color=colour, label=policy)
+        left.plot(x, [r["p50_ms"] for r in rs], "o-", color=color, label=f"{policy} p50")
+        left.plot(x, [r["p95_ms"] for r in rs], "s--", color=color, label=f"{policy} p95")
+        right.plot(x, [r["received_fps"] for r in rs], "o-", color=color, label=policy)
     left.set_yscale("log")
     left.set_ylabel("capture to arrival, ms")
     right.set_ylabel("frames received per second")

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, data_root, emit, read_ply, script_main, wide_console
+from benchmarks.common import add_output_arguments, emit, script_main
+from capture.ply import read_ply
+from holoport.console import wide_console
+from holoport.data import data_root
 
 COLUMNS = ["renderer", "points", "resolution", "splat", "cores", "fps", "ms"]
 RESOLUTIONS = {"1280x720": (1280, 720), "1920x1080": (1920, 1080)}
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def browser_record(points: int, seconds: float) -> dict:
-    from render.browser import find_chromium, measure_browser_fps
+    from benchmarks.browser_harness import find_chromium, measure_browser_fps
 
     record = {"renderer": "browser", "points": points, "resolution": "1280x720", "splat": "auto", "cores": 2}
     if find_chromium() is None:

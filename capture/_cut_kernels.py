@@ -3,14 +3,15 @@
 Every step takes the positions and ``idx``, the increasing indices of the points still in
 play, and returns the indices it keeps (still increasing), so no step copies positions
 and the cut keeps the input's point order. The voxel steps give each point a voxel
-number by radix-sorting runs of points by voxel key (O(N); numpy's argsort takes ~7 ms
-for 150k keys here) and find each voxel's 26 neighbours by sweeping the sorted unique
+number by radix-sorting runs of points by voxel key (O(N); numpy's argsort of as many
+keys is timed beside the cut in docs/capture.md, ``python -m benchmarks.cut_time``) and
+find each voxel's 26 neighbours by sweeping the sorted unique
 keys once per (dx, dy) offset: with the key ``(ix * ny + iy) * nz + iz`` a constant
 offset keeps the order, so a second pointer only ever moves forward and the z
 neighbours are the next three keys. No KD-tree, no hash table, no randomness inside the
 kernels: RANSAC's samples come from the caller. Hot loops that keep or drop points are
-written branch-free (the next slot is always written, the count advances by the test):
-about twice as fast here on data where the outcome is unpredictable.
+written branch-free (the next slot is always written, the count advances by the test),
+which was faster on data where the outcome is unpredictable.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from capture.lens import register
-from capture.source import RGBDSource
+from capture.rgbd_source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 DEPTH_SCALE = 1e-3  # the depth track is in millimetres
@@ -156,27 +156,27 @@ class AzureKinectRecording(RGBDSource):
         tolerance = 0.5e6 / self.fps  # microseconds, the tracks' time base
         delay = int(self._container.metadata.get("K4A_DEPTH_DELAY_NS", "0")) / 1000
         depths: list = []
-        colours: list = []
+        colors: list = []
         for packet in self._container.demux([self._depth_stream, self._color_stream]):
             if packet.pts is None or packet.size == 0:
                 continue
-            (depths if packet.stream is self._depth_stream else colours).append(packet)
-            while depths and colours:
-                gap = (depths[0].pts - delay) - colours[0].pts
+            (depths if packet.stream is self._depth_stream else colors).append(packet)
+            while depths and colors:
+                gap = (depths[0].pts - delay) - colors[0].pts
                 if abs(gap) <= tolerance:
-                    yield self._decode(depths.pop(0), colours.pop(0))
+                    yield self._decode(depths.pop(0), colors.pop(0))
                 elif gap > 0:
-                    colours.pop(0)  # a colour frame whose depth never came
+                    colors.pop(0)  # a colour frame whose depth never came
                 else:
                     depths.pop(0)  # a depth frame without its colour
 
-    def _decode(self, depth_packet, colour_packet) -> tuple[float, np.ndarray, np.ndarray]:
+    def _decode(self, depth_packet, color_packet) -> tuple[float, np.ndarray, np.ndarray]:
         k = self.intrinsics
         raw = bytes(depth_packet)
         if len(raw) != k.width * k.height * 2:
             raise KinectFileError(f"{self.path}: depth frame of {len(raw)} bytes, expected {k.width}x{k.height}x2")
         depth = np.frombuffer(raw, ">u2").reshape(k.height, k.width).astype(np.uint16)
-        frames = self._color_stream.codec_context.decode(colour_packet)
+        frames = self._color_stream.codec_context.decode(color_packet)
         image = frames[0].to_ndarray(format="rgb24") if frames else None
         return float(depth_packet.pts * self._depth_stream.time_base) - self._start_offset, depth, image
 

@@ -22,7 +22,8 @@ Four steps, each optional, in the order that keeps them cheap and right:
 
 Everything heavy runs in numba kernels (``capture._cut_kernels``) without a KD-tree:
 voxel steps are a radix sort plus linear sweeps, so a frame's worth of points takes
-milliseconds where Open3D's voxelize + RANSAC + DBSCAN took ~700 ms (docs/design.md).
+milliseconds where Open3D's voxelize + RANSAC + DBSCAN takes hundreds (docs/capture.md,
+``python -m benchmarks.cut_time --open3d``).
 Deterministic for a given ``seed``.
 """
 
@@ -94,6 +95,25 @@ def _local_triples(points: np.ndarray, count: int, rng: np.random.Generator) -> 
     return order[np.column_stack([anchor, others])]
 
 
+@dataclass(frozen=True, eq=False)
+class CutReport:
+    """What one ``PersonCut.apply`` found, returned with the points (as Open3D's
+    ``segment_plane`` returns its plane with the inliers), so one ``PersonCut`` can serve
+    several cameras and threads at once.
+
+    ``plane``: the floor (nx, ny, nz, d), with n . p + d the height of p above it; None when
+    no plane qualified (or the floor step is off). ``stats``: the points in (``input``) and
+    left after each step that ran (``crop``, ``floor``, ``outliers``, ``cluster``), the
+    outlier threshold used (``outlier_threshold``), the chosen cluster's points
+    (``cluster_points``) and its nearest point's distance to the reference
+    (``cluster_distance``). ``timings``: milliseconds per step that ran and in ``total``.
+    """
+
+    plane: np.ndarray | None
+    stats: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class PersonCut:
     """Options of the person cut; ``apply`` runs it. Validated on construction (ValueError).
@@ -105,10 +125,8 @@ class PersonCut:
     ``cluster_near``. For points in OpenCV camera coordinates use
     ``PersonCut.for_camera(np.eye(4), up=(0, -1, 0), ...)``.
 
-    After each call, ``timings`` holds milliseconds per step and in total, and ``stats``
-    the points left after each step, the floor ``plane`` (nx, ny, nz, d, with n . p + d
-    the height of p above it; None when no floor was found), the outlier threshold used,
-    and the chosen cluster's points and its nearest point's distance to the reference.
+    ``apply`` keeps no state: what it found (the floor plane, points per step, timings)
+    comes back with the points as a ``CutReport``.
     """
 
     camera: tuple[float, float, float] | None = None
@@ -139,8 +157,6 @@ class PersonCut:
     cluster_within: float | None = None  # metres from cluster_near; None: the largest anywhere
     cluster_near: tuple[float, float, float] | None = None  # None: the camera
     seed: int = 0
-    timings: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -201,9 +217,11 @@ class PersonCut:
             raise ValueError(f"pose must be a finite 4x4 matrix, got shape {pose.shape}")
         return cls(camera=tuple(pose[:3, 3]), forward=tuple(pose[:3, 2]), **options)
 
-    def apply(self, positions: np.ndarray, colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def apply(self, positions: np.ndarray,
+              colors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, CutReport]:
         """The person's points: float32 (M, 3) positions and their uint8 (M, 3) colours (None
-        if none were given), in the input's order. Non-finite points are always dropped."""
+        if none were given), in the input's order, and what the cut found (``CutReport``: the
+        floor plane, points per step, timings). Non-finite points are always dropped."""
         positions = np.asarray(positions)
         if positions.ndim != 2 or positions.shape[1] != 3:
             raise ValueError(f"positions must be (N, 3), got {positions.shape}")
@@ -212,11 +230,9 @@ class PersonCut:
             if colors.shape != positions.shape or colors.dtype != np.uint8:
                 raise ValueError(f"colors must be uint8 {positions.shape}, got {colors.dtype} {colors.shape}")
         pos = np.ascontiguousarray(positions, dtype=np.float32)  # one type: one compiled kernel
-        timings, stats = self.timings, self.stats
-        timings.clear()
-        stats.clear()
-        stats["input"] = pos.shape[0]
-        stats["plane"] = None
+        timings: dict[str, float] = {}
+        stats: dict = {"input": pos.shape[0]}
+        plane = None
         t_start = t = time.perf_counter()
 
         def lap(step: str, kept: int) -> None:
@@ -235,7 +251,7 @@ class PersonCut:
         bounds = lo, hi  # of the points after the crop: the voxel grids' extent
         lap("crop", idx.shape[0])
         if self.floor:
-            idx = self._floor(pos, idx)
+            idx, plane = self._floor(pos, idx)
             lap("floor", idx.shape[0])
         grid = None  # the outlier step's voxel grid, when the cluster step can reuse it
         if self.outliers is not None and idx.size:
@@ -252,18 +268,19 @@ class PersonCut:
                 idx = k.select(idx, vox, keep)
                 lap("outliers", idx.shape[0])
         if self.cluster and idx.size:
-            idx = self._cluster(pos, idx, bounds, grid)
+            idx, stats["cluster_points"], stats["cluster_distance"] = self._cluster(pos, idx, bounds, grid)
             lap("cluster", idx.shape[0])
         out_pos = pos[idx]
         out_col = colors[idx] if colors is not None else None
         timings["total"] = (time.perf_counter() - t_start) * 1e3
-        return out_pos, out_col
+        return out_pos, out_col, CutReport(plane, stats, timings)
 
-    def _floor(self, pos: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """RANSAC on a subsample in random order, least-squares refits, then the cut."""
+    def _floor(self, pos: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """RANSAC on a subsample in random order, least-squares refits, then the cut: the
+        points kept and the floor plane (None when no plane qualifies: nothing is cut)."""
         n = idx.shape[0]
         if n < 3:
-            return idx
+            return idx, None
         rng = np.random.default_rng(self.seed)
         sample = rng.permutation(idx) if n <= self.floor_sample else idx[rng.integers(0, n, self.floor_sample)]
         triples = _local_triples(pos[sample], self.floor_iterations, rng)
@@ -275,7 +292,7 @@ class PersonCut:
         plane, support = k.ransac_plane(pos, sample, triples, up, cos_max, threshold, BELOW_MARGIN * threshold,
                                         int(self.floor_max_below * sample.shape[0]), camera, min_drop)
         if support < 3 or support < self.floor_min_fraction * sample.shape[0]:
-            return idx
+            return idx, None
         refit = idx if n <= REFIT_SAMPLE else idx[rng.integers(0, n, REFIT_SAMPLE)]
         for _ in range(REFITS):  # least squares on the plane's inliers, which then move a little
             count, total, outer = k.plane_moments(pos, refit, plane, threshold)
@@ -287,8 +304,7 @@ class PersonCut:
             if normal @ up < cos_max or normal @ camera - normal @ centre < min_drop:
                 break  # a refit that leaves what a floor may be keeps the plane it had
             plane = np.array([*normal, -(normal @ centre)])
-        self.stats["plane"] = plane
-        return k.plane_cut(pos, idx, plane, float(self.floor_distance), bool(self.floor_below))
+        return k.plane_cut(pos, idx, plane, float(self.floor_distance), bool(self.floor_below)), plane
 
     @staticmethod
     def _voxelize(pos: np.ndarray, idx: np.ndarray, bounds: tuple, voxel: float, name: str) -> tuple:
@@ -297,9 +313,11 @@ class PersonCut:
             raise ValueError(f"the points span too large a volume for {name}={voxel}: crop them first")
         return keys, starts, vox, sx, sy, origin
 
-    def _cluster(self, pos: np.ndarray, idx: np.ndarray, bounds: tuple, grid: tuple | None) -> np.ndarray:
-        """The chosen 26-connected component's points; ``grid`` is the outlier step's voxel
-        grid (with the points it was built on and the voxels it kept) when it can be reused."""
+    def _cluster(self, pos: np.ndarray, idx: np.ndarray, bounds: tuple,
+                 grid: tuple | None) -> tuple[np.ndarray, int, float]:
+        """The chosen 26-connected component's points, its size and its nearest point's
+        distance to the reference; ``grid`` is the outlier step's voxel grid (with the points
+        it was built on and the voxels it kept) when it can be reused."""
         if grid is None:
             keys, starts, vox, sx, sy, origin = self._voxelize(pos, idx, bounds, self.cluster_voxel, "cluster_voxel")
             active = np.ones(keys.shape[0], np.bool_)
@@ -311,11 +329,9 @@ class PersonCut:
         ref = np.array(near if near is not None else (0.0, 0.0, 0.0))
         label, size, distance = k.pick_component(
             pos, idx, vox, keys, starts, labels, sx, sy, origin, float(self.cluster_voxel), ref, within)
-        self.stats["cluster_points"] = int(size)
-        self.stats["cluster_distance"] = float(distance)
         if label < 0:  # nobody near enough
-            return idx[:0]
-        return k.select(idx, vox, labels == label)
+            return idx[:0], int(size), float(distance)
+        return k.select(idx, vox, labels == label), int(size), float(distance)
 
 
 def voxel_downsample(positions: np.ndarray, colors: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:

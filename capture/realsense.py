@@ -21,8 +21,9 @@ Colour is registered to depth, keeping the depth stream's intrinsics, in one of 
 - ``"align"``: librealsense's ``rs.align`` (any lens model RealSense reports; depth kept
   bit for bit; pixels the colour camera does not see stay black (0, 0, 0)). Measured with
   pyrealsense2 2.59.1 here: its SSE implementation ignores a colour lens's
-  ``brown_conrady`` coefficients (up to 4.5 px off at the edges of a 200x150 image with
-  k1 = 0.08, where capture.lens is within 0.7 px) and shifts colour by about half a pixel.
+  ``brown_conrady`` coefficients (pixels off at the edges of a 200x150 image with k1 = 0.08,
+  where capture.lens stays within the 0.75 px that tests/test_realsense.py asserts) and
+  shifts colour by about half a pixel.
 
 ``"auto"`` (the default) takes ``"extrinsics"`` whenever capture.lens knows the colour lens
 and ``"align"`` otherwise (e.g. a D400 colour stream reported as ``inverse_brown_conrady``
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from capture.source import RGBDSource
+from capture.rgbd_source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 EXTRA = "pip install holoport[realsense]"

@@ -23,7 +23,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from capture.source import RGBDSource
+from capture.rgbd_source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 TUM_INTRINSICS = Intrinsics(640, 480, 525.0, 525.0, 319.5, 239.5)
@@ -78,10 +78,10 @@ class ImageSequence(RGBDSource):
         self.intrinsics, self.depth_scale = TUM_INTRINSICS, 1 / 5000
         rgb, depth = self.folder / "rgb.txt", self.folder / "depth.txt"
         if rgb.is_file() and depth.is_file():  # the dataset's lists, associated by time
-            colours, depths = _tum_list(rgb), _tum_list(depth)
+            colors, depths = _tum_list(rgb), _tum_list(depth)
             stamps = np.array([t for t, _ in depths])
             self.pairs, self.times = [], []
-            for t, c in colours:
+            for t, c in colors:
                 j = int(np.argmin(np.abs(stamps - t)))
                 if abs(stamps[j] - t) < 0.02:
                     self.pairs.append((self.folder / c, self.folder / depths[j][1]))
@@ -118,19 +118,19 @@ class ImageSequence(RGBDSource):
         return len(self.pairs)
 
     def frame(self, i: int) -> RGBDFrame:
-        colour_path, depth_path = self.pairs[i]
+        color_path, depth_path = self.pairs[i]
         depth = iio.imread(depth_path)
         if depth.ndim != 2 or depth.dtype.kind not in "iu" or depth.min() < 0 or depth.max() > 65535:
             raise ValueError(f"{depth_path}: not a 16-bit depth image")
-        colour = iio.imread(colour_path)
-        if colour.ndim == 3 and colour.shape[2] == 4:
-            colour = colour[..., :3]
+        color = iio.imread(color_path)
+        if color.ndim == 3 and color.shape[2] == 4:
+            color = color[..., :3]
         k = self.intrinsics
-        if depth.shape != (k.height, k.width) or colour.shape != (k.height, k.width, 3):
-            raise ValueError(f"{colour_path.name}/{depth_path.name}: images of {colour.shape} and "
+        if depth.shape != (k.height, k.width) or color.shape != (k.height, k.width, 3):
+            raise ValueError(f"{color_path.name}/{depth_path.name}: images of {color.shape} and "
                              f"{depth.shape}, intrinsics for {k.width}x{k.height}")
         pose = self.poses[i] if self.poses is not None else np.eye(4)
-        return RGBDFrame(depth.astype(np.uint16), np.ascontiguousarray(colour, np.uint8), k, self.depth_scale,
+        return RGBDFrame(depth.astype(np.uint16), np.ascontiguousarray(color, np.uint8), k, self.depth_scale,
                          pose, self.times[i], i, {"layout": self.layout, "file": depth_path.name})
 
     def _next_frame(self) -> RGBDFrame | None:

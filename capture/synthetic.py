@@ -17,7 +17,7 @@ import numpy as np
 
 from capture._synthetic_kernels import raycast_scene
 from capture.geometry import look_at_pose
-from capture.source import RGBDSource
+from capture.rgbd_source import RGBDSource
 from capture.types import Intrinsics, RGBDFrame
 
 #: An Azure Kinect-like narrow field of view depth camera (640x576, ~65 deg vertical).

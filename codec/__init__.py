@@ -4,17 +4,31 @@
 >>> data = get_codec("baseline").encode(positions, colors)
 >>> positions2, colors2 = decode(data)
 
-For a sequence, ``OctreeEncoder`` carries the coder's statistics from frame to frame and
-``OctreeDecoder`` follows it (see docs/codec.md).
+A live stream has one encoder per outgoing stream and one decoder per incoming one
+(``codec.base``): ``get_codec("octree").encoder().encode(Cloud(positions, colors))``; the
+octree codec's frames continue the previous frame's statistics (see docs/codec.md). New
+codecs register themselves (``codec.registry``).
 """
 
 from codec.allocator import keep_freed_memory
+from codec.base import Codec, Decoder, Encoded, Encoder
 from codec.baseline import BaselineCodec
-from codec.errors import CodecError
-from codec.octree import MissingReference, OctreeCodec, OctreeDecoder, OctreeEncoder
-from codec.registry import available, decode, from_config, get_codec
+from codec.errors import CodecError, MissingReference
+from codec.octree import OctreeCodec, OctreeDecoder, OctreeEncoder
+from codec.registry import (
+                            available,
+                            codec_class,
+                            decode,
+                            decoder_for,
+                            for_meeting,
+                            from_config,
+                            get_codec,
+                            register_codec,
+)
+from codec.types import Cloud
 
 keep_freed_memory()  # frames reuse the previous frame's pages (see codec/allocator.py)
 
-__all__ = ["BaselineCodec", "CodecError", "MissingReference", "OctreeCodec", "OctreeDecoder",
-           "OctreeEncoder", "available", "decode", "from_config", "get_codec"]
+__all__ = ["BaselineCodec", "Cloud", "Codec", "CodecError", "Decoder", "Encoded", "Encoder",
+           "MissingReference", "OctreeCodec", "OctreeDecoder", "OctreeEncoder", "available",
+           "codec_class", "decode", "decoder_for", "for_meeting", "from_config", "get_codec", "register_codec"]

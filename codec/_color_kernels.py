@@ -11,8 +11,9 @@ stream. Symbols are coded with static frequency tables (``_rans``) in 55 context
 - Cg: the previous Cg residual's class x this voxel's Co residual's class (25).
 
 The cross-channel classes capture that an edge changes all three channels at once; with
-them, per-frame tables code sarah_9bit's colour in the same 6.74 bits per voxel as the
-adaptive binary coder they replaced, 4-5 times faster. A part's bytes: the tables, the
+them, per-frame tables code sarah_9bit's colour in as few bits as the adaptive binary coder
+they replaced (today's figure: the colour bpp of ``holoport bench codec``'s lossless
+record), several times faster (docs/codec.md). A part's bytes: the tables, the
 u32 length of the rANS stream, the rANS stream (three interleaved states, one per
 channel), then the raw bits.
 """
@@ -94,7 +95,7 @@ def _symbol(r):
 
 
 @njit(cache=True, nogil=True)
-def colour_symbols(colors):
+def color_symbols(colors):
     """Pass one: each voxel's three symbols and contexts, the raw bit stream (and its
     length in bytes), and the symbol counts per context."""
     n = colors.shape[0]
@@ -127,7 +128,7 @@ def colour_symbols(colors):
 
 
 @njit(cache=True, nogil=True)
-def pack_colours(sym, ctx, raw, n_raw, freq):
+def pack_colors(sym, ctx, raw, n_raw, freq):
     """Pass two: tables, rANS stream (coded last voxel first) and raw bits, as bytes."""
     n = sym.shape[0]
     out = np.empty(TABLE_ROOM + 4 + 2 * (3 * n + 6) + n_raw, np.uint8)
@@ -168,7 +169,7 @@ def _value(s, raw, pos, acc, nacc, overrun):
 
 @njit(cache=True, nogil=True)
 def decode_colors(buf, n):
-    """Inverse of ``colour_symbols`` + ``pack_colours``: (RGB (n, 3), status: 0 ok,
+    """Inverse of ``color_symbols`` + ``pack_colors``: (RGB (n, 3), status: 0 ok,
     2 corrupt). A stream decodes only if every state ends where the encoder began and
     every word and raw byte was used."""
     bad = np.zeros((0, 3), np.uint8)

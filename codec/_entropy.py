@@ -63,7 +63,8 @@ def reserve(buf, st, need):
     """``buf``, or a copy at least twice as large, with room for ``need`` more bytes.
 
     The coding loops call this between blocks of decisions, never per decision: a buffer
-    that may be replaced inside the hot loop costs numba ~40% of the encoder's speed."""
+    that may be replaced inside the hot loop cost numba much of the encoder's speed when it
+    was measured (docs/codec.md, "Speed: where the time goes")."""
     if st[2] + need <= buf.shape[0]:
         return buf
     bigger = np.empty(max(2 * buf.shape[0], st[2] + need), np.uint8)

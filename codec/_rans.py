@@ -1,7 +1,8 @@
 """numba kernels of a static-model rANS coder (range asymmetric numeral systems).
 
-Where the adaptive binary coder of ``_entropy`` pays ~7 ns per binary decision and a
-value takes several decisions, rANS codes a whole symbol from a table in a few
+Where the adaptive binary coder of ``_entropy`` pays a few ns per binary decision
+(docs/codec.md, "Speed: where the time goes") and a value takes several decisions, rANS
+codes a whole symbol from a table in a few
 instructions, at the price of two passes (count, then code) and a frequency table sent
 with the data. The lossless colour coder uses it (``_color_kernels``).
 

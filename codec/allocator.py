@@ -2,9 +2,9 @@
 
 A frame's working arrays are tens of MB (neighbour tables, transform levels). glibc's
 malloc serves blocks that large with fresh ``mmap`` pages, or trims the heap once more
-than a few MB are free, so every frame page-faults its memory in again: measured on
-sarah_9bit (222k points), the RAHT synthesis took 21 ms with glibc's defaults and 10.6 ms
-with freed memory kept. Raising the mmap and trim thresholds once makes the next frame
+than a few MB are free, so every frame page-faults its memory in again (what that cost
+when it was measured: docs/codec.md, "Speed: where the time goes"). Raising the mmap and
+trim thresholds once makes the next frame
 reuse the last frame's pages. It changes no result, only where memory comes from; the
 peak stays what the biggest frame needs. No effect (and no error) off glibc.
 """

@@ -18,8 +18,10 @@ import numpy as np
 import zstandard
 
 from codec import container, limits
+from codec.base import Codec
 from codec.errors import CodecError
-from codec.types import validate_cloud
+from codec.registry import register_codec
+from codec.types import Cloud, validate_cloud
 
 #: Points a stream may claim before the decoder refuses it (256 MB of decoded geometry).
 MAX_POINTS = 1 << 24
@@ -34,8 +36,9 @@ POINTS_PER_BYTE = 16
 _PARAMS = struct.Struct("<I4fBb")  # n_points, voxel_size, origin xyz, bits, zstd level
 
 
+@register_codec
 @dataclass(frozen=True)
-class BaselineCodec:
+class BaselineCodec(Codec):
     """Voxel grid of ``2**bits`` cells per axis of ``voxel_size`` metres from ``origin``.
 
     The default volume is ARCHITECTURE.md's 2.5 m cube around a participant (origin on the
@@ -62,23 +65,7 @@ class BaselineCodec:
         limits.check_volume(self.origin, self.voxel_size * (1 << self.bits), self.voxel_size)
         object.__setattr__(self, "origin", tuple(float(v) for v in self.origin))
 
-    # -- configuration (round-trips like numcodecs) ------------------------------------
-    def get_config(self) -> dict:
-        return {
-            "id": self.name,
-            "voxel_size": self.voxel_size,
-            "origin": list(self.origin),
-            "bits": self.bits,
-            "level": self.level,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> BaselineCodec:
-        cfg = {k: v for k, v in config.items() if k != "id"}
-        if "origin" in cfg:
-            cfg["origin"] = tuple(cfg["origin"])
-        return cls(**cfg)
-
+    # -- configuration: get_config / from_config come from codec.base.Codec -----------
     @property
     def max_error(self) -> float:
         """Largest per-axis position error of a point inside the volume (half a cell)."""
@@ -103,7 +90,7 @@ class BaselineCodec:
         )
 
     @classmethod
-    def decode(cls, data: bytes, *, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode(cls, data: bytes, *, max_points: int | None = None) -> Cloud:
         """Decode a baseline stream; the parameters come from the stream itself.
 
         A stream declaring more than ``max_points`` points (the meeting's limit), more than
@@ -131,7 +118,7 @@ class BaselineCodec:
         col = np.frombuffer(_inflate(box.sections[1], 3 * n), dtype=np.uint8).reshape(3, n)
         origin = np.asarray(codec.origin, dtype=np.float32)
         positions = geom.T.astype(np.float32) * np.float32(codec.voxel_size) + origin
-        return positions, np.ascontiguousarray(col.T)
+        return Cloud(positions, np.ascontiguousarray(col.T))
 
 
 def _inflate(section: memoryview, expected: int) -> bytes:

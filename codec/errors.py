@@ -7,3 +7,8 @@ class CodecError(ValueError):
     Decoders raise this (and only this) for anything wrong with the bytes they are given,
     so a caller that receives untrusted data needs a single ``except CodecError``.
     """
+
+
+class MissingReference(CodecError):
+    """A frame coded against an earlier frame that this decoder has not decoded: the
+    receiver asks the sender for a keyframe."""

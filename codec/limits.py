@@ -1,7 +1,8 @@
 """Limits every decoder applies to untrusted streams before it allocates anything.
 
 A stream's header declares how many points it holds and where they lie; without limits a
-4.7 kB baseline frame declaring 2**24 points of zeros cost each receiver 1.6 s and 530 MB.
+4.7 kB baseline frame declaring 2**24 points of zeros cost each receiver seconds and
+hundreds of MB (issue 14; docs/codec.md, "Limits on untrusted streams").
 So a decoder checks, before it allocates or inflates anything in proportion to the count:
 
 - the count against the codec's own ``MAX_POINTS`` and the caller's ``max_points`` (the

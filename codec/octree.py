@@ -2,11 +2,11 @@
 
 Positions are voxelized to a ``2**depth`` grid inside a cube of ``size`` metres whose
 corner is ``origin`` (duplicates merged, colours averaged); each occupied cell decodes to
-its centre. Geometry is a breadth-first octree whose occupancy bits are coded with
-neighbour contexts (``_octree_kernels``). Colour at ``color_step=1`` is lossless (YCoCg-R
-and DPCM in Morton order, ``_color_kernels``); above 1 it is the RAHT transform of BT.709
-Y Cb Cr quantized with that step (Cb and Cr with ``CHROMA_FACTOR`` times it,
-``_raht_kernels``).
+its centre (``_voxel_kernels``). Geometry is a breadth-first octree whose occupancy bits
+are coded with neighbour contexts (``_neighbour_kernels``, ``_occupancy_kernels``). Colour
+at ``color_step=1`` is lossless (YCoCg-R and DPCM in Morton order, ``_color_kernels``);
+above 1 it is the RAHT transform of BT.709 Y Cb Cr quantized with that step (Cb and Cr
+with ``CHROMA_FACTOR`` times it, ``_raht_kernels``).
 
 The tree is cut at a small level into ``slices`` independent subtrees, each with its own
 geometry and colour streams, so that both cores encode and decode (the kernels release the
@@ -16,7 +16,7 @@ GIL) and a decoder can work on slices separately. Stream sections::
     1            slice table: per slice, u32 root count, u32 voxel count and the CRC-32 of
                  its two sections; then the CRC-32 of parameters, top and table
     2 .. 2+k-1   geometry of each slice (levels slice_level .. depth - 1)
-    2+k .. 2+2k-1  colour of each slice: with RAHT, a slice of 2 x COLOUR_PART_MIN voxels
+    2+k .. 2+2k-1  colour of each slice: with RAHT, a slice of 2 x COLOR_PART_MIN voxels
                  or more holds two parts (u32 length of the first, then both), coded apart
 """
 
@@ -33,11 +33,11 @@ import numpy as np
 
 from codec import _color_kernels, _raht_kernels, _rans, container, limits
 from codec._entropy import new_buffer, new_model
-from codec._octree_kernels import (
+from codec._occupancy_kernels import N_CONTEXTS as N_GEOMETRY
+from codec._occupancy_kernels import decode_levels, encode_levels
+from codec._voxel_kernels import (
     KEY_BITS,
     cell_centres,
-    decode_levels,
-    encode_levels,
     index_bits,
     merge_cells,
     packed_keys,
@@ -45,9 +45,10 @@ from codec._octree_kernels import (
     split_cells,
     voxelize,
 )
-from codec._octree_kernels import N_CONTEXTS as N_GEOMETRY
-from codec.errors import CodecError
-from codec.types import validate_cloud
+from codec.base import Codec, Decoder, Encoded, Encoder
+from codec.errors import CodecError, MissingReference
+from codec.registry import register_codec
+from codec.types import Cloud, validate_cloud
 
 MAX_POINTS = 1 << 22  # 4.2M cells; bounds what a stream can make the decoder allocate
 #: Voxels a stream may carry per byte of its sections (beyond ``limits.FREE_POINTS``), i.e.
@@ -64,7 +65,7 @@ POINTS_PER_BYTE = 64
 MAX_DEPTH = 16
 MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
-COLOUR_PART_MIN = 32_768  # a slice this many voxels twice over codes RAHT colour in two parts
+COLOR_PART_MIN = 32_768  # a slice this many voxels twice over codes RAHT colour in two parts
 
 # voxels, depth, slice level, origin xyz, size, colour step, slices, 0, frame, reference frame
 _PARAMS = struct.Struct("<IBB4fBBBII")
@@ -82,8 +83,9 @@ def _map(fn, items: list) -> list:
     return list(_pool.map(fn, items))
 
 
+@register_codec
 @dataclass(frozen=True)
-class OctreeCodec:
+class OctreeCodec(Codec):
     codec_id = 2
     name = "octree"
 
@@ -116,16 +118,26 @@ class OctreeCodec:
         """Largest per-axis position error of a point inside the volume (half a cell)."""
         return self.cell / 2
 
-    def get_config(self) -> dict:
-        return {"id": self.name, "depth": self.depth, "origin": list(self.origin),
-                "size": self.size, "color_step": self.color_step, "slices": self.slices}
+    @classmethod
+    def for_meeting(cls, **options) -> OctreeCodec:
+        """A person in the 2.5 m capture volume of ARCHITECTURE.md: depth 9 (4.9 mm cells)
+        matches a 640-pixel depth camera's sampling at 2 m; depth 10 would give most points
+        a cell of their own: more octree work for no visible detail. One slice: a live frame
+        is small enough for one core, and the other core captures and renders. Colour step 8
+        (RAHT)."""
+        return cls(**{"depth": 9, "slices": 1, "color_step": 8, **options})
+
+    def encoder(self, keyframe_interval: int = 1) -> OctreeEncoder:
+        """A meeting's stream: every frame a keyframe by default, because the hub forwards
+        only the newest frame of a stream that a receiver can take, and a frame continuing
+        a replaced one could not be decoded. Frames that continue the statistics
+        (``keyframe_interval`` > 1, a little smaller: docs/link.md) suit a path where every
+        frame arrives in order."""
+        return OctreeEncoder(self, keyframe_interval)
 
     @classmethod
-    def from_config(cls, config: dict) -> OctreeCodec:
-        cfg = {k: v for k, v in config.items() if k != "id"}
-        if "origin" in cfg:
-            cfg["origin"] = tuple(cfg["origin"])
-        return cls(**cfg)
+    def decoder(cls) -> OctreeDecoder:
+        return OctreeDecoder()
 
     # -- encoding ------------------------------------------------------------------------
     def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
@@ -169,11 +181,11 @@ class OctreeCodec:
             if part is None:
                 return encode_levels(leaves, self.depth, level, self.depth,
                                      new_buffer(len(leaves) // 4), *model[:2]).tobytes()
-            lo, hi = self._colour_parts(len(leaves))[part]
+            lo, hi = self._color_parts(len(leaves))[part]
             return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[2 + 2 * part: 4 + 2 * part]).tobytes()
 
         k = len(jobs)
-        parts = [range(len(self._colour_parts(hi - lo))) for lo, hi in bounds]
+        parts = [range(len(self._color_parts(hi - lo))) for lo, hi in bounds]
         tasks = [(j, None) for j in range(k)] + [(j, p) for j in range(k) for p in parts[j]]
         done = dict(zip(tasks, _map(work, tasks), strict=True))
         coded = [done[j, None] for j in range(k)] + [_join_parts([done[j, p] for p in parts[j]])
@@ -205,26 +217,26 @@ class OctreeCodec:
                                   [(a[:ia], b[:ib]), (a[ia:], b[ib:])])
         return np.concatenate([c0, c1]), np.concatenate([m0, m1])
 
-    def _colour_parts(self, n: int) -> list[tuple[int, int]]:
+    def _color_parts(self, n: int) -> list[tuple[int, int]]:
         """The voxel ranges of a slice whose colours are coded apart. RAHT codes a large
         slice in two halves, each with its own statistics, so that colour encodes and
         decodes on the second core beside the geometry even in one slice (the best
         compression), for a few hundred bytes of statistics learned twice. Lossless
         colour is one part: its rANS coder is fast enough, and its tables would double."""
-        if self.color_step == 1 or n < 2 * COLOUR_PART_MIN:
+        if self.color_step == 1 or n < 2 * COLOR_PART_MIN:
             return [(0, n)]
         return [(0, n // 2), (n // 2, n)]
 
     def _fresh_state(self) -> tuple[np.ndarray, ...]:
         """Geometry statistics, then RAHT's per colour part (lossless colour has none: its
         tables are made for every frame)."""
-        n_colour = 1 if self.color_step == 1 else _raht_kernels.N_CONTEXTS
-        return (*new_model(N_GEOMETRY), *new_model(n_colour), *new_model(n_colour))
+        n_color = 1 if self.color_step == 1 else _raht_kernels.N_CONTEXTS
+        return (*new_model(N_GEOMETRY), *new_model(n_color), *new_model(n_color))
 
     def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, counts, probs) -> np.ndarray:
         if self.color_step == 1:  # lossless: DPCM of YCoCg-R, per-frame tables and rANS
-            sym, ctx, raw, n_raw, hist = _color_kernels.colour_symbols(rgb)
-            return _color_kernels.pack_colours(sym, ctx, raw, n_raw, _rans.normalize(hist))
+            sym, ctx, raw, n_raw, hist = _color_kernels.color_symbols(rgb)
+            return _color_kernels.pack_colors(sym, ctx, raw, n_raw, _rans.normalize(hist))
         return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
                                     CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
                                     counts, probs)
@@ -241,7 +253,7 @@ class OctreeCodec:
     # -- decoding ------------------------------------------------------------------------
     @classmethod
     def decode(cls, data: bytes, level: int | None = None, *, max_points: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> Cloud:
         """Decode a stream; with ``level`` < depth, the cloud voxelized at that depth (cell
         centres, colours averaged over each cell).
 
@@ -253,8 +265,8 @@ class OctreeCodec:
         codes, colors = stream.decode()
         if level is not None and level != codec.depth:
             codes, colors = _coarsen(codes, colors, codec.depth, codec._check_level(level))
-            return codec._positions(codes, level), colors
-        return codec._positions(codes, codec.depth), colors
+            return Cloud(codec._positions(codes, level), colors)
+        return Cloud(codec._positions(codes, codec.depth), colors)
 
     @classmethod
     def decode_geometry(cls, data: bytes, level: int | None = None, *, max_points: int | None = None
@@ -399,8 +411,8 @@ class _Stream:
                 raise CodecError(f"slice {j} geometry is corrupt")
             return codes
 
-        def colour(j, part):
-            bounds = self.codec._colour_parts(int(self.table[j, 1]))
+        def color(j, part):
+            bounds = self.codec._color_parts(int(self.table[j, 1]))
             section = _split_parts(self.sections[2 + k + j], len(bounds), j)[part]
             lo, hi = bounds[part]
             out, status = self.codec._decode_colors(section, hi - lo, *state[j][2 + 2 * part: 4 + 2 * part])
@@ -412,35 +424,31 @@ class _Stream:
         if not keep:
             return np.zeros(0, np.int64), np.zeros((0, 3), np.uint8)
         # every slice's geometry and colour parts decode independently, side by side
-        parts = {j: range(len(self.codec._colour_parts(int(self.table[j, 1])))) for j in keep}
+        parts = {j: range(len(self.codec._color_parts(int(self.table[j, 1])))) for j in keep}
         tasks = [(j, None) for j in keep] + [(j, p) for j in keep for p in parts[j]]
-        done = dict(zip(tasks, _map(lambda t: geometry(t[0]) if t[1] is None else colour(*t), tasks),
+        done = dict(zip(tasks, _map(lambda t: geometry(t[0]) if t[1] is None else color(*t), tasks),
                         strict=True))
         codes = [done[j, None] for j in keep]
         if not lossless:  # RAHT: coefficients + geometry -> colours, part by part
 
             def synthesize(task):
                 j, p = task
-                lo, hi = self.codec._colour_parts(int(self.table[j, 1]))[p]
+                lo, hi = self.codec._color_parts(int(self.table[j, 1]))[p]
                 return _raht_kernels.synthesize(done[task], done[j, None][lo:hi], depth)
 
             done.update(zip(tasks[len(keep):], _map(synthesize, tasks[len(keep):]), strict=True))
-        colours = [np.concatenate([done[j, p] for p in parts[j]]) for j in keep]
-        return np.concatenate(codes), np.concatenate(colours)
+        colors = [np.concatenate([done[j, p] for p in parts[j]]) for j in keep]
+        return np.concatenate(codes), np.concatenate(colors)
 
 
-class MissingReference(CodecError):
-    """A frame coded against an earlier frame that this decoder has not decoded."""
-
-
-class OctreeEncoder:
+class OctreeEncoder(Encoder):
     """Codes a sequence: each frame continues the previous frame's adaptive statistics,
     so the coder starts every frame already knowing what a person looks like.
 
     A keyframe (fresh statistics) goes out first, every ``keyframe_interval`` frames, when
-    :meth:`request_keyframe` was called (a receiver lost a frame), and when the slice count
-    changes. Frames carry their number and their reference's, so a decoder that missed
-    one says so instead of decoding garbage.
+    asked (``force_keyframe``, or :meth:`request_keyframe` for the next frame: a receiver
+    lost a frame) and when the slice count changes. Frames carry their number and their
+    reference's, so a decoder that missed one says so instead of decoding garbage.
     """
 
     def __init__(self, codec: OctreeCodec | None = None, keyframe_interval: int = 30) -> None:
@@ -456,7 +464,10 @@ class OctreeEncoder:
     def request_keyframe(self) -> None:
         self._state = None
 
-    def encode(self, positions: np.ndarray, colors: np.ndarray) -> bytes:
+    def encode(self, frame: Cloud | tuple, force_keyframe: bool = False) -> Encoded:
+        positions, colors = frame
+        if force_keyframe:
+            self._state = None
         state = self._state if self._since_key < self.keyframe_interval else None
         try:
             data, new_state = self.codec._encode(positions, colors, state, self.frame,
@@ -470,17 +481,17 @@ class OctreeEncoder:
         self.keyframe = state is None  # the frame just made decodes on its own
         self._state = new_state
         self.frame = (self.frame + 1) & 0x7FFFFFFF
-        return data
+        return Encoded(data, self.keyframe, len(positions))
 
 
-class OctreeDecoder:
+class OctreeDecoder(Decoder):
     """Decodes what an :class:`OctreeEncoder` sends, keeping the same statistics."""
 
     def __init__(self) -> None:
         self._state: list | None = None
         self._last: tuple[OctreeCodec, int] | None = None  # codec of, and number of, the last frame
 
-    def decode(self, data: bytes, *, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, data: bytes, *, max_points: int | None = None) -> Cloud:
         """The next frame; ``max_points`` as in :meth:`OctreeCodec.decode`. A refused frame
         leaves the statistics as they were."""
         codec, stream = OctreeCodec._open(data, max_points=max_points)
@@ -493,7 +504,7 @@ class OctreeDecoder:
                                    f"decoder has not decoded: ask the sender for a keyframe")
         codes, colors = stream.decode(state=state)
         self._state, self._last = state, (codec, stream.frame)  # only after a clean decode
-        return codec._positions(codes, codec.depth), colors
+        return Cloud(codec._positions(codes, codec.depth), colors)
 
 
 def _join_parts(parts: list[bytes]) -> bytes:

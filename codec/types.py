@@ -5,7 +5,16 @@ A cloud is ``positions`` float32 (N, 3) in metres and ``colors`` uint8 (N, 3) RG
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Cloud(NamedTuple):
+    """A point cloud frame, as codecs take and give it: ``positions, colors = cloud``."""
+
+    positions: np.ndarray
+    colors: np.ndarray
 
 
 def validate_cloud(positions: np.ndarray, colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,11 +39,40 @@ def _port(text: str) -> int:
     return value
 
 
+def _codec_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value a number where it reads as one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"a codec option is KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _add_codec_options(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    import codec
+
+    p.add_argument("--codec", default=default, choices=codec.available("cloud"), help=help)
+    p.add_argument("--codec-option", type=_codec_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="one of the codec's settings over its defaults for a meeting, e.g. "
+                   "color_step=1 (octree), compression_level=1 (draco); repeatable")
+    p.add_argument("--color-step", type=int, default=None,
+                   help="short for --codec-option color_step=N: the octree codec's colour "
+                   "quantization step, 1 = lossless (its default 8)")
+
+
+def _codec_settings(args: argparse.Namespace) -> dict:
+    options = dict(args.codec_option)
+    if args.color_step is not None:
+        options["color_step"] = args.color_step
+    return options
+
+
 def _add_meeting_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codec", default="baseline", choices=["baseline", "octree"],
-                   help="point cloud codec (default baseline)")
-    p.add_argument("--color-step", type=int, default=8,
-                   help="octree colour quantization step, 1 = lossless (default 8)")
+    _add_codec_options(p, "baseline", "point cloud codec (default baseline)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
     p.add_argument("--view-size", type=_size, default=(640, 360),
                    help="rendered view, WIDTHxHEIGHT (default 640x360)")
@@ -131,7 +160,7 @@ def _links(profile_name: str, trace_file: str | None, seed: int):
     if trace_file:
         trace = Trace.load(trace_file)
     elif profile.traces:
-        from benchmarks.common import data_root
+        from holoport.data import data_root
 
         folder = data_root() / "network" / "lumos5g"
         files = profile.trace_files(folder)
@@ -261,9 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--frames", type=int, default=150, help="frames to record (default 150)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
-    p.add_argument("--codec", default=None, choices=["baseline", "octree"],
-                   help="store clouds encoded with this codec (each frame stands alone) instead of RGB-D")
-    p.add_argument("--color-step", type=int, default=8, help="octree colour step (default 8)")
+    _add_codec_options(p, None, "store clouds encoded with this codec (each frame stands alone) instead of RGB-D")
 
     p = sub.add_parser("play", help="replay a Holoport recording",
                        description="Replay a recording as a live source, with its original timing or "
@@ -436,7 +463,7 @@ def _join(args: argparse.Namespace) -> int:
         body=args.body,
         fps=args.fps,
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
-        insecure=args.insecure, codec=args.codec, color_step=args.color_step,
+        insecure=args.insecure, codec=args.codec, codec_options=_codec_settings(args),
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate, view=args.view, web=args.web,
         web_host=args.web_host)
     if args.view:
@@ -486,9 +513,9 @@ def _record(args: argparse.Namespace) -> int:
     """Capture at --fps and write every frame as it comes."""
     import time
 
+    import codec
     from capture.recording import RecordingWriter
-    from holoport.participant import make_encoder
-    from holoport.sources import CODEC_FORMAT, open_points
+    from holoport.point_sources import CODEC_FORMAT, open_points
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
@@ -496,7 +523,7 @@ def _record(args: argparse.Namespace) -> int:
         raise ValueError("several cameras fuse into clouds, not one RGB-D image: record them with --codec octree")
     source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras,
                          crop=args.crop)
-    encoder = make_encoder(args.codec, args.color_step) if args.codec else None
+    encoder = codec.for_meeting(args.codec, **_codec_settings(args)) if args.codec else None
     meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop}
     written = 0
     with RecordingWriter(args.out, meta) as writer:
@@ -538,7 +565,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         board = CharucoBoard(sx, sy, args.square_mm / 1000, args.marker_mm / 1000, args.dictionary)
     clouds = None
     if args.cloud:
-        from benchmarks.common import read_ply
+        from capture.ply import read_ply
 
         clouds = {name: read_ply(Path(path))[0] for name, path in args.cloud}
     rig = calibrate({name: image for name, image, _ in args.camera},
@@ -560,7 +587,7 @@ def _play(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
     source = RecordingPoints(args.recording, realtime=not args.fast, loop=False)
     rec = source.player.recording
@@ -631,7 +658,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from holoport.demo import run_demo
 
         reports, interrupted = run_demo(args.participants, args.duration, args.fps, args.out, args.view_size,
-                                        codec=args.codec, color_step=args.color_step)
+                                        codec=args.codec, codec_options=_codec_settings(args))
         if len(reports) == args.participants:
             return 0
         return 130 if interrupted else 1
@@ -682,7 +709,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "play":
         return _play(args)
     if args.command == "stats":
-        from holoport.node import JoinError, query_stats
+        from holoport.hubstats import query_stats
+        from holoport.node import JoinError
         from holoport.participant import node_security
 
         try:

@@ -25,17 +25,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from benchmarks.common import wide_console
+from holoport.console import wide_console
 from holoport.endpoints import free_tcp_endpoint
-from holoport.stats import STAGES
+from holoport.stats import STAGES, WHAT
 
 NAMES = ["ana", "ben", "chiara", "dev", "emeka", "fatima", "goro", "hana"]
+LABELS = {"capture": "capture", "encode": "encode", "send": "send", "network": "network (hub)",
+          "decode": "decode", "wait": "wait for render", "render": "render", "end_to_end": "end to end"}
 
 
 def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
              out: str = "holoport-demo", view_size: tuple[int, int] = (640, 360),
              console: Console | None = None, codec: str = "baseline",
-             color_step: int = 8) -> tuple[list[dict], bool]:
+             codec_options: dict | None = None) -> tuple[list[dict], bool]:
     """Run the meeting; the participants' reports, and whether Ctrl-C ended it early (then
     a participant still joining leaves no report, and that is no failure)."""
     if not 2 <= participants <= len(NAMES):
@@ -45,11 +47,12 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("seat*"):
         old.unlink()
-    first_run = "about 25 s" + (", and 45 s more for the octree codec" if codec == "octree" else "")
-    with console.status(f"Loading kernels (the first run on a machine compiles them: {first_run})..."):
+    with console.status("Loading kernels (the first run on a machine compiles them, for a minute or so; "
+                        "later runs load them from numba's cache)..."):
+        from codec import for_meeting
         from holoport.warmup import warm_up
 
-        warm_up(octree=codec == "octree", cameras=False)
+        warm_up([for_meeting(codec, **(codec_options or {}))], cameras=False)
     endpoint = free_tcp_endpoint()
     py = [sys.executable, "-m", "holoport"]
     # several participants share this machine's cores: parallel kernels in each would only
@@ -72,7 +75,7 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
                     *py, "join", "--hub", endpoint, "--room", "demo", "--name", NAMES[i],
                     "--body", str(i), "--fps", str(fps), "--duration", str(duration),
                     "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
-                    "--codec", codec, "--color-step", str(color_step),
+                    "--codec", codec, *(f"--codec-option={k}={v}" for k, v in (codec_options or {}).items()),
                 ], env=single_threaded))
             console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
                           f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
@@ -172,13 +175,17 @@ def _print_tables(reports: list[dict], console: Console) -> None:
                       f"{r['points_per_frame']:,.0f}",
                       f"{r['mbps_sent']:.1f} / {r['mbps_received']:.1f}")
         console.print(table)
-        lat = Table(title="latency ms", title_justify="left", show_edge=False)
+        lat = Table(title=f"latency ms of the {r.get('frames_shown', 0)} remote frames shown, one sample "
+                          "per stage per frame (from the remote camera to our first image of it)",
+                    title_justify="left", show_edge=False)
         lat.add_column("")
         for stage in STAGES:
-            lat.add_column(stage.replace("_", " "), justify="right")
-        for q in ("p50_ms", "p95_ms"):
-            lat.add_row(q[:3], *(_fmt(r["latency"][s][q]) for s in STAGES))
+            lat.add_column(LABELS[stage], justify="right")
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            lat.add_row(q[:3], *(_fmt(r["latency"][s].get(q)) for s in STAGES))
         console.print(lat)
+    console.print("Latency stages, which add up to end to end frame by frame: "
+                  + "; ".join(f"{LABELS[s]}: {WHAT[s]}" for s in STAGES if s != "end_to_end") + ".")
 
 
 def _montage(out_dir: Path, reports: list[dict]) -> Path | None:

@@ -68,15 +68,15 @@ class Member:
     seat: int
     last_seen: float
     # flow control: frames this member may still be sent, the sizes of those sent and not
-    # yet handed back, and the newest frame held back per sender meanwhile
+    # yet handed back, and the newest frame held back per (sender, stream) meanwhile
     credit: int = DEFAULT_CREDIT
     inflight: deque = field(default_factory=deque)
     inflight_bytes: int = 0
     slots: dict = field(default_factory=dict)
     traffic: Traffic = field(default_factory=lambda: Traffic())
-    last_key: tuple | None = None  # this member's latest keyframe, for whoever joins later
+    last_key: dict = field(default_factory=dict)  # stream -> its latest keyframe, for whoever joins later
     key: str | None = None  # the CURVE public key it joined with (z85), on an encrypted hub
-    key_asked: float = -1.0  # when a keyframe was last asked of it (requests are coalesced)
+    key_asked: dict = field(default_factory=dict)  # stream -> when a keyframe was last asked of it
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Hub:
         self._next_id = 1
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
-        self._cached: dict[int, Member] = {}  # members whose keyframe is cached, oldest first
+        self._cached: dict[tuple[int, int], Member] = {}  # (member id, stream) with a cached keyframe, oldest first
         self._trim = False  # memory to hand back at the next sweep
         self._rejoin_told: dict[bytes, float] = {}  # when a stranger was last told to join again
         self._stop = threading.Event()
@@ -344,12 +344,12 @@ class Hub:
             if source is None or source.room != member.room or source is member:
                 return self._drop(Drop.KEYFRAME_NOBODY)
             self.stats.keyframe_requests += 1
-            now = time.monotonic()
-            if now - source.key_asked < 0.25:  # one is on its way: its keyframe serves everyone
+            now, stream = time.monotonic(), head.get("stream", 0)
+            if now - source.key_asked.get(stream, -1.0) < 0.25:  # one is on its way: it serves everyone
                 self.stats.keyframe_coalesced += 1
                 return
-            source.key_asked = now
-            self._control(source.identity, wire.header(MessageType.KEYFRAME, **{"from": member.id}))
+            source.key_asked[stream] = now
+            self._control(source.identity, wire.header(MessageType.KEYFRAME, stream=stream, **{"from": member.id}))
         elif kind == MessageType.FEEDBACK:  # a receiver's arrival reports, for the sender's rate
             target = self._by_id.get(head.get("to"))
             if target is None or target.room != member.room or target is member or "r" not in head:
@@ -409,9 +409,8 @@ class Hub:
             seats=self.seats, members=members, max_points=self.max_points))
         if joining:  # a late joiner sees everyone at once: their latest keyframes
             for other in self._room(member):
-                if other.last_key is not None:
-                    head, payloads = other.last_key
-                    self._offer(member, other.id, {**head, "ts": dict(head["ts"])}, payloads)
+                for stream, (head, payloads) in list(other.last_key.items()):
+                    self._offer(member, (other.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
 
     def _admission(self, room: str, name: str, key: str | None, token: str | None) -> tuple[str, bool] | None:
         """Why a newcomer may not join ``room``, and whether that may pass by itself (a
@@ -437,9 +436,10 @@ class Hub:
         stamps = {k: t for k, t in fields["ts"].items() if not k.startswith("hub_")}  # ours alone
         if len(stamps) > wire.MAX_STAGES - 3:  # room for hub_in, hub_held, hub_out
             return self._drop(Drop.STAGES)
+        stream = fields.get("stream", 0)
         head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=fields["seq"],
                            ts={**stamps, "hub_in": now}, key=fields.get("key", True),
-                           points=fields.get("points", 0))
+                           points=fields.get("points", 0), stream=stream)
         for optional in ("off", "fb"):
             if optional in fields:
                 head[optional] = fields[optional]
@@ -450,48 +450,51 @@ class Hub:
         t.first_in = t.first_in or now
         t.last_in = now
         if head["key"]:
-            self._forget_key(sender)
+            self._forget_key(sender, stream)
             if self._budget(size):
-                sender.last_key = ({**head, "ts": dict(head["ts"])}, payloads)
+                sender.last_key[stream] = ({**head, "ts": dict(head["ts"])}, payloads)
                 self._account(size)
-                self._cached[sender.id] = sender
+                self._cached[(sender.id, stream)] = sender
         for receiver in self._room(sender):
             if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
                 return
-            self._offer(receiver, sender.id, {**head, "ts": dict(head["ts"])}, payloads)
+            self._offer(receiver, (sender.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
 
-    def _forget_key(self, member: Member) -> None:
-        if member.last_key is not None:
-            self._account(-_size(member.last_key[1]))
-            member.last_key = None
-        self._cached.pop(member.id, None)
+    def _forget_key(self, member: Member, stream: int | None = None) -> None:
+        """Forget a member's cached keyframe of one stream, or of all its streams."""
+        for s in [stream] if stream is not None else list(member.last_key):
+            cached = member.last_key.pop(s, None)
+            if cached is not None:
+                self._account(-_size(cached[1]))
+            self._cached.pop((member.id, s), None)
 
-    def _offer(self, receiver: Member, sender_id: int, head: dict, payloads: list) -> None:
+    def _offer(self, receiver: Member, slot: tuple[int, int], head: dict, payloads: list) -> None:
         """Send now if the receiver has credit and room in its byte budget, else hold it as
-        that sender's newest (control messages waiting for the receiver go first, and so does
-        a frame of the same sender held before: a sender's frames never overtake each other)."""
+        the newest of its ``slot`` (sender id, stream) (control messages waiting for the
+        receiver go first, and so does a frame of the same stream held before: a stream's
+        frames never overtake each other)."""
         if self.members.get(receiver.identity) is not receiver:  # removed while this frame went round
             return
         size = _size(payloads)
-        if (receiver.credit > 0 and receiver.identity not in self._pending and sender_id not in receiver.slots
+        if (receiver.credit > 0 and receiver.identity not in self._pending and slot not in receiver.slots
                 and (not receiver.inflight or receiver.inflight_bytes + size <= self.member_queue_bytes)):
             if not self._budget(size):
                 self.stats.dropped_budget += 1
             elif not self._deliver(receiver, head, payloads) and self.members.get(receiver.identity) is receiver:
                 self.stats.dropped_full += 1
             return
-        old = receiver.slots.pop(sender_id, None)  # re-inserted last: slots flush oldest first
+        old = receiver.slots.pop(slot, None)  # re-inserted last: slots flush oldest first
         freed = _size(old[1]) if old else 0
         if not self._budget(size - freed):
             self.stats.dropped_budget += 1
             if old:
-                receiver.slots[sender_id] = old
+                receiver.slots[slot] = old
             return
         if old:
             self.stats.stale_replaced += 1
             receiver.traffic.stale_replaced += 1
         head["ts"]["hub_held"] = time.time()  # from here the wait is the receiver's (credit)
-        receiver.slots[sender_id] = (head, payloads)
+        receiver.slots[slot] = (head, payloads)
         self._account(size - freed)
 
     def _deliver(self, receiver: Member, head: dict, payloads: list) -> bool:
@@ -526,16 +529,16 @@ class Hub:
     def _release(self, member: Member) -> None:
         """Send held frames, oldest first, while credit and the member's budget allow."""
         while member.credit > 0 and member.slots and member.identity not in self._pending:
-            sender_id = next(iter(member.slots))
-            head, payloads = member.slots[sender_id]
+            slot = next(iter(member.slots))
+            head, payloads = member.slots[slot]
             size = _size(payloads)
             if member.inflight and member.inflight_bytes + size > self.member_queue_bytes:
                 return
-            del member.slots[sender_id]
+            del member.slots[slot]
             self._account(-size)
             if not self._deliver(member, head, payloads):
                 if self.members.get(member.identity) is member:  # a full queue: keep it first, try later
-                    member.slots = {sender_id: (head, payloads), **member.slots}
+                    member.slots = {slot: (head, payloads), **member.slots}
                     self._account(size)
                 return
 
@@ -549,7 +552,8 @@ class Hub:
         while self.stats.queued_bytes + size > self.max_queued_bytes:
             if not self._cached:
                 return False
-            self._forget_key(next(iter(self._cached.values())))  # in caching order: oldest first
+            (_, stream), member = next(iter(self._cached.items()))  # in caching order: oldest first
+            self._forget_key(member, stream)
             self.stats.keyframes_forgotten += 1
         return True
 
@@ -656,9 +660,8 @@ class Hub:
         member.inflight_bytes = 0
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
         for other in self._room(member):
-            old = other.slots.pop(member.id, None)  # nobody is shown a frame from someone who left
-            if old:
-                self._account(-_size(old[1]))
+            for slot in [k for k in other.slots if k[0] == member.id]:  # nobody is shown a frame from someone who left
+                self._account(-_size(other.slots.pop(slot)[1]))
             self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
         self._trim |= held > 16 * 1024 * 1024  # frames that big came from fresh pages: give them back
 

@@ -13,16 +13,17 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 
 import codec
+from codec import Cloud
 from holoport.node import Node, RemoteFrame
+from holoport.point_sources import open_points
 from holoport.security import KeyPair, NodeSecurity, load_public
-from holoport.sources import open_points
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
 
@@ -34,9 +35,9 @@ class ParticipantOptions:
     hub: str = "tcp://127.0.0.1:5555"
     room: str = "main"
     name: str = ""
-    source: str = "synthetic"  # or a recording, a Kinect .mkv, a sequence folder (holoport.sources)
+    source: str = "synthetic"  # or a recording, a Kinect .mkv, a sequence folder (holoport.point_sources)
     cameras: str | None = None  # cameras file (holoport calibrate): source is then NAME=SOURCE,...
-    crop: str | None = None  # person / cut / none; None: the source's own (holoport.sources)
+    crop: str | None = None  # person / cut / none; None: the source's own (holoport.point_sources)
     body: int = 0  # which synthetic person to film
     fps: float = 15.0
     duration: float = 10.0  # seconds; 0 = until interrupted
@@ -50,7 +51,7 @@ class ParticipantOptions:
     hub_key: str | None = None  # the hub's public key file
     token: str | None = None  # the room's admission token
     codec: str = "baseline"  # a name from codec.available()
-    color_step: int = 8  # octree colour quantization step (1 = lossless)
+    codec_options: dict = field(default_factory=dict)  # its configuration beyond Codec.for_meeting's
     rate: str = "fixed"  # "adaptive": level of detail and colour step follow the receivers'
     #                      reports (octree codec; holoport.link.live)
     view: bool = False  # a desktop window with the room, orbit and zoom (render.window)
@@ -78,8 +79,11 @@ class Participant:
         self.frame_index = 0
         if options.rate not in ("fixed", "adaptive"):
             raise ValueError(f"--rate is fixed or adaptive, not {options.rate!r}")
-        if options.rate == "adaptive" and options.codec != "octree":
-            raise ValueError("--rate adaptive needs --codec octree (its levels of detail are the ladder)")
+        self.codec = codec.for_meeting(options.codec, **options.codec_options)
+        if options.rate == "adaptive":
+            from holoport.link.live import ladder_codec
+
+            ladder_codec(self.codec)  # before joining: a codec without levels of detail is an error now
         self.window = self.browser = None
         if options.view:  # before joining: no display is an error the user sees at once
             from render.window import DesktopWindow
@@ -88,7 +92,7 @@ class Participant:
 
     def run(self) -> dict:
         opt = self.opt
-        with Node(opt.hub, opt.room, opt.name, encoder=make_encoder(opt.codec, opt.color_step),
+        with Node(opt.hub, opt.room, opt.name, encoder=self.codec,
                   insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
                   token=opt.token) as node:
             self.node = node
@@ -148,9 +152,9 @@ class Participant:
         from holoport.link.live import LiveRate, RungEncoders, live_ladder
 
         positions, colors = self.source.read()
-        ladder = live_ladder(positions, colors, node.encoder)
+        ladder = live_ladder(positions, colors, self.codec)
         self.rate = LiveRate(ladder, self.opt.fps)
-        self.encoders = RungEncoders(ladder, node.encoder)
+        self.encoders = RungEncoders(ladder, self.codec)
         node.on_feedback = self.rate.on_feedback
 
     def _capture_and_send(self, node: Node) -> None:
@@ -163,11 +167,10 @@ class Participant:
             if rung is None:  # it would arrive too late: skip it
                 return
             node.encoder = self.encoders.get(rung)
-        head = node.send(positions, colors, ts={"capture": t0, "captured": t1})
+        head = node.send(Cloud(positions, colors), ts={"capture": t0, "captured": t1})
         if self.rate is not None and (sent := node.sent_frame(head["seq"])) is not None:
             self.rate.on_sent(head["seq"], *sent)
-        self.latency.add("capture", (t1 - t0) * 1e3)
-        self.latency.add("encode", (head["ts"]["encoded"] - t1) * 1e3)
+        # our capture and encode are counted by the receivers, per frame they show
         self.points_sent.append(len(positions))
         if self._dumps(head["seq"], self.sent_dump):
             self.sent_dump.append({"seq": head["seq"], "positions": positions, "colors": colors})
@@ -179,10 +182,9 @@ class Participant:
 
     def _receive(self, frames: list[RemoteFrame]) -> None:
         for f in frames:
-            ts = f.ts  # validated stamps, but a sender may leave any of its own out
-            if "sent" in ts:
-                self.latency.add("network", (ts["received"] - ts["sent"]) * 1e3)
-            self.latency.add("decode", (ts["decoded"] - ts["received"]) * 1e3)
+            if f.stream != 0:  # each participant's hologram; further views are not drawn yet
+                continue
+            self.latency.frame_received(f.sender, f.name, f.seq, f.ts)  # stamped, waiting for a render
             self.remote[f.sender] = f
             if self._dumps(f.seq, self.recv_dump):
                 self.recv_dump.append({"sender": f.name, "seq": f.seq, "positions": f.positions,
@@ -206,10 +208,7 @@ class Participant:
         t0 = time.time()
         view = self.renderer.render(self.view_camera, self.room, clouds)
         t1 = time.time()
-        self.latency.add("render", (t1 - t0) * 1e3)
-        for s in order:
-            if "capture" in self.remote[s].ts:
-                self.latency.add("end_to_end", (t1 - self.remote[s].ts["capture"]) * 1e3)
+        self.latency.frames_rendered(order, t0, t1)  # one sample per frame, at its first image
         if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])
@@ -236,12 +235,17 @@ class Participant:
             "received_by_sender": c.received_by_sender,
             "skipped_stale": c.skipped_stale,
             "decode_errors": c.decode_errors,
+            "missing_reference": c.missing_reference,
             "fps_sent": c.sent / elapsed if elapsed else 0.0,
             "fps_rendered": self.frames_rendered / elapsed if elapsed else 0.0,
             "points_per_frame": float(np.mean(self.points_sent)) if self.points_sent else 0.0,
             "mbps_sent": c.sent_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
             "mbps_received": c.received_bytes * 8 / elapsed / 1e6 if elapsed else 0.0,
-            "latency": self.latency.summary(),
+            "latency": self.latency.summary(),  # per stage, over the frames shown (stats.WHAT)
+            "frames_shown": self.latency.shown,  # remote frames drawn; each gave one end_to_end sample
+            "frames_redrawn": self.latency.redrawn,  # draws of a frame already shown (no samples)
+            "frames_unshown": self.latency.unshown,  # decoded, but replaced or gone before a render
+            "latency_per_frame": list(self.latency.frames),  # the latest frames shown: each one's stages, ms
             "rate": self.rate.summary() if self.rate is not None else None,
             "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }
@@ -280,16 +284,6 @@ def _dump(path: Path, records: list[dict]) -> None:
         for key, value in r.items():
             arrays[f"{i}_{key}"] = np.asarray(value)
     np.savez_compressed(path, **arrays)
-
-
-def make_encoder(name: str, color_step: int = 8):
-    """The codec a participant sends with, configured for a person in the 2.5 m capture
-    volume of ARCHITECTURE.md. Depth 9 (4.9 mm cells) matches a 640-pixel depth camera's
-    sampling at 2 m; depth 10 would give most points a cell of their own and double the
-    octree's work for no visible detail (measured: 39k points, 16 vs 39 ms to encode)."""
-    if name == "octree":
-        return codec.OctreeCodec(depth=9, color_step=color_step, slices=1)
-    return codec.get_codec(name)
 
 
 def node_security(key: str | None, hub_key: str | None) -> NodeSecurity | None:

@@ -44,7 +44,7 @@ from render.window import DesktopWindow, NoDisplayError, no_display
 
 if TYPE_CHECKING:
     from holoport.node import Node, RemoteFrame
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
 DEFAULT_HUB = "tcp://127.0.0.1:5555"
 LIVE_SECONDS = 10.0  # a live render's length when neither --seconds nor --frames is given
@@ -65,7 +65,7 @@ class RecordedScene:
     """Recordings at seats 0, 1, ...; ``people(t)``: what each shows ``t`` seconds in."""
 
     def __init__(self, paths: list[str], seats: int | None = None) -> None:
-        from holoport.sources import RecordingPoints
+        from holoport.point_sources import RecordingPoints
 
         for p in paths:
             if not Path(p).is_file():
@@ -139,7 +139,8 @@ class LiveScene:
         self.node.heartbeat()
         frames = self.node.poll(timeout)
         for f in frames:
-            self.latest[f.sender] = f
+            if f.stream == 0:  # each participant's hologram; further views are not drawn yet
+                self.latest[f.sender] = f
         for gone in set(self.latest) - set(self.node.peers):  # left the room: stop drawing
             del self.latest[gone]
         return bool(frames)

@@ -8,7 +8,10 @@ describes itself). Every header carries:
 and, as the type needs them:
     room  str    the room's name
     src   int    sender's participant id (the hub stamps it on forwarded frames)
-    seq   int    the sender's sequence number
+    seq   int    the sender's sequence number (one count over all of its streams)
+    stream int   on frames and keyframe requests: which of the sender's streams (0, the
+                 hologram, when absent; a second camera view or voice are others), so a
+                 receiver keeps one decoder per (sender, stream)
     ts    map    wall-clock seconds (time.time()) of each stage a frame passed:
                  capture, captured, encoded, sent, hub_in, hub_out
     key   bool   on frames: decodes on its own (absent: treat as true)
@@ -177,6 +180,7 @@ def _members(v: Any) -> list[dict]:
 MAX_SEATS = 16
 MAX_REPORTS = 64  # arrival reports per feedback message
 MAX_CREDIT = 64  # frames a receiver may have in flight, at most
+MAX_STREAMS = 8  # streams one participant may send (hologram views, voice); "stream" 0 if absent
 _id, _seat, _name = _int(1, MAX_ID), _int(0, MAX_SEATS - 1), _str(0, 64)
 
 # per message type: field -> check. A field that is present must pass its check (else the
@@ -190,13 +194,13 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "joined": {"id": _id, "name": _name, "seat": _seat},
     "left": {"id": _id, "reason": _str(0, 200)},
     "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,
-              "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool},
+              "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool, "stream": _int(0, MAX_STREAMS - 1)},
     "leave": {"room": _str(0, 64)},
     "heartbeat": {},
     "stats": {"page": _int(0, 1 << 20), "pages": _int(1, 1 << 20), "token": _str(0, 256), "room": _str(1, 64)},
     "credit": {"n": _int(1, MAX_CREDIT)},
     "rejoin": {},
-    "keyframe": {"of": _id, "from": _id},
+    "keyframe": {"of": _id, "from": _id, "stream": _int(0, MAX_STREAMS - 1)},
     "time": {"t0": _time, "t1": _time, "t2": _time},
     "feedback": {"to": _id, "from": _id, "r": _reports},
 }

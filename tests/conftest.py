@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import data_root
+from holoport.data import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,9 +33,11 @@ def mvub_frames(data_dir) -> list[Path]:
 @pytest.fixture(scope="session", autouse=True)
 def compiled_kernels():
     """Compile numba kernels once, here, before any subprocess would race to."""
-    from holoport.warmup import warm_up
+    import codec
+    from holoport.warmup import meeting_codecs, warm_up
 
-    warm_up()
+    # every codec as a meeting uses it, and the octree's lossless colour (tests join with it)
+    warm_up([*meeting_codecs(), codec.OctreeCodec(depth=6, color_step=1)])
 
 
 def holoport_cmd(*args: str) -> list[str]:

@@ -72,7 +72,7 @@ def test_field_of_view_is_the_sdks(mkv):
     assert h - h_pin > 6 and v - v_pin > 4
 
 
-def test_frames_carry_the_recorded_depth_and_a_registered_colour(mkv):
+def test_frames_carry_the_recorded_depth_and_a_registered_color(mkv):
     depth_track = raw_track(mkv, "DEPTH")
     with AzureKinectRecording(mkv) as rec:
         frames = list(rec)
@@ -149,7 +149,7 @@ def test_a_cut_recording_plays_what_it_holds(tmp_path, mkv):
 
 
 def test_open_points_takes_a_kinect_file(mkv):
-    from holoport.sources import open_points
+    from holoport.point_sources import open_points
 
     source = open_points(str(mkv), realtime=False, loop=True, crop="none")
     try:
@@ -174,7 +174,7 @@ def test_cameras_file_places_and_fuses_each_camera(mkv, tmp_path):
     camera's points are moved by its own pose, the rig is placed in the participant's
     frame, and the two clouds are fused."""
     from capture.rig import Rig, RigCamera
-    from holoport.sources import FusedPoints, open_points
+    from holoport.point_sources import FusedPoints, open_points
 
     turn = np.eye(4)
     turn[:3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # 90° about y

@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import ROOT, holoport_cmd
 
 
-def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
+def _codec_bench(mvub_frames, tmp_path, *extra: str) -> tuple[list[dict], str, str]:
+    """The codec benchmark on the smallest MVUB frame: its records, Markdown and stderr."""
     import subprocess
 
     data = tmp_path / "frames"
@@ -20,18 +21,29 @@ def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
     result = subprocess.run(
         holoport_cmd("bench", "codec", "--data", str(data), "--repeats", "1", "--steps", "16",
                      "--json", str(out), "--markdown", str(tmp_path / "codec.md"),
-                     "--plot", str(tmp_path / "codec.png")),
+                     "--plot", str(tmp_path / "codec.png"), *extra),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     records = json.loads(out.read_text())
+    for r in records:
+        assert r["frame"] == smallest.stem and r["points"] > 10_000
+    return records, (tmp_path / "codec.md").read_text(), result.stderr
+
+
+def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
+    # a --draco-bin folder without Draco's tools: the fallback to DracoPy, labelled as such
+    empty = tmp_path / "no-draco"
+    empty.mkdir()
+    records, markdown, stderr = _codec_bench(mvub_frames, tmp_path, "--draco-bin", str(empty))
+    assert "draco_encoder" in stderr and "DracoPy" in stderr
     configs = {(r["codec"], r["params"]) for r in records}
     assert {("octree", "lossless slices=1"), ("octree", "step=16 slices=1"),
             ("octree", "lossless slices=2"), ("baseline", "bits=8 zstd=3"),
-            ("draco", "level=1"), ("draco", "level=7")} <= configs
+            ("DracoPy", "level=1 bits=8"), ("DracoPy", "level=7 bits=8")} <= configs
+    assert "draco" not in {r["codec"] for r in records}
     for r in records:
         assert {"frame", "codec", "params", "points", "geom_bpp", "color_bpp", "total_bpp",
-                "d1_psnr", "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco"} <= set(r)
-        assert r["frame"] == smallest.stem and r["points"] > 10_000
+                "d1_psnr", "y_psnr", "encode_ms", "decode_ms", "bpp_vs_draco", "draco_ref"} <= set(r)
         assert r["d1_psnr"] is None  # every codec here keeps the geometry lossless
         assert 0 < r["geom_bpp"] < r["total_bpp"]
         assert abs(r["geom_bpp"] + r["color_bpp"] - r["total_bpp"]) < 1e-9
@@ -39,10 +51,43 @@ def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
         assert (r["y_psnr"] is None) == lossless
         if not lossless:
             assert 30 < r["y_psnr"] < 60
-    draco7 = next(r for r in records if r["params"] == "level=7")
+        assert r["draco_ref"].startswith("DracoPy ")
+        assert r["encode_internal_ms"] is None and r["encode_vs_draco_internal"] is None  # not measured
+    draco7 = next(r for r in records if r["codec"] == "DracoPy" and r["params"].startswith("level=7"))
     assert draco7["bpp_vs_draco"] == 1.0
     assert (tmp_path / "codec.png").stat().st_size > 5_000
-    assert "| frame |" in (tmp_path / "codec.md").read_text()
+    assert "| frame |" in markdown and "not found" in markdown
+
+
+def test_codec_benchmark_runs_draco_own_tools_beside_ours(mvub_frames, tmp_path):
+    import math
+    import shutil
+
+    if not (shutil.which("draco_encoder") and shutil.which("draco_decoder")):
+        pytest.skip("Draco's command-line tools are not on PATH (Debian/Ubuntu: apt-get install draco)")
+    records, markdown, _ = _codec_bench(mvub_frames, tmp_path)
+    native = [r for r in records if r["codec"] == "draco"]
+    assert {r["params"] for r in native} == {"level=1 qp=8", "level=7 qp=8"}
+    for r in native:
+        for field in ("geom_bpp", "color_bpp", "total_bpp", "encode_ms", "decode_ms",
+                      "encode_internal_ms", "decode_internal_ms"):
+            assert r[field] is not None and math.isfinite(r[field]) and r[field] >= 0, (field, r)
+        assert 0 < r["geom_bpp"] < r["total_bpp"] < 30
+        # the tools' own timers leave out process start and file I/O, which the wall time holds
+        assert r["encode_internal_ms"] <= r["encode_ms"] and r["decode_internal_ms"] <= r["decode_ms"]
+        assert 45 < r["d1_psnr"] < 100  # -qp spreads over the bounding box: just off the grid
+        assert r["y_psnr"] is None  # colours come back exactly
+    ratios = ("bpp_vs_draco", "encode_vs_draco", "decode_vs_draco", "encode_vs_draco_internal",
+              "decode_vs_draco_internal")
+    for r in records:  # ours, DracoPy's and Draco's own rows: all to Draco's own tools, same run
+        assert "draco_encoder" in r["draco_ref"] and "level 7" in r["draco_ref"]
+        for field in ratios:
+            assert r[field] is not None and math.isfinite(r[field]) and r[field] > 0, (field, r)
+    draco7 = next(r for r in native if r["params"].startswith("level=7"))
+    assert draco7["bpp_vs_draco"] == draco7["encode_vs_draco"] == draco7["decode_vs_draco"] == 1.0
+    assert {"DracoPy"} <= {r["codec"] for r in records}  # the wrapper's rows stay, beside
+    assert "spawn to exit" in markdown and "encode_internal_ms" in markdown
+    assert "| - |" in markdown  # our rows have no self-reported time: "-", never "inf"
 
 
 def test_codec_benchmark_explains_an_empty_folder(tmp_path):
@@ -54,6 +99,7 @@ def test_codec_benchmark_explains_an_empty_folder(tmp_path):
 
 
 def test_hub_benchmark_forwards_through_a_real_hub_with_and_without_curve(tmp_path):
+    import math
     import subprocess
 
     out = tmp_path / "hub.json"
@@ -66,14 +112,29 @@ def test_hub_benchmark_forwards_through_a_real_hub_with_and_without_curve(tmp_pa
     records = json.loads(out.read_text())
     assert sorted((r["participants"], r["curve"]) for r in records) == [
         (2, False), (2, True), (3, False), (3, True)]
+    timed = ["direct_p50_ms", "direct_p99_ms", "hub_path_p50_ms", "hub_path_p99_ms",
+             "added_p50_ms", "added_p99_ms", "hub_own_p50_ms", "hub_own_p99_ms"]
     for r in records:
         assert {"participants", "curve", "frame_bytes", "forwarded_mbps", "hub_cpu_s_per_gbit",
-                "added_p50_ms", "added_p99_ms", "credited_drops", "stale_replaced"} <= set(r)
+                "credited_drops", "stale_replaced", *timed} <= set(r)
+        assert all(isinstance(r[k], float) and math.isfinite(r[k]) for k in timed), r
         assert r["credited_drops"] == 0  # light load: nothing with credit is lost
         # each sender's frames reach the other n - 1: about fps * bytes * 8 * n * (n - 1)
         expected = 20 * 20_000 * 8 * r["participants"] * (r["participants"] - 1) / 1e6
         assert 0.6 * expected < r["forwarded_mbps"] < 1.3 * expected, r
-        assert r["hub_cpu_s_per_gbit"] > 0 and 0 <= r["added_p50_ms"] <= r["added_p99_ms"] < 200
+        # both paths timed send to arrival of nearly every frame sent on them at each of its
+        # n - 1 receivers (light load: none saturated)
+        for path in ("direct", "hub_path"):
+            assert 0.8 < r[f"{path}_delivered"] < 1.05, r  # frames at the window's edges: a little over 1 may be
+            assert 0 < r[f"{path}_p50_ms"] <= r[f"{path}_p99_ms"] < 1000, r
+        assert r["saturated"] == (min(r["direct_delivered"], r["hub_path_delivered"]) < 0.95)
+        # the hub's added delay is the hub path's send-to-arrival minus the direct path's
+        assert r["added_p50_ms"] == pytest.approx(r["hub_path_p50_ms"] - r["direct_p50_ms"], abs=1e-9)
+        assert r["added_p99_ms"] == pytest.approx(r["hub_path_p99_ms"] - r["direct_p99_ms"], abs=1e-9)
+        # and the hub's own window (arrival to send) is part of the hub path's trip
+        assert 0 <= r["hub_own_p50_ms"] <= r["hub_own_p99_ms"] < 200
+        assert r["hub_own_p50_ms"] < r["hub_path_p50_ms"]
+        assert r["hub_cpu_s_per_gbit"] > 0
     assert (tmp_path / "hub.png").stat().st_size > 5_000
 
 
@@ -88,14 +149,18 @@ def test_link_benchmark_sweeps_any_traces_and_writes_records_and_plots(tmp_path)
     (tmp_path / "traces" / "5g" / "t_walking").write_text("".join(f"{i + 1}\t{v}\n" for i, v in enumerate(walk)))
     (tmp_path / "traces" / "4g" / "t_lte").write_text("".join(f"{i + 1}\t{20 + 10 * (i % 3)}\n" for i in range(40)))
     out = tmp_path / "link.json"
+    times = tmp_path / "times.json"  # capture and render times other than the records'
+    times.write_text(json.dumps({"capture_ms": 20.0, "render_ms": 5.0}))
     result = subprocess.run(
         holoport_cmd("bench", "link", "--traces", str(tmp_path / "traces"), "--profiles", "mmwave-walking",
-                     "lte", "wired", "--seeds", "1", "--seconds", "40", "--json", str(out),
+                     "lte", "wired", "--seeds", "1", "--seconds", "40", "--json", str(out), "--times", str(times),
                      "--markdown", str(tmp_path / "link.md"), "--plot", str(tmp_path / "link.png")),
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "uplink = downlink x 0.3" in result.stdout  # the scaling is said
-    records = json.loads(out.read_text())
+    assert "capture 20 ms and render 5 ms (times.json)" in " ".join(result.stdout.split())  # and the times
+    records = json.loads(out.read_text())  # strict JSON: a missing value is null, never NaN
+    assert all((r["capture_ms"], r["render_ms"]) == (20.0, 5.0) for r in records)
     runs = [r for r in records if r["trace"] != "all"]
     assert {(r["trace"], r["profile"]) for r in runs} == {
         ("t_walking", "mmwave-walking"), ("t_lte", "lte"), ("synthetic-0", "wired")}
@@ -114,6 +179,86 @@ def test_link_benchmark_sweeps_any_traces_and_writes_records_and_plots(tmp_path)
     for name in ("link.png", "link-timeline-mmwave-walking.png", "link-timeline-lte.png"):
         assert (tmp_path / name).stat().st_size > 5_000
     assert "| profile |" in (tmp_path / "link.md").read_text()
+
+
+def test_a_missing_value_prints_a_dash_and_is_null_in_the_json(tmp_path):
+    """Only a lossless PSNR (codec records) prints inf; JSON never holds NaN or Infinity."""
+    import argparse
+    import math
+
+    from benchmarks.common import emit
+
+    args = argparse.Namespace(json=str(tmp_path / "r.json"), markdown=str(tmp_path / "r.md"))
+    columns = ["a", "b", "c", "y_psnr", "d"]
+    emit([{"a": None, "b": math.nan, "c": math.inf, "y_psnr": None, "d": 1.5}], columns, "missing values", args)
+    assert (tmp_path / "r.md").read_text().splitlines()[-1] == "| - | - | - | inf | 1.500 |"
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == [{"a": None, "b": None, "c": None, "y_psnr": None, "d": 1.5}]
+
+
+def test_the_link_floor_and_delay_scripts_measure_any_traces(tmp_path):
+    """A walking-kind trace with two dead seconds of forty: the floor is those seconds but
+    the deadline's last 150 ms before capacity comes back."""
+    import subprocess
+    import sys
+
+    (tmp_path / "traces" / "5g").mkdir(parents=True)
+    walk = [200.0] * 20 + [0.0] * 2 + [200.0] * 18
+    (tmp_path / "traces" / "5g" / "t_walking").write_text("".join(f"{i + 1}\t{v}\n" for i, v in enumerate(walk)))
+    out = tmp_path / "floor.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.link_floor", "--traces", str(tmp_path / "traces"), "--profiles",
+         "mmwave-walking", "--seconds", "40", "--json", str(out), "--markdown", str(tmp_path / "floor.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run, pooled = json.loads(out.read_text())
+    assert pooled["trace"] == "all" and run["trace"] == "t_walking"
+    assert pooled["zero_capacity_run"] == pooled["zero_capacity_all"] == 2 / 40
+    assert (pooled["dead_runs"], pooled["dead_runs_over_5s"], pooled["longest_dead_s"]) == (1, 0, 2)
+    assert pooled["unreachable_1byte_no_time"] == pytest.approx((2 - 0.150) / 40, abs=2 / 1200)
+    assert pooled["unreachable"] >= pooled["unreachable_1byte_no_time"]
+    assert "| mmwave-walking | all |" in (tmp_path / "floor.md").read_text()
+
+    out = tmp_path / "delay.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.link_delay", "--profiles", "mmwave-walking", "wired", "--every-ms",
+         "10", "--seconds", "30", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {(r["profile"], r["what"]): r for r in json.loads(out.read_text())}
+    walking = rows["mmwave-walking", "delay only"]
+    assert walking["p99_ms"] > walking["configured_p99_ms"]  # in-order delivery stretches the tail
+    assert rows["wired", "all"]["p99_ms"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_tuning_and_core_sharing_scripts_write_records(tmp_path):
+    """Small runs: the adaptive policy's settings on one made-up trace against the oracle,
+    and the core-sharing loops at a fraction of their size."""
+    import subprocess
+    import sys
+
+    (tmp_path / "traces" / "5g").mkdir(parents=True)
+    walk = [200.0] * 20 + [0.0] * 2 + [200.0] * 18
+    (tmp_path / "traces" / "5g" / "t_walking").write_text("".join(f"{i + 1}\t{v}\n" for i, v in enumerate(walk)))
+    out = tmp_path / "tuning.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.link_tuning", "--traces", str(tmp_path / "traces"), "--seconds", "40",
+         "--increase", "2", "--max-queue-ms", "60", "--stall", "1", "0", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pooled = [r for r in json.loads(out.read_text()) if r["trace"] == "all"]
+    assert [(r["policy"], r.get("stall")) for r in pooled] == [("oracle", None), ("adaptive", 1.0), ("adaptive", 0.0)]
+    assert pooled[0]["vs_oracle_db"] == 0 and all(r["late_or_skipped"] >= 2 / 40 - 0.01 for r in pooled)
+
+    out = tmp_path / "cores.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.core_sharing", "--repeats", "2", "--rounds", "1", "--iterations", "100000",
+         "--mib", "8", "--steps", "10000", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    assert {(r["loop"], r["threads"]) for r in records} == {
+        ("integer", 1), ("integer", 2), ("memory latency", 1), ("memory latency", 2)}
+    assert all(r["cpu_ms"] > 0 and r["slowdown"] > 0 for r in records)
 
 
 def test_live_rate_benchmark_writes_records_and_a_plot(tmp_path, recording):
@@ -268,7 +413,7 @@ def test_the_recording_fuzzer_reports_a_reader_that_raises_or_hangs(monkeypatch)
     import time
 
     from benchmarks import fuzz_recording
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
     calls = {"n": 0}
 

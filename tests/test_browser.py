@@ -16,7 +16,8 @@ pytest.importorskip("websockets", reason="the browser viewer needs the 'websocke
 from PIL import Image  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from render.browser import BrowserViewer, HeadlessChromium, decode_frame, encode_frame, find_chromium  # noqa: E402
+from benchmarks.browser_harness import HeadlessChromium, find_chromium  # noqa: E402
+from render.browser import BrowserViewer, decode_frame, encode_frame  # noqa: E402
 from render.room import Room  # noqa: E402
 
 ROOM = Room(seats=3)
@@ -38,7 +39,7 @@ def person(seat: int, color: tuple[int, int, int], n: int = 20_000, seed: int = 
     return positions, np.tile(np.array(color, np.uint8), (n, 1))
 
 
-def colour_mask(img: np.ndarray, color: tuple[int, int, int], tol: int = 45) -> np.ndarray:
+def color_mask(img: np.ndarray, color: tuple[int, int, int], tol: int = 45) -> np.ndarray:
     return (np.abs(img.astype(np.int16) - np.array(color, np.int16)) <= tol).all(axis=2)
 
 
@@ -120,7 +121,7 @@ def test_two_participants_are_drawn_at_their_seats(live, tmp_path):
     path = tmp_path / "browser.png"
     Image.fromarray(img).save(path)  # the screenshot, kept by pytest's tmp_path for a look
     assert path.stat().st_size > 1000
-    red, blue = colour_mask(img, RED), colour_mask(img, BLUE)
+    red, blue = color_mask(img, RED), color_mask(img, BLUE)
     assert red.sum() > 500 and blue.sum() > 500, (red.sum(), blue.sum())
     # seat 1 stands to the right of the table from the default camera, seat 2 to the left
     red_x, blue_x = np.nonzero(red)[1].mean(), np.nonzero(blue)[1].mean()
@@ -144,7 +145,7 @@ def test_gl_points_path_draws_the_same(live):
             assert time.monotonic() < deadline, "the gl.POINTS page did not draw"
             time.sleep(0.02)
         img = np.asarray(Image.open(io.BytesIO(live.snapshot(timeout=20, client=other))).convert("RGB"))
-    red, blue = colour_mask(img, RED), colour_mask(img, BLUE)
+    red, blue = color_mask(img, RED), color_mask(img, BLUE)
     assert red.sum() > 500 and blue.sum() > 500, (red.sum(), blue.sum())
     assert np.nonzero(red)[1].mean() > 0.55 * W and np.nonzero(blue)[1].mean() < 0.45 * W
 
@@ -154,7 +155,7 @@ def test_new_frames_replace_old_ones(live):
     frames = page(live)["page"].get("frames", 0)
     draw(live, [person(1, GREEN), person(2, BLUE)])
     img = snapshot(live)
-    assert colour_mask(img, GREEN).sum() > 500 and colour_mask(img, RED).sum() == 0
+    assert color_mask(img, GREEN).sum() > 500 and color_mask(img, RED).sum() == 0
     # a burst far faster than the page draws: it gets fewer, newer frames, ending on the last
     sent = live.stats()["frames_sent"]
     for i in range(40):
@@ -166,7 +167,7 @@ def test_new_frames_replace_old_ones(live):
     assert live.stats()["frames_sent"] - sent < 40 and page(live)["replaced"] > 0
     assert live.wait_page_stats(lambda p: p.get("frames", 0) > frames + 1, timeout=5)
     img = snapshot(live)
-    assert colour_mask(img, BLUE).sum() > 200 and colour_mask(img, RED).sum() == 0
+    assert color_mask(img, BLUE).sum() > 200 and color_mask(img, RED).sum() == 0
 
 
 @needs_chromium
@@ -197,7 +198,7 @@ def test_malformed_messages_are_counted_and_ignored(live):
 
 @needs_chromium
 def test_measure_browser_fps_reports_the_pages_count():
-    from render.browser import measure_browser_fps
+    from benchmarks.browser_harness import measure_browser_fps
 
     result = measure_browser_fps(20_000, 1.0, width=W, height=H, warmup=0.5)
     assert result["points"] == 20_000 and result["frames"] > 0 and result["fps"] > 0

@@ -90,21 +90,21 @@ def test_kinect_corners_and_reprojection(kinect):
         assert pose[:3, 2] @ pose[:3, 3] > 0
 
 
-def test_kinect_depth_to_colour_matches_readme(kinect, tmp_path):
+def test_kinect_depth_to_color_matches_readme(kinect, tmp_path):
     """Measured: t = (-32.50, -1.66, 4.35) mm, 5.063 deg: 0.06 mm and 0.003 deg from the README."""
     board, images, intrinsics = kinect
     rig = calibrate(images, intrinsics, board, reference="color")
     assert np.array_equal(rig.pose("color"), np.eye(4))
-    depth_to_colour = rig.pose("ir")  # IR camera -> colour camera frame
-    t_mm = depth_to_colour[:3, 3] * 1000
+    depth_to_color = rig.pose("ir")  # IR camera -> colour camera frame
+    t_mm = depth_to_color[:3, 3] * 1000
     assert np.linalg.norm(t_mm - README_T_MM) < 2.0, t_mm
-    assert abs(rotation_angle_deg(depth_to_colour) - README_ANGLE_DEG) < 0.3
+    assert abs(rotation_angle_deg(depth_to_color) - README_ANGLE_DEG) < 0.3
     for cam in rig.cameras:
         assert cam.reprojection_rms_px < 0.5
     assert rig.camera("ir").intrinsics.width == 1024 and rig.camera("color").intrinsics.width == 4096
     rig.save(tmp_path / "cameras.json")
     again = Rig.load(tmp_path / "cameras.json")
-    assert np.allclose(again.pose("ir"), depth_to_colour, atol=1e-12)
+    assert np.allclose(again.pose("ir"), depth_to_color, atol=1e-12)
 
 
 def test_holoport_calibrate_command(kinect, tmp_path):
@@ -123,9 +123,9 @@ def test_holoport_calibrate_command(kinect, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     rig = Rig.load(out)
     assert rig.reference == "depth" and np.array_equal(rig.pose("depth"), np.eye(4))
-    depth_to_colour = invert(rig.pose("color"))  # the file holds colour -> depth
-    assert np.linalg.norm(depth_to_colour[:3, 3] * 1000 - README_T_MM) < 2.0
-    assert abs(rotation_angle_deg(depth_to_colour[:3, :3]) - README_ANGLE_DEG) < 0.3
+    depth_to_color = invert(rig.pose("color"))  # the file holds colour -> depth
+    assert np.linalg.norm(depth_to_color[:3, 3] * 1000 - README_T_MM) < 2.0
+    assert abs(rotation_angle_deg(depth_to_color[:3, :3]) - README_ANGLE_DEG) < 0.3
     bad = subprocess.run(holoport_cmd("calibrate", str(tmp_path / "x.json"), "--camera", "depth",
                                       str(folder / "calib_ir.yml"), str(folder / "calib_ir.yml")),
                          cwd=ROOT, capture_output=True, text=True, timeout=120)

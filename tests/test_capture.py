@@ -42,7 +42,7 @@ def test_the_pose_moves_points_into_the_participant_frame():
     assert top[1] < 1.5  # image rows go down, so y (up) decreases with v
 
 
-def test_colours_follow_their_pixels():
+def test_colors_follow_their_pixels():
     depth = np.full((48, 64), 1000, np.uint16)
     color = np.zeros((48, 64, 3), np.uint8)
     color[:, 32:] = (255, 0, 0)
@@ -80,9 +80,9 @@ def test_participants_differ_and_arms_move():
               for i in range(3)]
     heights = [p[:, 1].max() for p, _ in clouds]
     assert len({round(h, 2) for h in heights}) == 3
-    shirt_colours = [tuple(np.median(c[(p[:, 1] > 1.2) & (p[:, 1] < 1.3)], axis=0))
+    shirt_colors = [tuple(np.median(c[(p[:, 1] > 1.2) & (p[:, 1] < 1.3)], axis=0))
                      for p, c in clouds]
-    assert len(set(shirt_colours)) == 3
+    assert len(set(shirt_colors)) == 3
     cam = SyntheticCamera(BodyShape.preset(0), seed=0)
     a, _ = rgbd_to_points(cam.read(0.0))
     b, _ = rgbd_to_points(cam.read(0.8))

@@ -166,7 +166,7 @@ def _signal(demo: subprocess.Popen, tag: str, sig: int = signal.SIGINT) -> str:
 
 def _wait_for_the_meeting(demo: subprocess.Popen) -> None:
     """Until the three participants have joined and frames flow through the hub."""
-    from holoport.node import query_stats
+    from holoport.hubstats import query_stats
 
     for line in demo.stdout:
         if line.startswith("Holoport demo:"):

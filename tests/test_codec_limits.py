@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 import codec
-from benchmarks.common import data_root, read_ply
+from capture.ply import read_ply
 from codec import (
     BaselineCodec,
     CodecError,
@@ -24,6 +24,7 @@ from codec import (
     limits,
     octree,
 )
+from holoport.data import data_root
 
 
 def _cloud(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +136,7 @@ def test_a_malformed_max_points_is_the_callers_error(bad):
 def test_a_refused_frame_leaves_a_sequence_decoder_as_it_was():
     enc = OctreeEncoder(OctreeCodec(depth=9, slices=1))
     pos, col = _cloud(3000)
-    frames = [enc.encode(pos + np.float32(0.005 * i), col) for i in range(3)]
+    frames = [enc.encode((pos + np.float32(0.005 * i), col)).payload for i in range(3)]
     dec = OctreeDecoder()
     dec.decode(frames[0], max_points=5000)
     with pytest.raises(CodecError, match="max_points"):
@@ -275,7 +276,7 @@ def test_every_real_frame_decodes_at_every_setting_with_room_to_spare(path):
                 enc, dec = OctreeEncoder(c), OctreeDecoder()
                 for i in range(2 if slices == 1 else 1):  # a keyframe, then a frame continuing its statistics
                     what = f"octree lod {lod} step {step} slices {slices} frame {i}"
-                    check(enc.encode(pos + np.float32(i * c.cell), col), "octree", what, dec.decode)
+                    check(enc.encode((pos + np.float32(i * c.cell), col)).payload, "octree", what, dec.decode)
     data = OctreeCodec(depth=depth, origin=origin, size=size, slices=2).encode(pos, col)
     n = check(data, "octree", "octree")
     for level in range(depth + 1):  # every level of detail of a stream

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import struct
 
 import numpy as np
 from hypothesis import given, settings
@@ -11,8 +13,9 @@ from hypothesis.extra.numpy import arrays
 
 import codec
 from benchmarks import fuzz_codec
-from codec import _raht_kernels
-from codec._octree_kernels import morton_decode, voxelize
+from codec import _raht_kernels, container
+from codec._voxel_kernels import morton_decode, voxelize
+from tests.test_codec_octree import _reframe
 
 coords = arrays(np.float64, st.tuples(st.integers(0, 300), st.just(3)),
                 elements=st.floats(-1.3, 1.3, allow_nan=False))
@@ -33,12 +36,44 @@ def test_octree_decodes_exactly_the_voxelization(points, depth, slices, step):
         np.testing.assert_array_equal(dec_col, means)
 
 
+@functools.cache
+def _seed_streams() -> tuple[bytes, ...]:
+    """A small person-sized blob in every codec configuration (RAHT in two colour parts)."""
+    rng = np.random.default_rng(0)
+    pos = (rng.uniform(-0.3, 0.3, (600, 3)) + np.array([0.0, 1.0, 0.0])).astype(np.float32)
+    col = rng.integers(0, 256, (600, 3), dtype=np.uint8)
+    with fuzz_codec.color_parts_from(64):
+        return (codec.BaselineCodec().encode(pos, col), codec.OctreeCodec(depth=8, slices=2).encode(pos, col),
+                codec.OctreeCodec(depth=8, slices=2, color_step=16).encode(pos, col))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=400))
-def test_any_bytes_decode_or_raise_codec_error(blob):
-    for prefix in (b"", b"HPCC\x01\x01\x00\x00", b"HPCC\x01\x02\x00\x00"):
+@given(st.binary(max_size=400), st.integers(0, 2), st.integers(0, 5), st.integers(0, 2**16), st.integers(0, 7))
+def test_any_bytes_decode_or_raise_codec_error(blob, which, section, at, bit):
+    for prefix in (b"", b"HPCC\x01\x01\x00\x00", b"HPCC\x01\x02\x00\x00"):  # the container's checks
         with contextlib.suppress(codec.CodecError):
             codec.decode(prefix + blob)
+    # the bytes in place of a section of a real stream, and a bit flipped in that section,
+    # every checksum recomputed: they reach the codec's own parsers and decoders
+    data = _seed_streams()[which]
+    box = container.unpack(data)
+    params, sections = bytes(box.params), [bytes(s) for s in box.sections]
+    section %= len(sections)
+    flipped = bytearray(sections[section])
+    if flipped:
+        flipped[at % len(flipped)] ^= 1 << bit
+    for damage in (blob, bytes(flipped)):
+        parts = [*sections[:section], damage, *sections[section + 1:]]
+        framed = _reframe(params, parts) if box.codec_id == codec.OctreeCodec.codec_id else \
+            container.pack(box.codec_id, params, parts)
+        with fuzz_codec.color_parts_from(64):
+            try:
+                pos, col = codec.decode(framed)
+            except codec.CodecError as exc:
+                assert not any(w in str(exc) for w in ("checksum", "octree header")), exc
+                continue
+        assert pos.dtype == np.float32 and col.dtype == np.uint8 and pos.shape == col.shape == (len(pos), 3)
+        assert len(pos) <= struct.unpack_from("<I", params)[0] and np.isfinite(pos).all()
 
 
 @settings(max_examples=40, deadline=None)

@@ -14,7 +14,7 @@ import pytest
 
 from capture import CropBox, SyntheticCamera, rgbd_to_points
 from capture import _cut_kernels as kern
-from capture.cut import PersonCut
+from capture.cut import CutReport, PersonCut
 
 UP_CV = (0.0, -1.0, 0.0)  # "up" for a level camera in OpenCV camera coordinates
 
@@ -90,13 +90,18 @@ def _scene(floor: bool = True, wall: bool = False, seed: int = 0) -> tuple[np.nd
     return np.concatenate(positions).astype(np.float32), index
 
 
-def _cut(cut: PersonCut, positions: np.ndarray) -> np.ndarray:
-    """The indices of the points ``cut`` keeps (checking the colours followed them)."""
-    kept, colors = cut.apply(positions, _encode(len(positions)))
+def _run(cut: PersonCut, positions: np.ndarray) -> tuple[np.ndarray, CutReport]:
+    """The indices of the points ``cut`` keeps (checking the colours followed them) and its report."""
+    kept, colors, report = cut.apply(positions, _encode(len(positions)))
     index = _decode(colors)
     np.testing.assert_array_equal(kept, positions[index])
     assert (np.diff(index) > 0).all(), "the cut keeps the input's order"
-    return index
+    return index, report
+
+
+def _cut(cut: PersonCut, positions: np.ndarray) -> np.ndarray:
+    """The indices of the points ``cut`` keeps."""
+    return _run(cut, positions)[0]
 
 
 def _all_but(index: dict, *names: str) -> np.ndarray:
@@ -108,18 +113,32 @@ def _all_but(index: dict, *names: str) -> np.ndarray:
 
 def test_the_whole_cut_keeps_the_person_and_nothing_else():
     positions, index = _scene()
-    cut = PersonCut()
-    kept = _cut(cut, positions)
+    kept, report = _run(PersonCut(), positions)
     np.testing.assert_array_equal(kept, index["person"])
     n = len(positions)
-    assert cut.stats["crop"] == n
-    assert cut.stats["floor"] == n - len(index["floor"])
-    assert cut.stats["outliers"] == n - len(index["floor"]) - len(index["outliers"])
-    assert cut.stats["cluster"] == cut.stats["cluster_points"] == len(index["person"])
-    normal, d = cut.stats["plane"][:3], cut.stats["plane"][3]
+    stats = report.stats
+    assert stats["input"] == stats["crop"] == n
+    assert stats["floor"] == n - len(index["floor"])
+    assert stats["outliers"] == n - len(index["floor"]) - len(index["outliers"])
+    assert stats["cluster"] == stats["cluster_points"] == len(index["person"])
+    normal, d = report.plane[:3], report.plane[3]
     assert normal @ (0, 1, 0) > math.cos(math.radians(0.5)) and abs(d) < 0.003
-    assert set(cut.timings) == {"crop", "floor", "outliers", "cluster", "total"}
-    assert all(t >= 0 for t in cut.timings.values())
+    assert set(report.timings) == {"crop", "floor", "outliers", "cluster", "total"}
+    assert all(t >= 0 for t in report.timings.values())
+
+
+def test_the_cut_keeps_no_state_between_calls():
+    """One PersonCut serves every camera and thread: each call returns what it found."""
+    positions, index = _scene()
+    cut = PersonCut()
+    kept, report = _run(cut, positions)
+    plane = report.plane.copy()
+    _, other = _run(cut, positions[index["person"]])  # no floor in these
+    assert other is not report and other.stats["input"] == len(index["person"])
+    np.testing.assert_array_equal(report.plane, plane)  # the first call's report is its own
+    assert report.stats["input"] == len(positions)
+    assert not hasattr(cut, "stats") and not hasattr(cut, "timings")
+    np.testing.assert_array_equal(_cut(cut, positions), kept)
 
 
 def test_the_floor_step_alone_removes_the_floor_exactly():
@@ -142,8 +161,9 @@ def test_the_outlier_step_alone_removes_exactly_the_isolated_points():
     positions, index = _scene()
     for mode in ("radius", "statistical"):  # statistical: mean - 2 std is under 8 points here
         cut = PersonCut(floor=False, outliers=mode, cluster=False)
-        np.testing.assert_array_equal(_cut(cut, positions), _all_but(index, "outliers"), err_msg=mode)
-        assert cut.stats["outlier_threshold"] >= cut.outlier_min_points
+        kept, report = _run(cut, positions)
+        np.testing.assert_array_equal(kept, _all_but(index, "outliers"), err_msg=mode)
+        assert report.stats["outlier_threshold"] >= cut.outlier_min_points
 
 
 def test_a_statistical_threshold_rises_with_the_spread_of_neighbour_counts():
@@ -151,12 +171,12 @@ def test_a_statistical_threshold_rises_with_the_spread_of_neighbour_counts():
     previous = None
     for ratio in (3.0, 1.0, 0.5, 0.0):  # 0: every point whose neighbourhood is below the mean goes
         cut = PersonCut(floor=False, cluster=False, outliers="statistical", outlier_std_ratio=ratio)
-        cut.apply(positions)
+        stats = cut.apply(positions)[2].stats
         if previous is not None:
-            assert cut.stats["outlier_threshold"] >= previous.stats["outlier_threshold"]
-            assert cut.stats["outliers"] <= previous.stats["outliers"]
-        previous = cut
-    assert previous.stats["outliers"] < len(positions) / 2 < cut.stats["input"]
+            assert stats["outlier_threshold"] >= previous["outlier_threshold"]
+            assert stats["outliers"] <= previous["outliers"]
+        previous = stats
+    assert previous["outliers"] < len(positions) / 2 < stats["input"]
 
 
 def test_the_cluster_step_alone_keeps_the_largest_component():
@@ -174,9 +194,9 @@ def test_the_outlier_and_cluster_steps_agree_on_one_grid_or_two(voxels):
 def test_the_cluster_near_a_seed_point_wins_over_the_largest():
     positions, index = _scene(floor=False)
     stool_top = (0.95, 0.75, 0.95)
-    cut = PersonCut(floor=False, cluster_near=stool_top, cluster_within=0.1)
-    np.testing.assert_array_equal(_cut(cut, positions), index["stool"])
-    assert cut.stats["cluster_distance"] == pytest.approx(0.05, abs=0.01)
+    kept, report = _run(PersonCut(floor=False, cluster_near=stool_top, cluster_within=0.1), positions)
+    np.testing.assert_array_equal(kept, index["stool"])
+    assert report.stats["cluster_distance"] == pytest.approx(0.05, abs=0.01)
     # nobody within reach: nothing is kept, rather than the wrong thing
     cut = PersonCut(floor=False, cluster_near=(0, 3.5, 0), cluster_within=0.3)
     assert _cut(cut, positions).size == 0
@@ -214,9 +234,9 @@ def test_depth_range_and_box_crop_in_the_points_frame():
 
 
 def test_empty_and_tiny_inputs():
-    empty, colors = PersonCut().apply(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
-    assert empty.shape == (0, 3) and colors.shape == (0, 3)
-    two, none = PersonCut().apply(np.array([[0, 1, 0], [0, 1.01, 0]], np.float64))
+    empty, colors, report = PersonCut().apply(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+    assert empty.shape == (0, 3) and colors.shape == (0, 3) and report.plane is None
+    two, none, _ = PersonCut().apply(np.array([[0, 1, 0], [0, 1.01, 0]], np.float64))
     assert two.dtype == np.float32 and none is None and len(two) <= 2
 
 
@@ -239,9 +259,8 @@ def test_the_floor_is_found_behind_a_larger_back_wall():
     open3d.utility.random.seed(0)
     dominant, _ = cloud.segment_plane(0.02, 3, 200)
     assert abs(dominant[2]) > 0.99  # Open3D's dominant plane is the wall (normal along z)
-    cut = PersonCut(outliers=None, cluster=False)
-    kept = _cut(cut, positions)
-    assert cut.stats["plane"][:3] @ (0, 1, 0) > math.cos(math.radians(0.5))
+    kept, report = _run(PersonCut(outliers=None, cluster=False), positions)
+    assert report.plane[:3] @ (0, 1, 0) > math.cos(math.radians(0.5))
     wall = index["wall"]
     expected = np.r_[_all_but(index, "floor", "wall"), wall[positions[wall, 1] > 0.03]]
     np.testing.assert_array_equal(kept, np.sort(expected))
@@ -254,11 +273,11 @@ def test_a_desk_with_the_person_under_it_is_no_floor():
     torso = _box_surface((-0.25, 0.30, -0.50), (0.25, 1.30, -0.20))
     torso = torso[torso[:, 1] > 0.30]  # no camera sees a torso's underside (it would be a floor)
     positions = np.concatenate([desk, torso]).astype(np.float32)
-    cut = PersonCut(outliers=None, cluster=False)
-    assert len(_cut(cut, positions)) == len(positions) and cut.stats["plane"] is None
+    kept, report = _run(PersonCut(outliers=None, cluster=False), positions)
+    assert len(kept) == len(positions) and report.plane is None
     # without the test for what lies under a floor, the desk would take the torso's lower half
-    cut = PersonCut(outliers=None, cluster=False, floor_max_below=1.0)
-    assert len(_cut(cut, positions)) < len(positions) and cut.stats["plane"] is not None
+    kept, report = _run(PersonCut(outliers=None, cluster=False, floor_max_below=1.0), positions)
+    assert len(kept) < len(positions) and report.plane is not None
 
 
 def test_the_floor_lies_well_under_a_known_camera():
@@ -267,9 +286,8 @@ def test_the_floor_lies_well_under_a_known_camera():
     pose[:3, :3] = np.diag([-1.0, 1.0, -1.0])
     for height, found in ((1.3, True), (0.3, False)):
         pose[1, 3] = height
-        cut = PersonCut.for_camera(pose, outliers=None, cluster=False)
-        kept = _cut(cut, positions)
-        assert (cut.stats["plane"] is not None) == found, height
+        kept, report = _run(PersonCut.for_camera(pose, outliers=None, cluster=False), positions)
+        assert (report.plane is not None) == found, height
         assert len(kept) == len(positions) - (len(index["floor"]) if found else 0)
 
 
@@ -278,11 +296,11 @@ def test_a_tilted_floor_is_found_within_the_angle_and_refused_beyond_it():
     a = math.radians(12)
     rotation = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     tilted = (positions @ rotation.T).astype(np.float32)
-    cut = PersonCut(outliers=None, cluster=False)
-    np.testing.assert_array_equal(_cut(cut, tilted), _all_but(index, "floor"))
-    assert math.degrees(math.acos(cut.stats["plane"][:3] @ rotation[:, 1])) < 0.5
-    cut = PersonCut(outliers=None, cluster=False, floor_max_angle=5)
-    assert len(_cut(cut, tilted)) == len(positions) and cut.stats["plane"] is None
+    kept, report = _run(PersonCut(outliers=None, cluster=False), tilted)
+    np.testing.assert_array_equal(kept, _all_but(index, "floor"))
+    assert math.degrees(math.acos(report.plane[:3] @ rotation[:, 1])) < 0.5
+    kept, report = _run(PersonCut(outliers=None, cluster=False, floor_max_angle=5), tilted)
+    assert len(kept) == len(positions) and report.plane is None
 
 
 def test_a_floor_holding_under_a_tenth_of_the_points_is_found_for_every_seed():
@@ -292,10 +310,10 @@ def test_a_floor_holding_under_a_tenth_of_the_points_is_found_for_every_seed():
     positions = np.concatenate([positions[_all_but(index, "floor")], positions[half_the_floor], cupboard])
     assert len(half_the_floor) / len(positions) < 0.1
     for seed in range(5):
-        cut = PersonCut(outliers=None, cluster=False, seed=seed)
-        cut.apply(positions)
-        assert cut.stats["plane"] is not None and cut.stats["plane"][1] > 0.9999, seed
-        assert cut.stats["input"] - cut.stats["floor"] == (positions[:, 1] <= 0.03).sum(), seed  # and the wall's foot
+        report = PersonCut(outliers=None, cluster=False, seed=seed).apply(positions)[2]
+        assert report.plane is not None and report.plane[1] > 0.9999, seed
+        stats = report.stats
+        assert stats["input"] - stats["floor"] == (positions[:, 1] <= 0.03).sum(), seed  # and the wall's foot
 
 
 # --- options ------------------------------------------------------------------------------
@@ -433,9 +451,8 @@ def test_a_real_person_is_cut_out_as_the_depth_gap_and_open3d_dbscan_say(data_di
     positions = _kinect(data_dir, "person")
     truth = np.flatnonzero(positions[:, 2] < 1.05)
     assert 40_000 < len(truth) < 55_000 and not ((positions[:, 2] > 1.0) & (positions[:, 2] < 1.2)).any()
-    cut = PersonCut.for_camera(np.eye(4), up=UP_CV, cluster_within=1.0)
-    kept = _cut(cut, positions)
-    assert cut.stats["plane"] is None  # no floor in view, and the back wall is not one
+    kept, report = _run(PersonCut.for_camera(np.eye(4), up=UP_CV, cluster_within=1.0), positions)
+    assert report.plane is None  # no floor in view, and the back wall is not one
     assert len(np.intersect1d(kept, truth)) / len(np.union1d(kept, truth)) > 0.99
 
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(positions.astype(np.float64)))
@@ -457,8 +474,8 @@ def test_a_real_floor_matches_open3d(data_dir, name):
     o3d = pytest.importorskip("open3d")
     positions = _kinect(data_dir, name)
     cut = PersonCut.for_camera(np.eye(4), up=UP_CV, outliers=None, cluster=False)
-    kept = _cut(cut, positions)
-    plane = cut.stats["plane"]
+    kept, report = _run(cut, positions)
+    plane = report.plane
     assert plane is not None
     low = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(positions[positions[:, 1] > 0.6].astype(np.float64)))
     o3d.utility.random.seed(0)
@@ -480,12 +497,12 @@ def test_a_synthetic_frame_is_cut_to_the_person_the_crop_box_finds():
     everything, colors = rgbd_to_points(frame, box=None)
     boxed, _ = rgbd_to_points(frame)
     cut = PersonCut.for_camera(frame.camera_pose, cluster_within=3.0)
-    person, person_colors = cut.apply(everything, colors)
+    person, person_colors, report = cut.apply(everything, colors)
     assert len(person_colors) == len(person)
     a = set(map(tuple, np.round(person, 4)))
     b = set(map(tuple, np.round(boxed[boxed[:, 1] > cut.floor_distance], 4)))
     assert len(a & b) / len(a | b) > 0.99
-    assert abs(cut.stats["plane"][3]) < 0.005 and cut.stats["plane"][1] > 0.9999
+    assert abs(report.plane[3]) < 0.005 and report.plane[1] > 0.9999
 
 
 def test_voxel_downsample_matches_numpy():

@@ -49,7 +49,7 @@ def test_join_gives_distinct_seats_and_frames_reach_the_others(hub):
         assert sorted([a.seat, b.seat, c.seat]) == [0, 1, 2]
         assert a.seats == b.seats == 3
         positions, colors = _cloud()
-        a.send(positions, colors, ts={"capture": time.time()})
+        a.send((positions, colors), ts={"capture": time.time()})
         for receiver in (b, c):
             frames = _poll_until(receiver, 1)
             assert len(frames) == 1
@@ -63,7 +63,7 @@ def test_join_gives_distinct_seats_and_frames_reach_the_others(hub):
 def test_rooms_are_separate(hub):
     with Node(hub.endpoint, "one", "a") as a, Node(hub.endpoint, "two", "b") as b:
         assert a.seat == b.seat == 0
-        a.send(*_cloud())
+        a.send(_cloud())
         assert _poll_until(b, 1, timeout=0.5) == []
 
 
@@ -135,7 +135,7 @@ def test_malformed_messages_are_dropped_counted_and_the_hub_keeps_serving(hub):
                 [b"x" * 70_000], [msgpack.packb({"v": 1, "type": "nope"})]]
         for frames in junk:
             bad.send_multipart(frames)
-        a.send(*_cloud())
+        a.send(_cloud())
         assert len(_poll_until(b, 1)) == 1
         deadline = time.monotonic() + 2
         while hub.stats.dropped_malformed < len(junk) and time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def test_malformed_messages_are_dropped_counted_and_the_hub_keeps_serving(hub):
 def test_an_undecodable_frame_is_counted_by_the_receiver_not_fatal(hub):
     with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
         a._send(wire.header("frame", room="r", seq=1, ts={}), [b"HPCC-not-really"])
-        a.send(*_cloud())
+        a.send(_cloud())
         got = _poll_until(b, 1)
         # both may arrive in one poll (newest wins) or apart; the good one always decodes
         assert len(got) == 1 and len(got[0].positions) == 2000
@@ -187,7 +187,7 @@ def test_a_frame_followed_by_its_senders_leave_is_not_drawn(hub):
         a = Node(hub.endpoint, "r", "a").start()
         _poll_until(b, 1, timeout=0.3)  # b learns that a joined
         assert a.id in b.peers
-        a.send(*_cloud())
+        a.send(_cloud())
         a.stop()
         time.sleep(0.5)  # both the frame and the leave are now waiting at b
         assert b.poll(0.5) == []
@@ -220,7 +220,7 @@ def test_a_receiver_that_stops_reading_gets_fresh_frames_not_a_backlog(hub):
         positions, colors = _cloud(500)
         got_c = []
         for _ in range(20):
-            a.send(positions, colors)
+            a.send((positions, colors))
             got_c += c.poll(0.02)  # c keeps reading, slow does not
         deadline = time.monotonic() + 2
         while hub.stats.stale_replaced < 17 and time.monotonic() < deadline:
@@ -245,15 +245,15 @@ def test_held_frames_of_a_sender_who_left_are_dropped(hub):
         a = Node(hub.endpoint, "r", "a").start()
         _poll_until(slow, 1, timeout=0.3)
         for _ in range(3):
-            a.send(*_cloud(300))
+            a.send(_cloud(300))
         time.sleep(0.3)
         held = next(m for m in hub.members.values() if m.name == "slow")
-        assert a.id in held.slots
+        assert (a.id, 0) in held.slots  # (sender, stream)
         a.stop()
         deadline = time.monotonic() + 2
-        while a.id in held.slots and time.monotonic() < deadline:
+        while (a.id, 0) in held.slots and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert a.id not in held.slots
+        assert (a.id, 0) not in held.slots
         slow.close()
 
 
@@ -269,7 +269,7 @@ def test_after_a_hub_restart_nodes_rejoin_and_frames_flow_within_5_s():
             restarted = time.monotonic()
             got = []
             while not got and time.monotonic() - restarted < 5:
-                a.send(*_cloud(300))
+                a.send(_cloud(300))
                 a.poll(0.05)
                 b.heartbeat(0.2)  # a node that only watches still says it is alive
                 got = b.poll(0.05)
@@ -306,7 +306,7 @@ def test_clock_offsets_put_every_stamp_on_the_receivers_clock(hub):
             b.poll(0.02)
         assert a.offset == 0.0 and abs(b.offset + skew) < 0.05, (a.offset, b.offset)  # 0: within the error
         assert 0 <= b.rtt < 0.1
-        a.send(*_cloud(300))
+        a.send(_cloud(300))
         (frame,) = _poll_until(b, 1)
         ts = frame.ts
         assert 0 <= ts["received"] - ts["sent"] < 0.5  # about 5 s off without the conversion
@@ -316,8 +316,8 @@ def test_clock_offsets_put_every_stamp_on_the_receivers_clock(hub):
 def test_a_late_joiner_gets_everyones_latest_keyframe_at_once(hub):
     with Node(hub.endpoint, "r", "a") as a:
         positions, colors = _cloud(400)
-        a.send(positions, colors)
-        a.send(positions[:300], colors[:300])  # the newest keyframe is what a late joiner gets
+        a.send((positions, colors))
+        a.send((positions[:300], colors[:300]))  # the newest keyframe is what a late joiner gets
         time.sleep(0.2)
         with Node(hub.endpoint, "r", "late") as late:
             (frame,) = _poll_until(late, 1, timeout=2)
@@ -334,18 +334,18 @@ def test_a_receiver_that_missed_a_reference_asks_the_sender_for_a_keyframe(hub):
         _poll_until(b, 1, timeout=0.3)
         positions, colors = _cloud(3000)
         for _ in range(3):  # a keyframe, then two continuations; b drains them at once and
-            a.send(positions, colors)  # decodes only the newest, which needs the one before
+            a.send((positions, colors))  # decodes only the newest, which needs the one before
         time.sleep(0.3)
         assert b.poll(0.5) == [] and b.counters.missing_reference == 1
         deadline = time.monotonic() + 3
         while a.counters.keyframe_requests == 0 and time.monotonic() < deadline:
             a.poll(0.05)
         assert a.counters.keyframe_requests == 1 and hub.stats.keyframe_requests == 1
-        a.send(positions, colors)
+        a.send((positions, colors))
         assert encoder.keyframe
         (frame,) = _poll_until(b, 1, timeout=2)
         assert frame.seq == 4 and len(frame.positions) > 1000
-        a.send(positions, colors)  # and the sequence continues from there
+        a.send((positions, colors))  # and the sequence continues from there
         (frame,) = _poll_until(b, 1, timeout=2)
         assert frame.seq == 5 and not encoder.keyframe and b.counters.missing_reference == 1
 
@@ -358,7 +358,7 @@ def test_oversized_and_truncated_messages_are_dropped_and_the_hub_keeps_serving(
         bad._send(wire.header("frame", room="r", seq=2, ts={}), [b"x", b"y"])  # two
         big = _raw_dealer(hub.endpoint)
         big.send_multipart([msgpack.packb(wire.header("join", room="r", name="big")), b"x" * 300_000])
-        a.send(*_cloud())
+        a.send(_cloud())
         assert len(_poll_until(b, 1)) == 1  # everyone else is served throughout
         deadline = time.monotonic() + 2
         while hub.stats.dropped_malformed < 2 and time.monotonic() < deadline:
@@ -375,11 +375,11 @@ def test_participants_that_vanish_leave_nothing_behind_in_the_hub(hub):
     with Node(hub.endpoint, "r", "stay") as stay:
         for i in range(12):
             ghost = Node(hub.endpoint, "r", f"ghost{i}").start()
-            ghost.send(*small)
+            ghost.send(small)
             ghost.close()  # no LEAVE: like a killed process
             deadline = time.monotonic() + 3
             while len(hub.members) > 1 and time.monotonic() < deadline:
-                stay.send(*small)  # forwarding to the ghost finds it gone (or it times out)
+                stay.send(small)  # forwarding to the ghost finds it gone (or it times out)
                 stay.poll(0.05)
             assert [m.name for m in hub.members.values()] == ["stay"], i
         assert list(hub._by_id) == [stay.id]
@@ -401,7 +401,7 @@ def test_with_default_settings_the_room_is_told_of_a_silent_member_within_3_s():
 
 def test_a_node_yields_remote_frames_as_an_iterator(hub):
     with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
-        a.send(*_cloud(700))
+        a.send(_cloud(700))
         frame = next(iter(b.frames()))
         assert frame.name == "a" and frame.positions.shape == (700, 3)
 
@@ -421,7 +421,7 @@ def test_credit_that_could_not_be_sent_is_handed_back_later(hub):
         b._send = flaky_send
         got = []
         for _ in range(8):
-            a.send(*_cloud(200))
+            a.send(_cloud(200))
             time.sleep(0.05)
             got += b.poll(0.05)
         deadline = time.monotonic() + 2

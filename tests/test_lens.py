@@ -124,7 +124,7 @@ def render(with_patch: bool):
     return depth, np.clip(np.round(image), 0, 255).astype(np.uint8), truth, visible
 
 
-def test_registration_gives_each_depth_pixel_its_true_colour():
+def test_registration_gives_each_depth_pixel_its_true_color():
     depth, image, truth, _ = render(with_patch=False)
     color, kept = register(depth, SCALE, DEPTH_K, image, COLOR_K, DEPTH_TO_COLOR)
     seen = kept > 0
@@ -138,7 +138,7 @@ def test_registration_gives_each_depth_pixel_its_true_colour():
         assert np.abs(c2[both].astype(float) - truth[both]).mean() > 4 * err.mean()
 
 
-def test_registration_drops_what_the_colour_camera_cannot_see():
+def test_registration_drops_what_the_color_camera_cannot_see():
     depth, image, truth, visible = render(with_patch=True)
     wall = truth[..., 1] > 0  # the card is pure red; the wall's green never reaches 0
     hidden_wall = wall & ~visible

@@ -10,12 +10,15 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.common import data_root
+from holoport.data import data_root
 from holoport.link import PROFILES, Link, LinkConfig, Trace, get_profile
 from holoport.link.ladder import Ladder, Rung
-from holoport.link.sim import Pipeline, simulate, unreachable_share
+from holoport.link.sim import CAPTURE_RECORD, RENDER_RECORD, Pipeline, StageTimes, simulate, unreachable_share
 
 LUMOS = data_root() / "network" / "lumos5g"
+#: The policy tests' own timing around the links, fixed here so that they do not move when
+#: the benchmark records that the simulation takes by default are measured again.
+PIPE = Pipeline(capture_ms=11.0, render_ms=3.0)
 
 
 def _ladder() -> Ladder:
@@ -177,7 +180,7 @@ def test_a_fixed_rate_over_a_thin_link_falls_behind_and_the_adaptive_one_does_no
     for policy in ("fixed", "adaptive", "oracle"):
         up = Link(trace, LinkConfig(delay_ms=10), seed=1)
         down = Link(Trace.constant(1000), LinkConfig(delay_ms=1), seed=2)
-        results[policy] = simulate(ladder, policy, up, down, seconds=60).summary()
+        results[policy] = simulate(ladder, policy, up, down, seconds=60, pipeline=PIPE).summary()
     fixed, adaptive, oracle = results["fixed"], results["adaptive"], results["oracle"]
     assert fixed["late_or_skipped"] > 0.2  # a third of the time it cannot keep up
     assert adaptive["late_or_skipped"] < 0.05 and adaptive["p95_ms"] < 150
@@ -209,7 +212,7 @@ def test_the_unreachable_share_takes_each_frames_smallest_rung():
     small_on_average = Rung(0, 4, (3000, 1000), (3000, 1000), 1.0, 1.0, 40, 30)
     steady = Rung(1, 4, (2500, 2500), (2500, 2500), 1.0, 1.0, 35, 28)
     ladder = Ladder(("a", "b"), (small_on_average, steady))
-    p = Pipeline(fps=5)
+    p = Pipeline(fps=5, capture_ms=PIPE.capture_ms, render_ms=PIPE.render_ms)
 
     def links():
         return (Link(Trace.constant(0.33), LinkConfig(delay_ms=1), seed=1),
@@ -226,7 +229,7 @@ def test_adaptation_backs_off_within_1_s_of_a_drop_and_climbs_back_after_it():
     trace = _step_trace(100, 4, 20, 40, 70)  # 4 Mbit/s from 20 s to 40 s
     up = Link(trace, LinkConfig(delay_ms=10), seed=1)
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1), seed=2)
-    frames = simulate(ladder, "adaptive", up, down, seconds=70).frames
+    frames = simulate(ladder, "adaptive", up, down, seconds=70, pipeline=PIPE).frames
 
     def sent_rate(t0, t1):  # Mbit/s sent of the frames captured in [t0, t1)
         return sum(f.nbytes for f in frames if f.left is not None and t0 <= f.captured < t1) * 8 / (t1 - t0) / 1e6
@@ -246,7 +249,7 @@ def test_without_adaptation_the_same_drop_loses_frames():
     trace = _step_trace(100, 4, 20, 40, 70)
     up = Link(trace, LinkConfig(delay_ms=10), seed=1)
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1), seed=2)
-    frames = simulate(_ladder(), "fixed", up, down, seconds=70, fixed_rung=2).frames
+    frames = simulate(_ladder(), "fixed", up, down, seconds=70, pipeline=PIPE, fixed_rung=2).frames
     missed = [f for f in frames if 21 <= f.captured < 40 and f.state != "shown"]
     assert len(missed) > 200
 
@@ -305,15 +308,51 @@ def test_an_adaptive_sender_whose_reports_stop_keeps_probing():
     ladder = _ladder()
     up = Link(Trace.constant(30), LinkConfig(delay_ms=5, loss=0.02, reliable=False), seed=3)
     down = Link(Trace.constant(1000), LinkConfig(delay_ms=1), seed=4)
-    frames = simulate(ladder, "adaptive", up, down, seconds=60).frames
+    frames = simulate(ladder, "adaptive", up, down, seconds=60, pipeline=PIPE).frames
     late_on = [f for f in frames if f.left is not None and f.captured >= 50]
     assert len(late_on) > 20  # still sending in the last 10 s (it stopped at 11 s once)
+
+
+def test_capture_and_render_times_come_from_the_committed_records_or_a_times_file(tmp_path):
+    import json
+
+    from holoport.link.sim import RECORDS
+
+    def row(name, match):
+        rows = [r for r in json.loads((RECORDS / name).read_text())
+                if all(r.get(k) == v for k, v in match.items())]
+        assert len(rows) == 1, (name, match)
+        return rows[0]["ms"]
+
+    times = StageTimes.from_records()
+    assert times.capture_ms == row("capture.json", CAPTURE_RECORD) > 0
+    assert times.render_ms == row("render.json", RENDER_RECORD) > 0
+    assert "capture.json" in times.source and "render.json" in times.source
+    p = Pipeline()  # the default is the records'
+    assert (p.capture_ms, p.render_ms) == (times.capture_ms, times.render_ms)
+
+    given = tmp_path / "times.json"
+    given.write_text(json.dumps({"capture_ms": 20, "render_ms": 4}))
+    loaded = StageTimes.load(given)
+    assert (loaded.capture_ms, loaded.render_ms) == (20.0, 4.0) and loaded.source == "times.json"
+    given.write_text(json.dumps({"render_ms": 4}))  # the other from the records
+    loaded = StageTimes.load(given)
+    assert (loaded.capture_ms, loaded.render_ms) == (times.capture_ms, 4.0)
+    for bad in ({"render_ms": -1}, {"capture_ms": "fast"}, {"other": 1}, [1, 2]):
+        given.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="--times"):
+            StageTimes.load(given)
+    given.write_text("[]")
+    with pytest.raises(ValueError, match="no record"):
+        StageTimes.from_records(capture=given)
+    with pytest.raises(ValueError, match="cannot read"):
+        StageTimes.from_records(render=tmp_path / "absent.json")
 
 
 # -- the ladder ------------------------------------------------------------------------------
 def test_the_ladder_is_measured_on_real_frames_and_round_trips(mvub_frames):
     from benchmarks.codec_rd import grid_bits
-    from benchmarks.common import read_ply
+    from capture.ply import read_ply
 
     positions, colors = read_ply(mvub_frames[0])
     name, bits = mvub_frames[0].stem, grid_bits(positions)

@@ -31,7 +31,7 @@ def test_receivers_report_arrivals_to_a_sender_that_asks(hub):
             Node(hub.endpoint, "r", "c") as c:
         a.on_feedback = lambda *report: got.append(report)
         for _ in range(5):
-            a.send(*_cloud())
+            a.send(_cloud())
             time.sleep(0.03)
             b.poll(0.02)
             c.poll(0.02)
@@ -46,7 +46,7 @@ def test_receivers_report_arrivals_to_a_sender_that_asks(hub):
             assert 1 <= seq <= 5 and nbytes > 100
             assert 0 <= arrived - sent < 0.5  # on the sender's clock
         before = len(got)
-        b.send(*_cloud())  # b's frames do not ask: nobody reports them
+        b.send(_cloud())  # b's frames do not ask: nobody reports them
         time.sleep(0.1)
         a.poll(0.05)
         c.poll(0.05)
@@ -68,7 +68,7 @@ def test_malformed_feedback_is_dropped_and_counted_and_the_hub_keeps_serving(hub
         while hub.stats.dropped_malformed < before + 6 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert hub.stats.dropped_malformed == before + 6
-        a.send(*_cloud())  # and still forwards
+        a.send(_cloud())  # and still forwards
         got = []
         deadline = time.monotonic() + 2
         while not got and time.monotonic() < deadline:
@@ -80,7 +80,7 @@ def test_a_sender_ignores_reports_that_cannot_be_true(hub):
     got = []
     with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
         a.on_feedback = lambda *report: got.append(report)
-        a.send(*_cloud())
+        a.send(_cloud())
         time.sleep(0.1)
         for arrived in (1e9, -1e9, time.time() + 3600):  # finite, but no clock is that wrong
             b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, arrived, 10]]))

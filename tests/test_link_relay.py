@@ -284,8 +284,8 @@ def test_a_hub_and_two_nodes_one_through_an_encrypted_relay(tmp_path):
             got: dict[str, list] = {"ana": [], "ben": []}
             deadline = time.monotonic() + 10
             while (len(got["ana"]) < 3 or len(got["ben"]) < 3) and time.monotonic() < deadline:
-                ana.send(*cloud)
-                ben.send(*cloud)
+                ana.send(cloud)
+                ben.send(cloud)
                 for _ in range(3):
                     got["ana"] += ana.poll(0.03)
                     got["ben"] += ben.poll(0.03)
@@ -309,7 +309,7 @@ def _meet_for(node_a: Node, node_b: Node | None, seconds: float, want: int) -> d
     nodes = [n for n in (node_a, node_b) if n is not None]
     while time.monotonic() < deadline:
         for node in nodes:
-            node.send(*cloud)
+            node.send(cloud)
             node.heartbeat()
             for f in node.poll(0.05):
                 key = f"{node.name}<-{f.name}"
@@ -353,7 +353,7 @@ def test_join_through_a_link_as_a_real_process():
         with Node(hub.endpoint, "main", "desk") as desk:
             deadline = time.monotonic() + 30
             while join.poll() is None and time.monotonic() < deadline:
-                desk.send(*cloud)
+                desk.send(cloud)
                 desk.heartbeat()
                 from_mobile += sum(f.name == "mobile" for f in desk.poll(0.2))
         out = join.communicate(timeout=30)[0]

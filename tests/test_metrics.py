@@ -49,7 +49,7 @@ def test_d2_ignores_error_along_the_surface():
     assert q.d2_psnr == math.inf
 
 
-def test_colour_psnr_of_a_known_luma_error():
+def test_color_psnr_of_a_known_luma_error():
     pts = np.array([[0.0, 0, 0]])
     white, black = np.array([[255, 255, 255]], np.uint8), np.array([[0, 0, 0]], np.uint8)
     q = quality(pts, white, pts, black, depth=8, normals_a=np.array([[0, 0, 1.0]]))

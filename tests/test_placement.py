@@ -10,8 +10,8 @@ import pytest
 
 from capture import BodyShape, SyntheticCamera
 from capture.placement import place_camera
-from capture.source import RGBDSource
-from holoport.sources import CameraPoints
+from capture.rgbd_source import RGBDSource
+from holoport.point_sources import CameraPoints
 
 
 class CameraCoordinates(RGBDSource):

@@ -149,7 +149,7 @@ def slambook(data_dir) -> ImageSequence:
 
 
 @pytest.mark.parametrize("color_format", ["rgb8", "bgr8"])
-def test_real_images_keep_their_lens_scale_and_colour(slambook, color_format):
+def test_real_images_keep_their_lens_scale_and_color(slambook, color_format):
     """The slambook's own 640x480 images and calibration (fx 518, fy 519, cx 325.5, cy
     253.5, 1 mm), colour registered by capture.lens through identity extrinsics: the pushed
     colour exactly, whatever channel order the camera sends, and the pushed depth except
@@ -189,7 +189,7 @@ BROWN_CONRADY = (0.08, -0.05, 0.002, -0.001, 0.01)
     ("auto", BROWN_CONRADY, 0.75),
     ("align", (), 2.0),  # rs.align takes the last colour pixel of a depth pixel's 1.5-pixel footprint
 ])
-def test_colour_is_registered_through_both_lenses_and_the_extrinsics(registration, coeffs, tolerance):
+def test_color_is_registered_through_both_lenses_and_the_extrinsics(registration, coeffs, tolerance):
     """A slanted wall seen by a depth camera and by a narrower colour camera 5 cm to its
     side, turned 3 degrees, with its own lens. Each colour pixel holds its own coordinates,
     so the registered colour says which colour pixel each depth pixel took: it must be where
@@ -220,12 +220,12 @@ def test_colour_is_registered_through_both_lenses_and_the_extrinsics(registratio
     assert f.meta["registration"] == ("extrinsics" if registration == "auto" else registration)
     assert f.intrinsics == dk and f.depth_scale == 0.0005 and f.color.shape == (dk.height, dk.width, 3)
     np.testing.assert_allclose(src.depth_to_color, depth_to_color, atol=1e-6)
-    coloured = f.color[..., 2] == 200
+    colored = f.color[..., 2] == 200
     inside = (expect_u > 1) & (expect_u < ck.width - 2) & (expect_v > 1) & (expect_v < ck.height - 2)
     outside = (expect_u < -2) | (expect_u > ck.width + 1) | (expect_v < -2) | (expect_v > ck.height + 1)
     assert outside.mean() > 0.05 and inside.mean() > 0.5
-    assert coloured[inside].mean() > 0.99 and not coloured[outside].any()
-    err = np.hypot(f.color[..., 0] - expect_u, f.color[..., 1] - expect_v)[coloured & inside]
+    assert colored[inside].mean() > 0.99 and not colored[outside].any()
+    err = np.hypot(f.color[..., 0] - expect_u, f.color[..., 1] - expect_v)[colored & inside]
     assert err.max() < tolerance
     if f.meta["registration"] == "extrinsics":  # depth is dropped where there is no colour
         assert not f.depth[outside].any() and (f.depth[inside] == depth[inside]).all()
@@ -310,7 +310,7 @@ def test_recording_plays_back_frame_for_frame(person, tmp_path):
         src.read()
     assert time.monotonic() - t0 < 2.0
 
-    from holoport.sources import open_points  # what join/record take: the file as a participant
+    from holoport.point_sources import open_points  # what join/record take: the file as a participant
 
     source = open_points(str(path), realtime=False, loop=False, crop="none")
     try:
@@ -350,7 +350,7 @@ def test_a_file_from_rs_recorder_plays_back(person, tmp_path):
         assert kept.sum() > 0.95 * (sent.depth > 0).sum() and p.meta["registration"] == "extrinsics"
 
 
-def test_depth_waits_for_its_own_colour(person):
+def test_depth_waits_for_its_own_color(person):
     """A colour frame that comes late is waited for, and paired with its own depth frame,
     not the previous colour; depth frames whose colour never comes are never delivered (the
     read says so after its timeout), and the next complete pair comes through."""
@@ -392,7 +392,7 @@ def test_no_camera_is_a_clear_error_not_a_hang():
     if connected_serials():
         pytest.skip("a RealSense camera is connected")
     t0 = time.monotonic()
-    from holoport.sources import open_points
+    from holoport.point_sources import open_points
 
     with pytest.raises(RealSenseError, match="no Intel RealSense camera is connected"):
         open_points("realsense")

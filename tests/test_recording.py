@@ -249,7 +249,7 @@ def _flip(data: bytearray, at: int, bit: int = 4) -> None:
 
 
 def test_one_flipped_bit_in_frame_20_loses_frame_20_only(sixty, tmp_path):
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
     path, payloads = sixty
     data = bytearray(path.read_bytes())
@@ -278,7 +278,7 @@ def test_one_flipped_bit_in_frame_20_loses_frame_20_only(sixty, tmp_path):
 
 def test_a_frame_whose_payload_does_not_decode_is_skipped(frames, tmp_path):
     """A record whose CRC-32 checks out but whose images do not decode (written so)."""
-    from holoport.sources import RecordingPoints
+    from holoport.point_sources import RecordingPoints
 
     path = tmp_path / "undecodable.hprec"
     with RecordingWriter(path) as w:

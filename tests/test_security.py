@@ -40,7 +40,7 @@ def test_allowed_participants_exchange_frames_encrypted(secure_hub, keys):
     with Node(secure_hub.endpoint, "r", "ana", security=_node_security(made, "ana")) as a, \
             Node(secure_hub.endpoint, "r", "ben", security=_node_security(made, "ben")) as b:
         pos = np.random.default_rng(0).uniform(0, 1, (500, 3)).astype(np.float32)
-        a.send(pos, np.zeros((500, 3), np.uint8))
+        a.send((pos, np.zeros((500, 3), np.uint8)))
         got = []
         deadline = time.monotonic() + 5
         while not got and time.monotonic() < deadline:

@@ -15,7 +15,8 @@ import pytest
 
 from capture.recording import Recording
 from holoport.endpoints import free_tcp_endpoint
-from holoport.node import JoinError, query_stats
+from holoport.hubstats import query_stats
+from holoport.node import JoinError
 from render import Camera, Renderer, Room
 from render.video import VideoOutput, orbit_path, seat_path
 from tests.conftest import ROOT, holoport_cmd, spawn

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from holoport.sources import open_points
+from holoport.point_sources import open_points
 from holoport.viewing import open_window
 from render import PlacedCloud, Room
 from render.window import DesktopWindow, NoDisplayError

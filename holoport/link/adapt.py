@@ -75,12 +75,14 @@ class AdaptivePolicy(Policy):
 
     def __init__(self, ladder: Ladder, fps: float, start_mbps: float = 1.0, window: int = 20,
                  threshold_ms: float = 12.5, increase: float = 2.0, probe_after: int = 3,
-                 max_queue_ms: float = 60.0, recover: float = 4.0, forget_after: float = 2.0) -> None:
+                 max_queue_ms: float = 60.0, recover: float = 4.0, forget_after: float = 2.0,
+                 stall: float = 1.0) -> None:
         super().__init__(ladder, fps)
         # Per second while the delay is flat. GCC climbs 1.08x a second; our ladder spans
-        # 85x in rungs up to 2x apart, at that pace a minute to climb: measured on the
-        # walking traces (docs/link.md), 2x holds quality closest to the oracle's.
+        # 85x in rungs up to 2x apart, at that pace a minute to climb. The choice of 2x and
+        # of the 60 ms queue: docs/link.md, `python -m benchmarks.link_tuning`.
         self.increase = increase
+        self.stall = stall  # how much of the oldest unreported frame's age a new frame waits
         self.recover = recover  # per second, back up to the rate held before the last cut
         self.max_queue_ms = max_queue_ms  # a standing queue beyond this is overuse
         self.probe_after = probe_after  # skipped frames in a row before the smallest goes anyway
@@ -204,7 +206,8 @@ class AdaptivePolicy(Policy):
         long outage only late reports fill the window, and the probe below refreshes it),
         the extra transmission time when this frame is bigger than that one, and the
         frames still unreported: when the oldest of them has been travelling for longer
-        than that, the link is congested or down and a new frame cannot arrive before it.
+        than that, the link is congested or down and a new frame cannot arrive before it
+        (that age times ``stall``: 1 by default; docs/link.md compares others).
         (Rates here are the larger of the target and the delivered rate: the delivered
         rate alone is only what we chose to send.)"""
         rate = max(self.delivered_bps() or 0.0, self.target_bps, 1e4)
@@ -213,7 +216,7 @@ class AdaptivePolicy(Policy):
         if self._in_flight:
             oldest = min(s.at for s in self._in_flight.values())
             way_back = min((m[3] for m in self._minima), default=0.0)
-            expected = max(expected, now - oldest - way_back)
+            expected = max(expected, self.stall * (now - oldest - way_back))
         return expected
 
     def _base_delay(self) -> tuple[float, int | None]:

@@ -117,10 +117,10 @@ class Ladder:
                                         color_step=step, slices=1)
                     encoder = OctreeEncoder(codec)
                     t0 = time.perf_counter()
-                    key = encoder.encode(positions, colors)
+                    key = encoder.encode((positions, colors)).payload
                     enc.append((time.perf_counter() - t0) * 1e3)
                     shifted = positions + np.float32(2**lod)  # the person moved one cell
-                    deltas.append(len(encoder.encode(shifted, colors)))
+                    deltas.append(len(encoder.encode((shifted, colors)).payload))
                     keys.append(len(key))
                     t0 = time.perf_counter()
                     pos, col = OctreeCodec.decode(key)

@@ -16,16 +16,17 @@ import time
 
 import numpy as np
 
+import codec
 from codec import OctreeCodec, OctreeEncoder
 from holoport.link.adapt import AdaptivePolicy, FixedPolicy, Policy
 from holoport.link.ladder import Ladder
+from holoport.link.sim import measured_times
 
 log = logging.getLogger(__name__)
 
 LIVE_LODS = (0, 1, 2, 3)
 LIVE_STEPS = (8, 16, 32, 64)
 SILENT_S = 3.0  # a receiver that has not reported for this long no longer steers us
-RENDER_S = 0.003  # the demo's measured render p50 (README), left out of the budget
 
 
 def live_ladder(positions: np.ndarray, colors: np.ndarray, base: OctreeCodec,
@@ -44,6 +45,14 @@ def live_ladder(positions: np.ndarray, colors: np.ndarray, base: OctreeCodec,
              len(ladder), int(inside.sum()), time.perf_counter() - t0,
              ", ".join(f"{r.name} {r.mean_bytes() / 1e3:.1f} kB" for r in ladder.rungs))
     return ladder
+
+
+def ladder_codec(base: codec.Codec) -> OctreeCodec:
+    """The codec itself when it has levels of detail to climb (the octree codec's), else a
+    clear error: adaptive rate needs a ladder."""
+    if not isinstance(base, OctreeCodec):
+        raise ValueError(f"--rate adaptive needs a codec with levels of detail (octree), not {base.name!r}")
+    return base
 
 
 class RungEncoders:
@@ -69,17 +78,28 @@ class RungEncoders:
         return enc
 
 
+def _recorded_render_ms() -> float:
+    try:
+        return measured_times().render_ms
+    except ValueError as e:  # not a checkout: no records to read
+        log.warning("%s; the rate budget leaves no time for rendering", e)
+        return 0.0
+
+
 class LiveRate:
     """Per-receiver policies over one ladder; times are the node's clock (seconds)."""
 
     def __init__(self, ladder: Ladder, fps: float, policy: str = "adaptive",
-                 deadline_ms: float = 150.0) -> None:
+                 deadline_ms: float = 150.0, render_ms: float | None = None) -> None:
         if policy not in ("adaptive", "fixed"):
             raise ValueError(f"a live sender's rate policy is adaptive or fixed, not {policy!r}")
         self.ladder = ladder
         self.fps = fps
         self.policy = policy
         self.deadline = deadline_ms / 1e3
+        # the receiver's render time, left out of the budget: by default the committed render
+        # record's (holoport.link.sim.RENDER_RECORD in docs/bench/render.json, as the simulation)
+        self.render = (_recorded_render_ms() if render_ms is None else render_ms) / 1e3
         self._policies: dict[int, Policy] = {}
         self._heard: dict[int, float] = {}  # receiver -> when it last reported
         self._first = self._new()  # while no receiver reports
@@ -96,7 +116,7 @@ class LiveRate:
         for gone in [r for r, t in self._heard.items() if now - t > SILENT_S]:
             self.forget(gone)  # left, or the hub restarted and ids changed
         policies = list(self._policies.values()) or [self._first]
-        deadline = captured + self.deadline - RENDER_S  # decoded by then
+        deadline = captured + self.deadline - self.render  # decoded by then
         choices = [p.choose(now, deadline, frame, key) for p in policies]
         rungs = [c for c in choices if c is not None]
         if not rungs:

@@ -1,5 +1,5 @@
 """The simulated-time meeting: one participant's stream through its uplink, the hub and a
-receiver's downlink, without waiting in real time (a 5-minute trace takes about a second).
+receiver's downlink, without waiting in real time (how long a run takes: docs/link.md).
 
 What happens to frame i, captured at i / fps (all times in seconds of simulated time):
 1. The sender's policy picks a rung or skips the frame (``adapt``). A frame is a keyframe
@@ -14,6 +14,10 @@ What happens to frame i, captured at i / fps (all times in seconds of simulated 
    goes back to the hub and a report (sent and arrival times) back to the sender, each
    after the reverse path's median delay.
 
+Capture and render take the times of committed benchmark records (``StageTimes``: the
+capture path and the splat renderer as ``holoport bench capture`` / ``render`` measured
+them), or of a ``--times`` file; encode and decode take the ladder's, per rung.
+
 Every captured frame ends in one state: shown (glass to glass within the deadline),
 late, skipped (by the sender's policy), dropped (encoded, but the node's send queue was
 full), replaced (at the hub), lost (unreliable link) or undecodable (its reference never
@@ -22,11 +26,14 @@ arrived).
 
 from __future__ import annotations
 
+import functools
 import heapq
+import json
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,15 +43,82 @@ from holoport.link.model import Link
 
 STATES = ("shown", "late", "skipped", "dropped", "replaced", "lost", "undecodable")
 
+#: Where the committed benchmark records live (``holoport bench capture`` / ``render``).
+RECORDS = Path(__file__).resolve().parents[2] / "docs" / "bench"
+#: The capture record the meeting's capture time comes from: the whole capture path
+#: (decode, register, back-project, person cut, voxels) of the synthetic person at the
+#: Kinect's 640x576 depth, one frame on one core (``ms``).
+CAPTURE_RECORD = {"source": "synthetic", "resolution": "640x576", "cores": 1, "stage": "total"}
+#: The render record the receiver's render time comes from: the splat renderer drawing
+#: 250,000 points (the size of one MVUB person at full detail) at 1280x720, splats sized
+#: from the data, on both cores (``ms``).
+RENDER_RECORD = {"renderer": "splat", "points": 250000, "resolution": "1280x720", "splat": "auto", "cores": 2}
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """A frame's capture and render time (ms) around the links, and where they come from."""
+
+    capture_ms: float
+    render_ms: float
+    source: str
+
+    @classmethod
+    def from_records(cls, capture: str | Path = RECORDS / "capture.json",
+                     render: str | Path = RECORDS / "render.json") -> StageTimes:
+        """``CAPTURE_RECORD``'s and ``RENDER_RECORD``'s ``ms`` in those record files."""
+        found = []
+        for path, match in ((Path(capture), CAPTURE_RECORD), (Path(render), RENDER_RECORD)):
+            try:
+                records = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"cannot read the benchmark records {path} ({e}): pass the times "
+                                 "as a JSON file (--times) instead") from e
+            rows = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+            if not rows or rows[0].get("ms") is None:
+                raise ValueError(f"{path} has no record with {match} and a time (ms)")
+            found.append(float(rows[0]["ms"]))
+        where = (f"{Path(capture).name} {'/'.join(str(v) for v in CAPTURE_RECORD.values())}, "
+                 f"{Path(render).name} {'/'.join(str(v) for v in RENDER_RECORD.values())}")
+        return cls(found[0], found[1], where)
+
+    @classmethod
+    def load(cls, times: str | Path | None = None) -> StageTimes:
+        """From ``times``, a JSON file ``{"capture_ms": C, "render_ms": R}`` (either key may
+        be left out: the records give it), or else from the committed records."""
+        if times is None:
+            return measured_times()
+        try:
+            given = json.loads(Path(times).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--times {times}: {e}") from e
+        if not isinstance(given, dict) or not set(given) & {"capture_ms", "render_ms"}:
+            raise ValueError(f"--times {times}: expected {{\"capture_ms\": ms, \"render_ms\": ms}}")
+        base = None if {"capture_ms", "render_ms"} <= set(given) else measured_times()
+        try:
+            pick = {k: float(given[k]) if k in given else getattr(base, k) for k in ("capture_ms", "render_ms")}
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--times {times}: {e}") from e
+        if any(not math.isfinite(v) or v < 0 for v in pick.values()):
+            raise ValueError(f"--times {times}: times are finite and not negative, not {pick}")
+        return cls(**pick, source=f"{Path(times).name}" + ("" if base is None else f" + {base.source}"))
+
+
+@functools.cache
+def measured_times() -> StageTimes:
+    """The committed records' times (``StageTimes.from_records``), read once per process."""
+    return StageTimes.from_records()
+
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The meeting's timing around the links."""
+    """The meeting's timing around the links. Capture and render times default to the
+    committed benchmark records (``measured_times``: ``CAPTURE_RECORD``, ``RENDER_RECORD``)."""
 
     fps: float = 30.0
     deadline_ms: float = 150.0  # glass to glass
-    capture_ms: float = 11.0  # depth images -> points: the demo's measured p50 (README)
-    render_ms: float = 3.0  # the demo's measured render p50 (README)
+    capture_ms: float = field(default_factory=lambda: measured_times().capture_ms)  # depth images -> points
+    render_ms: float = field(default_factory=lambda: measured_times().render_ms)  # the receiver draws it
     credit: int = 4  # the node's default credit window
     send_queue: int = 8  # the node's SNDHWM: frames beyond it are dropped, never queued
     keyframe_interval: int = 30  # OctreeEncoder's default

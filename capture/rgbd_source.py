@@ -1,5 +1,8 @@
 """The one interface every RGB-D source has: cameras, recordings, image sequences.
 
+This is the frames side; ``holoport.point_sources`` opens a source by name (``open_points``,
+its ``SOURCE_KINDS`` registry) and turns its frames into the participant's points.
+
 ``read()`` gives the next registered ``RGBDFrame`` (timestamps in seconds, increasing), or
 None at the end; iterating gives every frame; ``close()`` (or ``with``) releases the
 device or file. A subclass implements ``_next_frame()`` and, to loop, ``_rewind()``; the

@@ -1,16 +1,24 @@
-"""Where a participant's points come from: the synthetic camera, a RealSense camera, a
-Holoport recording, an Azure Kinect or RealSense recording, or an RGB-D image sequence.
+"""Where a participant's points come from, and the one place a source is opened by name.
+
+``capture.rgbd_source.RGBDSource`` is the interface of everything that gives RGB-D frames
+(a camera, a Kinect or RealSense recording, an image sequence); this module turns frames
+into the participant's points (``PointSource``: ``CameraPoints`` back-projects and cuts an
+``RGBDSource``, ``RecordingPoints`` plays a Holoport recording, ``FusedPoints`` merges a
+participant's cameras).
 
 ``open_points(spec)`` takes what ``holoport join --source`` and ``holoport record --source``
-take: ``synthetic`` (the built-in person), the path of a recording made by ``holoport
-record`` (played with its original timing and looping; it holds RGB-D frames, back-
-projected here as a camera's would be, or clouds encoded with the project's codec, decoded
-here), or a TUM / Redwood / slambook folder (``capture.sequences``).
+take: ``synthetic`` (the built-in person), ``realsense[:SERIAL]``, the path of a recording
+made by ``holoport record`` (played with its original timing and looping; it holds RGB-D
+frames, back-projected here as a camera's would be, or clouds encoded with the project's
+codec, decoded here), an Azure Kinect ``.mkv``, a RealSense ``.bag``/``.db3``, or a TUM /
+Redwood / slambook folder (``capture.sequences``). Each kind of source is an entry of
+``SOURCE_KINDS`` (``register_source``): what names it, and how it opens.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +29,7 @@ from capture import BodyShape, RGBDFrame, SyntheticCamera, rgbd_to_points
 from capture.cut import PersonCut
 from capture.placement import place_camera
 from capture.recording import CLOUD, Entry, RecordingPlayer
-from capture.source import RGBDSource
+from capture.rgbd_source import RGBDSource
 
 CODEC_FORMAT = "holoport-codec"  # a recording's CLOUD entries that codec.decode reads
 CROPS = ("person", "cut", "none")
@@ -63,14 +71,16 @@ class PointSource:
             return rgbd_to_points(frame)
         if self.crop == "none":
             return rgbd_to_points(frame, box=None)
-        return person_cut(frame.camera_pose).apply(*rgbd_to_points(frame, box=None, depth_range=PERSON_RANGE))
+        positions, colors, _ = person_cut(frame.camera_pose).apply(
+            *rgbd_to_points(frame, box=None, depth_range=PERSON_RANGE))
+        return positions, colors
 
     def close(self) -> None:
         pass
 
 
 class CameraPoints(PointSource):
-    """Any ``capture.source.RGBDSource`` (a camera, a Kinect recording, an image sequence):
+    """Any ``capture.rgbd_source.RGBDSource`` (a camera, a Kinect recording, an image sequence):
     its frames back-projected, cut to the person (``crop="person"``) or kept whole."""
 
     def __init__(self, source: RGBDSource, crop: str = "person", pose: np.ndarray | None = None) -> None:
@@ -95,10 +105,10 @@ class CameraPoints(PointSource):
         finds in this frame (``capture.placement``); None when nobody is in view yet."""
         cut = person_cut(np.eye(4))
         unplaced = dataclasses.replace(frame, camera_pose=np.eye(4))
-        positions, _ = cut.apply(*rgbd_to_points(unplaced, box=None, depth_range=PERSON_RANGE))
+        positions, _, report = cut.apply(*rgbd_to_points(unplaced, box=None, depth_range=PERSON_RANGE))
         if len(positions) < 500:
             return None
-        return place_camera(positions, cut.stats.get("plane"))
+        return place_camera(positions, report.plane)
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         return self.cut(self.read_rgbd())
@@ -250,31 +260,88 @@ def open_points(spec: str, body: int = 0, realtime: bool = True, loop: bool = Tr
         names = [item.partition("=")[0] for item in spec.split(",")]
         place_by = names.index(rig.reference) if unplaced and rig.reference in names else None
         return FusedPoints(parts, place_by=place_by)
-    if spec == "synthetic":
-        return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body), crop=crop or "person")
-    if spec == "realsense" or spec.startswith("realsense:"):
-        from capture.realsense import RealSenseSource
-
-        serial = spec.partition(":")[2] or None
-        return CameraPoints(RealSenseSource(serial=serial), crop=crop or "cut")
-    path = Path(spec)
-    if path.is_dir():
-        from capture.sequences import ImageSequence
-
-        return CameraPoints(ImageSequence(path, realtime=realtime, loop=loop), crop=crop or "none")
-    if not path.is_file():
+    kind = source_kind(spec)
+    if kind is None:
         raise FileNotFoundError(f"--source {spec!r}: not 'synthetic', 'realsense[:SERIAL]', a recording (make one "
                                 "with holoport record), an Azure Kinect .mkv, a RealSense .bag/.db3 or a "
                                 "TUM/Redwood/slambook folder")
-    if path.suffix.lower() == ".mkv":
-        from capture.azure_kinect import AzureKinectRecording
+    return SOURCE_KINDS[kind].open(spec, body, realtime, loop, crop)
 
-        return CameraPoints(AzureKinectRecording(path, realtime=realtime, loop=loop), crop=crop or "cut")
-    if path.suffix.lower() in (".bag", ".db3"):
-        from capture.realsense import RealSenseSource
 
-        return CameraPoints(RealSenseSource(file=path, realtime=realtime, loop=loop), crop=crop or "cut")
-    source = RecordingPoints(path, realtime=realtime, loop=loop)
+# ---- the kinds of source, by name --------------------------------------------------------------
+#: opener(spec, body, realtime, loop, crop) -> PointSource; crop is None for the kind's own default
+Opener = Callable[[str, int, bool, bool, str | None], PointSource]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceKind:
+    """One kind of source ``open_points`` opens: ``matches(spec)`` says a spec names it."""
+
+    name: str
+    matches: Callable[[str], bool]
+    open: Opener
+
+
+#: Every kind of source, in the order a spec is tried against them (the first that matches opens it).
+SOURCE_KINDS: dict[str, SourceKind] = {}
+
+
+def register_source(name: str, matches: Callable[[str], bool]) -> Callable[[Opener], Opener]:
+    """Decorator: ``open`` opens the sources whose spec ``matches``, as kind ``name``."""
+    def register(open_: Opener) -> Opener:
+        if name in SOURCE_KINDS:
+            raise ValueError(f"source kind {name!r} is already registered")
+        SOURCE_KINDS[name] = SourceKind(name, matches, open_)
+        return open_
+    return register
+
+
+def source_kind(spec: str) -> str | None:
+    """The kind of source ``spec`` names (a key of ``SOURCE_KINDS``), or None."""
+    return next((kind.name for kind in SOURCE_KINDS.values() if kind.matches(spec)), None)
+
+
+def _file_with(*suffixes: str) -> Callable[[str], bool]:
+    return lambda spec: Path(spec).suffix.lower() in suffixes and Path(spec).is_file()
+
+
+@register_source("synthetic", lambda spec: spec == "synthetic")
+def _open_synthetic(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    return CameraPoints(SyntheticCamera(BodyShape.preset(body), seed=body), crop=crop or "person")
+
+
+@register_source("realsense", lambda spec: spec == "realsense" or spec.startswith("realsense:"))
+def _open_realsense(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    from capture.realsense import RealSenseSource
+
+    serial = spec.partition(":")[2] or None
+    return CameraPoints(RealSenseSource(serial=serial), crop=crop or "cut")
+
+
+@register_source("sequence", lambda spec: Path(spec).is_dir())
+def _open_sequence(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    from capture.sequences import ImageSequence
+
+    return CameraPoints(ImageSequence(Path(spec), realtime=realtime, loop=loop), crop=crop or "none")
+
+
+@register_source("azure-kinect", _file_with(".mkv"))
+def _open_azure_kinect(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    from capture.azure_kinect import AzureKinectRecording
+
+    return CameraPoints(AzureKinectRecording(Path(spec), realtime=realtime, loop=loop), crop=crop or "cut")
+
+
+@register_source("realsense-file", _file_with(".bag", ".db3"))
+def _open_realsense_file(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    from capture.realsense import RealSenseSource
+
+    return CameraPoints(RealSenseSource(file=Path(spec), realtime=realtime, loop=loop), crop=crop or "cut")
+
+
+@register_source("recording", lambda spec: Path(spec).is_file())  # any other file: a Holoport recording
+def _open_recording(spec: str, body: int, realtime: bool, loop: bool, crop: str | None) -> PointSource:
+    source = RecordingPoints(spec, realtime=realtime, loop=loop)
     if crop is not None:
         source.crop = crop
     return source

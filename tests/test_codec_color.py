@@ -9,8 +9,8 @@ from codec import _color_kernels, _rans
 
 
 def _encode(rgb: np.ndarray) -> np.ndarray:
-    sym, ctx, raw, n_raw, hist = _color_kernels.colour_symbols(rgb)
-    return _color_kernels.pack_colours(sym, ctx, raw, n_raw, _rans.normalize(hist))
+    sym, ctx, raw, n_raw, hist = _color_kernels.color_symbols(rgb)
+    return _color_kernels.pack_colors(sym, ctx, raw, n_raw, _rans.normalize(hist))
 
 
 def _smooth(n: int, seed: int = 0) -> np.ndarray:
@@ -21,7 +21,7 @@ def _smooth(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["smooth", "random", "extremes", "one", "empty"])
-def test_every_colour_comes_back_exactly(kind):
+def test_every_color_comes_back_exactly(kind):
     rng = np.random.default_rng(1)
     rgb = {"smooth": _smooth(50_000),
            "random": rng.integers(0, 256, (20_000, 3)).astype(np.uint8),  # every residual escapes
@@ -34,7 +34,7 @@ def test_every_colour_comes_back_exactly(kind):
     np.testing.assert_array_equal(out, rgb)
 
 
-def test_smooth_colour_costs_far_less_than_raw():
+def test_smooth_color_costs_far_less_than_raw():
     rgb = _smooth(50_000)
     bits = len(_encode(rgb)) * 8 / len(rgb)
     # each channel's step is one of 7 values (entropy 2.5 bits): the coder gets close
@@ -45,7 +45,7 @@ def test_smooth_colour_costs_far_less_than_raw():
 def test_damage_to_tables_or_the_rans_stream_is_reported():
     rgb = _smooth(5000)
     good = _encode(rgb)
-    n_raw = _color_kernels.colour_symbols(rgb)[3]
+    n_raw = _color_kernels.color_symbols(rgb)[3]
     rng = np.random.default_rng(2)
     for _ in range(300):
         bad = good.copy()

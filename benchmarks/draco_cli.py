@@ -1,0 +1,125 @@
+"""Draco's own command-line tools, run the way their users run them.
+
+``draco_encoder -point_cloud -i frame.ply -o frame.drc -qp BITS -cl LEVEL`` reads a PLY file
+and writes a .drc file; ``draco_decoder -i frame.drc -o out.ply`` reads it back and writes a
+PLY file. Both print their own timer: the encoder's covers ``EncodePointCloudToBuffer`` only
+(not reading the PLY, not writing the .drc, not process start), the decoder's covers
+``DecodePointCloudFromBuffer`` only (not reading the .drc, not writing the PLY); both are
+whole milliseconds, truncated. This module finds the tools (on PATH or in a given folder),
+names their version, runs them and times each process from spawn to exit.
+
+The command line has no quantization origin or range: ``-qp BITS`` spreads 2^BITS - 1 steps
+over the frame's bounding box, so a frame on an integer grid whose box is narrower than
+2^BITS - 1 comes back off the grid by up to half a step (a finite D1 PSNR, not lossless);
+rounding to the grid restores it. Colours (uchar red green blue) are kept exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = ("draco_encoder", "draco_decoder")
+_ENCODED = re.compile(r"\((\d+) ms to encode\)")
+_DECODED = re.compile(r"\((\d+) ms to decode\)")
+
+
+@dataclass(frozen=True)
+class DracoTools:
+    encoder: Path
+    decoder: Path
+    version: str  # e.g. "1.5.5+dfsg-2 (Debian package draco)", or "unknown version"
+
+    @property
+    def label(self) -> str:
+        return f"Draco {self.version}, draco_encoder/draco_decoder command line"
+
+
+def find_tools(folder: Path | str | None = None) -> tuple[DracoTools | None, str]:
+    """The two tools in ``folder`` (or on PATH when None), and a sentence saying what was found."""
+    where = f"in {folder}" if folder is not None else "on PATH"
+    hits = {name: shutil.which(name, path=None if folder is None else str(folder)) for name in TOOLS}
+    missing = [name for name, hit in hits.items() if hit is None]
+    if missing:
+        return None, (f"Draco's command-line tools ({', '.join(missing)}) are not {where}: install "
+                      "them (Debian/Ubuntu: apt-get install draco) or point --draco-bin DIR at them")
+    found = {name: Path(hit) for name, hit in hits.items()}
+    tools = DracoTools(found["draco_encoder"], found["draco_decoder"], tool_version(found["draco_encoder"]))
+    return tools, f"Draco's command-line tools found {where}: {tools.label} ({tools.encoder.parent})"
+
+
+def tool_version(binary: Path) -> str:
+    """The version of the package that installed ``binary`` (dpkg), or what ``-v`` prints
+    (Draco 1.5.6 and later), or "unknown version"."""
+    real = str(Path(binary).resolve())
+    try:
+        owner = subprocess.run(["dpkg-query", "-S", real], capture_output=True, text=True, timeout=10)
+        if owner.returncode == 0:
+            package = owner.stdout.split(":", 1)[0].strip()
+            version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True,
+                                     text=True, timeout=10).stdout.strip()
+            if version:
+                return f"{version} (Debian package {package})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        out = subprocess.run([real, "-v"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"version:\s*(\S+)", out)
+        if m:
+            return m.group(1)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown version"
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_ms: float  # the process, spawn to exit, as seen by the caller
+    internal_ms: float | None  # what the tool printed about itself (whole ms), None if it printed nothing
+
+
+def _run(args: list[str], pattern: re.Pattern) -> Run:
+    t0 = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    wall = (time.perf_counter() - t0) * 1e3
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout.strip()} {done.stderr.strip()}")
+    m = pattern.search(done.stdout)
+    return Run(wall, float(m.group(1)) if m else None)
+
+
+def encode(tools: DracoTools, ply: Path, drc: Path, bits: int, level: int) -> Run:
+    return _run([str(tools.encoder), "-point_cloud", "-i", str(ply), "-o", str(drc), "-qp", str(bits),
+                 "-cl", str(level)], _ENCODED)
+
+
+def decode(tools: DracoTools, drc: Path, ply: Path) -> Run:
+    return _run([str(tools.decoder), "-i", str(drc), "-o", str(ply)], _DECODED)
+
+
+def write_positions_ply(positions: np.ndarray, path: Path) -> None:
+    """A binary PLY of float32 x y z only: what Draco's geometry alone costs."""
+    xyz = np.ascontiguousarray(positions, dtype="<f4")
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
+    path.write_bytes(header.encode("ascii") + xyz.tobytes())
+
+
+def spawn_ms(repeats: int = 5) -> float:
+    """Median time to spawn and reap a process that does nothing (``true``) from this process:
+    the part of a command-line tool's wall time that is not the tool's own work."""
+    import statistics
+
+    true = shutil.which("true") or "/bin/true"
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([true], check=True)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)

@@ -1,0 +1,99 @@
+"""The receive path: one decoder per (sender, stream), the newest frame per stream, and
+keyframe requests when a frame continues one we never decoded.
+
+The decoder for a stream is made by the codec registry from the codec id its first payload
+carries, so the node never needs to know which codec a sender chose; a sender that switches
+codec simply starts a new decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import codec
+from codec.types import validate_cloud
+from holoport import wire
+from holoport.session import NodeCounters
+
+log = logging.getLogger("holoport.node")
+
+KEYFRAME_ASK_S = 0.5  # ask a sender for a keyframe at most this often per stream
+
+
+@dataclass
+class RemoteFrame:
+    sender: int
+    name: str
+    seat: int
+    seq: int
+    frame: Any  # what the stream's decoder gave: a codec.Cloud for hologram streams
+    ts: dict  # stage timestamps from the header, plus received and decoded
+    nbytes: int
+    stream: int = 0
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.frame.positions
+
+    @property
+    def colors(self) -> np.ndarray:
+        return self.frame.colors
+
+
+StreamKey = tuple[int, int]  # (sender id, stream)
+
+
+class Receivers:
+    """Decoders and keyframe requests of every incoming stream."""
+
+    def __init__(self, counters: NodeCounters) -> None:
+        self.counters = counters
+        self._decoders: dict[StreamKey, tuple[int, codec.Decoder]] = {}  # with its codec's id
+        self._asked_key: dict[StreamKey, float] = {}
+
+    def decode(self, key: StreamKey, payload, max_points: int) -> Any | None:
+        """The decoded frame; None (counted) when it cannot be decoded. Raises
+        :class:`codec.MissingReference` when a keyframe is needed (see :meth:`should_ask`)."""
+        try:
+            cls = codec.registry.class_of(payload)
+            codec_id, decoder = self._decoders.get(key, (None, None))
+            if codec_id != cls.codec_id:  # the stream's first frame, or the sender switched codec
+                decoder = cls.decoder()
+                self._decoders[key] = (cls.codec_id, decoder)
+            frame = decoder.decode(payload, max_points=max_points)
+            if cls.kind == "cloud":  # whatever a plug-in returns: n finite positions, n RGB colours
+                try:
+                    frame = codec.Cloud(*validate_cloud(*frame))
+                except (TypeError, ValueError) as exc:
+                    raise codec.CodecError(f"the decoder gave no valid cloud: {exc}") from None
+            return frame
+        except codec.MissingReference:  # we skipped or lost the frame this one continues
+            self.counters.missing_reference += 1
+            raise
+        except Exception as exc:  # a CodecError, or whatever a plug-in's decoder lets escape
+            self.counters.decode_errors += 1
+            log.warning("dropped an undecodable frame from %s (stream %d): %s", key[0], key[1], exc)
+            return None
+
+    def should_ask(self, key: StreamKey) -> bool:
+        """Whether to ask for a keyframe of this stream now (at most every KEYFRAME_ASK_S)."""
+        if time.monotonic() - self._asked_key.get(key, -1.0) < KEYFRAME_ASK_S:
+            return False
+        self._asked_key[key] = time.monotonic()
+        return True
+
+    def forget(self, sender: int | None = None) -> None:
+        """Drop the streams of one sender (it left), or of all (a new membership)."""
+        for key in [k for k in self._decoders if sender is None or k[0] == sender]:
+            del self._decoders[key]
+        for key in [k for k in self._asked_key if sender is None or k[0] == sender]:
+            del self._asked_key[key]
+
+
+def keyframe_request(key: StreamKey) -> dict:
+    return wire.header(wire.MessageType.KEYFRAME, of=key[0], stream=key[1])
