@@ -98,10 +98,12 @@ def write_json(path: str | Path, records: Sequence[dict], indent: int = 2) -> No
 
 
 def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
-         console: Console | None = None, plot: Callable[[Sequence[dict], str], None] | None = None) -> None:
+         console: Console | None = None, plot: Callable[[Sequence[dict], str], None] | None = None,
+         json_records: Sequence[dict] | None = None) -> None:
     """Print the table; write JSON, Markdown and (with ``plot``) the PNG when asked. A
     missing value prints ``-`` and is ``null`` in JSON (``inf`` only for a lossless PSNR,
-    ``LOSSLESS_COLUMNS``)."""
+    ``LOSSLESS_COLUMNS``). ``json_records``: what the JSON holds when it is more than the
+    table shows (every run beside the pooled rows)."""
     console = console or wide_console()
     table = Table(title=title)
     for c in columns:
@@ -110,7 +112,7 @@ def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
         table.add_row(*(_cell(r.get(c, ""), c) for c in columns))
     console.print(table)
     if getattr(args, "json", None):
-        write_json(args.json, records)
+        write_json(args.json, records if json_records is None else json_records, indent=1)
         console.print(f"wrote {args.json}")
     if getattr(args, "markdown", None):
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

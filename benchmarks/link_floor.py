@@ -130,13 +130,7 @@ def run(args: argparse.Namespace) -> int:
              if args.per_trace or r["trace"] == "all"]  # the table in percent, the records as shares
     emit(shown, COLUMNS, f"Link floor: {args.fps:g} fps, {args.deadline_ms:g} ms deadline, capture "
          f"{times.capture_ms:g} ms and render {times.render_ms:g} ms ({times.source}); shares of "
-         "seconds (zero capacity) and of frames (unreachable)",
-         argparse.Namespace(markdown=args.markdown))
-    if args.json:
-        from benchmarks.common import write_json
-
-        write_json(args.json, records, indent=1)
-        print(f"wrote {args.json}")
+         "seconds (zero capacity) and of frames (unreachable)", args, json_records=records)
     return 0
 
 

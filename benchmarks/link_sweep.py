@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import add_output_arguments, emit, script_main, write_json
+from benchmarks.common import add_output_arguments, emit, script_main
 from holoport.console import wide_console
 from holoport.data import data_root
 
@@ -357,11 +357,8 @@ def run(args: argparse.Namespace) -> int:
     first = jobs[0]
     emit(summary, SUMMARY, f"Link sweep: {args.fps:g} fps, {args.deadline_ms:g} ms deadline, "
          f"receiver {args.receiver}, capture {first.capture_ms:g} ms and render {first.render_ms:g} ms "
-         f"({times_source(args)}); every run's frames pooled", argparse.Namespace(markdown=args.markdown),
-         console)
-    if args.json:  # every run, plus the pooled summary
-        write_json(args.json, records + [{**s, "trace": "all"} for s in summary], indent=1)
-        console.print(f"wrote {args.json}")
+         f"({times_source(args)}); every run's frames pooled", args, console,
+         json_records=records + [{**s, "trace": "all"} for s in summary])  # every run, and the pooled
     if args.plot:
         for out in plot(summary, records, latencies, timelines, args.plot):
             console.print(f"wrote {out}")

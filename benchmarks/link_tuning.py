@@ -121,12 +121,7 @@ def run(args: argparse.Namespace) -> int:
         r["vs_oracle_db"] = r["mean_y_psnr"] - oracle
     emit(pooled, COLUMNS, f"Adaptive policy settings on {len(files)} {args.profile} traces, {args.seconds:g} s each; "
          f"capture {times.capture_ms:g} ms, render {times.render_ms:g} ms ({times.source})",
-         argparse.Namespace(markdown=args.markdown))
-    if args.json:
-        from benchmarks.common import write_json
-
-        write_json(args.json, per_run + pooled, indent=1)
-        print(f"wrote {args.json}")
+         args, json_records=per_run + pooled)
     return 0
 
 
