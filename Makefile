@@ -10,12 +10,12 @@ STAMP  := $(VENV)/.installed
 KERNELS := $(wildcard capture/_*.py codec/_*.py render/_*.py)
 KCACHE  := $(VENV)/.kernels
 
-.PHONY: demo test lint bench system-deps test-deps clean
+.PHONY: demo test lint bench system-deps test-deps voice-deps clean
 
-demo: $(STAMP) $(KCACHE)
+demo: $(STAMP) $(KCACHE) voice-deps
 	$(BIN)/holoport demo
 
-test: $(STAMP) $(KCACHE) test-deps
+test: $(STAMP) $(KCACHE) test-deps voice-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -69,6 +69,22 @@ test-deps:
 	    echo "Installing test packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
 	      || echo "Could not install$$missing; the tests that need them will be skipped."; \
+	  fi
+
+# Voice: espeak-ng speaks the demo's participants (without it they play the shared speech
+# clips) and PortAudio reaches microphones and speakers (without it a participant joins
+# without them, and says so). Installed like test-deps: with apt when we may, else named.
+voice-deps:
+	@missing=""; \
+	  command -v espeak-ng >/dev/null || missing=" espeak-ng"; \
+	  { ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; } || missing="$$missing libportaudio2"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
+	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \
+	    else echo "Voice works best with:$$missing (Debian/Ubuntu: sudo apt-get install$$missing); without them the demo plays recorded speech and there are no audio devices."; exit 0; fi; \
+	    echo "Installing voice packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	      || echo "Could not install$$missing; the demo plays recorded speech instead."; \
 	  fi
 
 clean:

@@ -3,7 +3,8 @@ the browser tests' page.
 
 ``render.browser`` is the viewer the product serves; this module starts a real Chromium on
 its page (``HeadlessChromium``, software WebGL2 through SwiftShader) and measures what the
-page draws (``measure_browser_fps``, people-shaped clouds swaying at every seat).
+page draws (``measure_browser_fps``, people-shaped clouds swaying at every seat) and how its
+voices arrive while it draws (``measure_browser_voice``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ CHROMIUM_FLAGS = ("--headless=new", "--use-angle=swiftshader", "--enable-unsafe-
                   "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                   "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                   "--disable-backgrounding-occluded-windows", "--mute-audio", "--hide-scrollbars")
+#: Extra flags for the page's voice: WebAudio starts without a click (as after the user's first
+#: gesture), and getUserMedia gets Chromium's fake microphone without a permission prompt.
+#: ``--mute-audio`` stays: the audio graph still runs on its clock, nothing reaches a speaker.
+AUDIO_FLAGS = ("--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+               "--use-fake-device-for-media-stream")
 
 
 # ---- headless Chromium ------------------------------------------------------------------------
@@ -181,3 +187,69 @@ def measure_browser_fps(points: int, seconds: float, chromium: str | None = None
             f"{int(page.get('height', height))}", "gl": info["hello"].get("gl", ""),
             "draw": info["hello"].get("draw", ""), "replaced": info["replaced"], "page_fps": page.get("fps"),
             "draw_ms": page.get("draw_ms")}
+
+
+def measure_browser_voice(points: int, seconds: float, peers: int = 2, chromium: str | None = None,
+                          width: int = 640, height: int = 360, draw: str = "auto",
+                          warmup: float = 1.5) -> dict[str, Any]:
+    """How voice reaches a headless Chromium page while it draws ``points``-point frames.
+
+    ``peers`` voices (buzzy tones, one per seat) are pushed in real time for ``seconds``;
+    meanwhile a fresh frame is published whenever the page has taken the last (none when
+    ``points`` is 0). Transit is push_audio -> the page's message handler (both on this
+    machine's clock): the server's queue, the socket, and the page's main thread, which
+    also draws. Underruns are the page's: a block that came too late for its playout slot.
+    The first ``warmup`` seconds (the page loading its HRTF set, the first frames) are
+    streamed the same way and left out.
+    """
+    from capture.audio import BLOCK, SAMPLE_RATE
+
+    room = Room(seats=max(2, peers))
+    people = synthetic_people(points, room) if points else []
+    t = np.arange(int((warmup + seconds) * SAMPLE_RATE)) / SAMPLE_RATE
+    voices = {100 + i: (0.2 * np.sign(np.sin(2 * np.pi * (120 + 30 * i) * t)).astype(np.float32),
+                        room.seat_position(i) + np.array([0.0, 1.55, 0.0])) for i in range(peers)}
+    reports: list[dict[str, Any]] = []
+    with BrowserViewer(room=room) as viewer, HeadlessChromium(
+            viewer.url + f"?size={width}x{height}&draw={draw}", width, height, chromium, extra_flags=AUDIO_FLAGS):
+        if not viewer.wait_clients(1, timeout=60.0) or not viewer.wait_page_stats(lambda p: "audio" in p, 60.0):
+            raise RuntimeError("headless Chromium did not connect")
+        before: dict[str, Any] | None = None
+        frames = first_frame = 0
+        start = time.monotonic()
+        blocks = len(t) // BLOCK
+        for i in range(blocks):
+            for peer, (x, mouth) in voices.items():
+                viewer.push_audio(peer, x[i * BLOCK:(i + 1) * BLOCK], mouth, True)
+            due = start + (i + 1) * BLOCK / SAMPLE_RATE
+            if before is None and due - start >= warmup:
+                before, first_frame = viewer.clients()[0]["page"]["audio"], frames
+            while time.monotonic() < due:
+                page = viewer.clients()[0]["page"]
+                # the page reports its last second of transits: count those after the warm-up
+                if due - start >= warmup + 1.0 and page.get("t") != (reports[-1].get("t") if reports else None):
+                    reports.append(page)
+                if people and viewer.wait_taken(frames, timeout=0):
+                    frames = viewer.publish(place(people, room, time.monotonic() - start))
+                else:
+                    time.sleep(min(0.002, max(0.0, due - time.monotonic())))
+        last = max(voices)
+        viewer.wait_page_stats(lambda p: p.get("audio", {}).get("peers", {}).get(str(last), {}).get("last_seq", 0)
+                               >= blocks, timeout=10.0)
+        client = viewer.clients()[0]
+        after = client["page"]["audio"]
+        reports.append(client["page"])
+    transits = [r["audio"]["transit_ms"] for r in reports if r.get("audio", {}).get("transit_ms", {}).get("max")]
+    assert before is not None
+    received = sum(p["received"] for k, p in after["peers"].items() if int(k) in voices)
+    return {"renderer": "browser", "points": points, "peers": peers, "seconds": seconds,
+            "frames": frames - first_frame, "fps": float(client["page"].get("fps", 0.0)), "blocks": blocks * peers,
+            "received": received,
+            "transit_p50_ms": float(np.median([x["p50"] for x in transits])) if transits else None,
+            "transit_p95_ms": max(x["p95"] for x in transits) if transits else None,
+            "transit_max_ms": max(x["max"] for x in transits) if transits else None,
+            "server_wait_ms": client["audio_wait_ms"], "underruns": after["underruns"] - before["underruns"],
+            "lost": after["lost"] - before["lost"], "late": after["late"] - before["late"],
+            "dropped": after["dropped"] - before["dropped"] + client["audio_dropped"],
+            "ahead_max_s": max((r["audio"]["ahead"] for r in reports if "audio" in r), default=0.0),
+            "gl": client["hello"].get("gl", ""), "draw": client["hello"].get("draw", "")}

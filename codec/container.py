@@ -57,9 +57,16 @@ def pack(codec_id: int, params: bytes, sections: list[bytes]) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+# Voice packets are ~60 bytes, too small to carry this container's header: they start
+# with two bytes of their own instead, VOICE_TAG | flags and the codec id (codec/opus.py).
+VOICE_TAG = 0xA0
+
+
 def peek_codec_id(data: bytes | bytearray | memoryview) -> int:
     """The codec id of a stream, after checking only the fixed header."""
     buf = memoryview(data).cast("B")
+    if 2 <= len(buf) < 4096 and buf[0] & 0xF0 == VOICE_TAG:  # a voice packet (codec/opus.py)
+        return buf[1]
     if len(buf) < _MIN_SIZE or bytes(buf[:4]) != MAGIC:
         raise CodecError("not a Holoport codec stream (bad magic or too short)")
     return buf[5]

@@ -272,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-key", default=None, metavar="PUBLIC",
                    help="the hub's public key file (NAME.key), needed with --key")
     p.add_argument("--token", default=None, help="the room's admission token, if it has one")
+    p.add_argument("--mic", metavar="DEVICE|FILE", default=None,
+                   help="our voice: a microphone (name or number; default: the system's) or a WAV/FLAC "
+                   "file played as one; without a microphone we join and listen")
+    p.add_argument("--speaker", metavar="DEVICE|FILE.wav", default=None,
+                   help="where the room's voices play, each from its seat: a device (default: the "
+                   "system's), a .wav file, or 'file' for seatN.wav in --out. With loudspeakers and a live "
+                   "microphone, use headphones: there is no echo cancellation on the desktop (the browser "
+                   "page has its own)")
+    p.add_argument("--mute", action="store_true", help="listen without sending our voice")
+    p.add_argument("--no-voice", action="store_true", help="hologram only: neither speak nor listen")
     p.add_argument("--rate", default="fixed", choices=["fixed", "adaptive"],
                    help="adaptive: level of detail and colour step follow what the receivers report "
                    "(needs --codec octree; see docs/link.md); fixed: always --color-step at full detail")
@@ -290,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body", type=int, default=0, help="which synthetic person (default 0)")
     p.add_argument("--frames", type=int, default=150, help="frames to record (default 150)")
     p.add_argument("--fps", type=_positive, default=15.0, help="capture rate (default 15)")
+    p.add_argument("--mic", metavar="DEVICE|FILE|speech", default=None,
+                   help="also record sound, stamped on the frames' clock: a microphone (name or number), a "
+                   "WAV/FLAC file played as one (looping), a Holoport recording's audio, or 'speech' (the "
+                   "synthetic person's own synthetic voice, espeak-ng); without a microphone, video only")
     _add_codec_options(p, None, "store clouds encoded with this codec (each frame stands alone) instead of RGB-D")
 
     p = sub.add_parser("play", help="replay a Holoport recording",
@@ -348,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "capacity (default 0)")
     p.add_argument("--duration", type=float, default=0.0, metavar="S", help="seconds; 0 = until Ctrl-C")
     p.add_argument("--every", type=_positive, default=5.0, metavar="S", help="seconds between status lines (default 5)")
+    p.add_argument("--fair-queue", action="store_true",
+                   help="share each direction between a participant's connections by fair queueing "
+                   "(FQ-CoDel's scheduler, as phones run), so voice on its own connection passes a "
+                   "hologram's queue; default: one FIFO queue for all (see docs/link-relay.md)")
     _add_process_options(p, "allow a non-loopback --listen or --hub: the relay passes bytes as they are "
                          "and cannot tell whether participants encrypt, so only a CURVE hub or a "
                          "trusted network is safe")
@@ -396,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     capture_rate.add_arguments(bench.add_parser("capture", help="frames per second of the capture path, by stage",
                                                 description=capture_rate.__doc__,
                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    from benchmarks import voice
+
+    voice.add_arguments(bench.add_parser("voice", help="voice: mouth to ear, A/V skew, PESQ/STOI, over 5G links",
+                                         description=voice.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
     from benchmarks import fuzz_all, fuzz_recording, fuzz_wire
 
     for name, module, text in (("fuzz", fuzz_all, "the fuzz campaign: every target, over a million inputs"),
@@ -452,7 +475,8 @@ def _main(argv: list[str] | None) -> int:
 
 def _join(args: argparse.Namespace) -> int:
     from holoport.node import JoinError
-    from holoport.participant import ParticipantOptions, node_security, run_participant
+    from holoport.participant import ParticipantOptions, run_participant
+    from holoport.security import node_security
 
     if args.dump and not args.out:
         raise ValueError("--dump needs --out to know where to write the clouds")
@@ -465,7 +489,7 @@ def _join(args: argparse.Namespace) -> int:
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, codec_options=_codec_settings(args),
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate, view=args.view, web=args.web,
-        web_host=args.web_host)
+        web_host=args.web_host, voice=not args.no_voice, mic=args.mic, speaker=args.speaker, mute=args.mute)
     if args.view:
         from render.window import DesktopWindow
 
@@ -510,42 +534,76 @@ def _join(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    """Capture at --fps and write every frame as it comes."""
+    """Capture at --fps and write every frame as it comes; with --mic, the microphone's
+    blocks between them. Frames are stamped with seconds since ``start``, when the first
+    frame was captured (monotonic; a source's first frame can take long); ``epoch`` is
+    ``start`` on the wall clock, which a live microphone stamps its blocks on (MicRecorder
+    puts them on the frames' base; a file or speech starts at ``epoch``, with the picture)."""
     import time
 
     import codec
-    from capture.recording import RecordingWriter
+    from capture.audio import AudioDeviceError, MicrophoneSource, SpeechSource, demo_voices, open_microphone
+    from capture.recording import MicRecorder, RecordingAudioSource, RecordingWriter, is_recording
     from holoport.point_sources import CODEC_FORMAT, open_points
 
     if args.frames < 1:
         raise ValueError("--frames must be at least 1")
     if args.cameras and "," in args.source and not args.codec:
         raise ValueError("several cameras fuse into clouds, not one RGB-D image: record them with --codec octree")
+    mic = None
+    if args.mic is not None:
+        try:
+            if args.mic == "speech":
+                text, voice = demo_voices(args.body + 1)[args.body]
+                mic = SpeechSource(text, loop=True, **voice)
+            elif is_recording(args.mic):
+                mic = RecordingAudioSource(args.mic, loop=True)
+            else:
+                mic = open_microphone(args.mic)
+        except AudioDeviceError as exc:
+            print(f"holoport record: no microphone, recording video only: {exc}", file=sys.stderr)
     source = open_points(args.source, args.body, realtime=False, loop=True, cameras=args.cameras,
                          crop=args.crop)
     encoder = codec.for_meeting(args.codec, **_codec_settings(args)) if args.codec else None
-    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop}
-    written = 0
+    meta = {"source": args.source, "fps": args.fps, "codec": args.codec, "made": time.time(), "crop": source.crop,
+            "audio": mic.name if mic is not None else None}
+    written, recorder, t, start = 0, None, 0.0, None
     with RecordingWriter(args.out, meta) as writer:
-        start = time.monotonic()
-        for i in range(args.frames):
-            due = start + i / args.fps
-            time.sleep(max(0.0, due - time.monotonic()))
-            frame = source.read_rgbd()
-            t = time.monotonic() - start
-            if encoder is None:
-                if frame is None:
-                    raise ValueError(f"{args.source} holds clouds, not RGB-D: record it with --codec")
-                frame.timestamp = t
-                writer.write_rgbd(frame)
-            else:
-                positions, colors = source.cut(frame) if frame is not None else source.read()
-                writer.write_cloud(t, encoder.encode(positions, colors), len(positions), CODEC_FORMAT)
-            written += 1
+        try:
+            for i in range(args.frames):
+                if start is not None:
+                    time.sleep(max(0.0, start + i / args.fps - time.monotonic()))
+                frame = source.read_rgbd()
+                if start is None:  # the clock starts with the first frame, however long a source takes to warm up
+                    start, epoch = time.monotonic(), time.time()
+                t = time.monotonic() - start
+                if mic is not None and recorder is None:
+                    recorder = MicRecorder(mic, epoch, live=isinstance(mic, MicrophoneSource)).start()
+                if encoder is None:
+                    if frame is None:
+                        raise ValueError(f"{args.source} holds clouds, not RGB-D: record it with --codec")
+                    frame.timestamp = t
+                    writer.write_rgbd(frame)
+                else:
+                    positions, colors = source.cut(frame) if frame is not None else source.read()
+                    writer.write_cloud(t, encoder.encode(positions, colors), len(positions), CODEC_FORMAT)
+                written += 1
+                if recorder is not None:
+                    recorder.write_to(writer)
+        finally:
+            if recorder is not None:  # the sound of the last frame's period too
+                recorder.stop(writer, until=t + 1 / args.fps)
+            elif mic is not None:
+                mic.close()
     source.close()
     size = Path(args.out).stat().st_size
+    sound = ""
+    if recorder is not None:
+        sound = f", {recorder.samples / 48_000:.2f} s of sound from {mic.name}"
+        if recorder.error is not None:
+            print(f"holoport record: the microphone stopped early: {recorder.error}", file=sys.stderr)
     print(f"wrote {written} frames to {args.out} ({size / 1e6:.1f} MB, "
-          f"{'RGB-D' if encoder is None else args.codec + ' clouds'})")
+          f"{'RGB-D' if encoder is None else args.codec + ' clouds'}{sound})")
     return 0
 
 
@@ -641,7 +699,7 @@ def _link(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with LinkRelay(args.listen, args.hub, uplink, downlink) as relay:
+    with LinkRelay(args.listen, args.hub, uplink, downlink, fair=args.fair_queue) as relay:
         print(f"relaying {relay.endpoint} -> {args.hub}; connect participants with "
               f"`holoport join --hub {relay.endpoint}`", flush=True)
         status = _LinkStatus(relay)
@@ -711,7 +769,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "stats":
         from holoport.hubstats import query_stats
         from holoport.node import JoinError
-        from holoport.participant import node_security
+        from holoport.security import node_security
 
         try:
             stats = query_stats(args.hub, node_security(args.key, args.hub_key), insecure=args.insecure,
@@ -736,6 +794,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from benchmarks import fuzz_all, fuzz_recording, fuzz_wire
 
             return {"fuzz": fuzz_all, "fuzz-wire": fuzz_wire, "fuzz-recording": fuzz_recording}[args.bench].run(args)
+        if args.bench == "voice":
+            from benchmarks import voice
+
+            return voice.run(args)
         return {"codec": codec_rd, "hub": hub_load, "link": link_sweep, "live": live_rate,
                 "capture": capture_rate, "render": render_fps}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -76,6 +76,7 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
                     "--body", str(i), "--fps", str(fps), "--duration", str(duration),
                     "--out", str(out_dir), "--view-size", f"{view_size[0]}x{view_size[1]}", "--quiet",
                     "--codec", codec, *(f"--codec-option={k}={v}" for k, v in (codec_options or {}).items()),
+                    "--mic", "speech", "--speaker", "file",
                 ], env=single_threaded))
             console.print(f"[bold]Holoport demo[/]: hub on {endpoint}, {participants} participants, "
                           f"{duration:g} s at {fps:g} fps, {codec} codec. Ctrl-C ends it early.")
@@ -97,8 +98,9 @@ def run_demo(participants: int = 3, duration: float = 10.0, fps: float = 15.0,
         raise RuntimeError("no participant finished; see the messages above")
     _print_tables(reports, console)
     montage = _montage(out_dir, reports)
-    console.print(f"Wrote each seat's view (seatN.png), animation (seatN.gif) and statistics "
-                  f"(seatN.json) to {out_dir}/" + (f", and all seats in {montage}" if montage else ""))
+    console.print(f"Wrote each seat's view (seatN.png), animation (seatN.gif), the room's voices as heard "
+                  f"from that seat (seatN.wav) and statistics (seatN.json) to {out_dir}/"
+                  + (f", and all seats in {montage}" if montage else ""))
     if len(reports) < participants:
         console.print(f"{participants - len(reports)} participant(s) left no report"
                       + (" (interrupted before they had joined)." if interrupted else "."))
@@ -184,8 +186,28 @@ def _print_tables(reports: list[dict], console: Console) -> None:
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             lat.add_row(q[:3], *(_fmt(r["latency"][s].get(q)) for s in STAGES))
         console.print(lat)
+        if r.get("voice"):
+            console.print(_voice_table(r["voice"], r["seconds"]))
     console.print("Latency stages, which add up to end to end frame by frame: "
                   + "; ".join(f"{LABELS[s]}: {WHAT[s]}" for s in STAGES if s != "end_to_end") + ".")
+
+
+def _voice_table(v: dict, seconds: float) -> Table:
+    where = f", in {v['audio']}" if v.get("audio") else ""
+    table = Table(title=f"voice (Opus, each voice from its seat{where})",
+                  title_justify="left", show_edge=False)
+    for col in ("packets sent", "kbit/s up", "packets heard", "lost / concealed", "jitter delay ms",
+                "A/V skew p50 / p95 ms", "in sync"):
+        table.add_column(col, justify="right")
+    peers = v.get("peers", {}).values()
+    lost = sum(p.get("lost", 0) for p in peers)
+    concealed = sum(p.get("concealed", 0) for p in peers)
+    delays = [p["delay_ms"] for p in peers if p.get("delay_ms") is not None]
+    table.add_row(str(v["sent"]), f"{v['sent_bytes'] * 8 / seconds / 1e3:.1f}" if seconds else "-",
+                  str(v["received"]), f"{lost} / {concealed}", _fmt(float(np.mean(delays)) if delays else None),
+                  f"{_fmt(v.get('av_skew_p50_ms'))} / {_fmt(v.get('av_skew_p95_ms'))}",
+                  "-" if v.get("in_sync_share") is None else f"{v['in_sync_share']:.0%}")
+    return table
 
 
 def _montage(out_dir: Path, reports: list[dict]) -> Path | None:

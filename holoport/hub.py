@@ -10,8 +10,10 @@ With ``security`` (``holoport.security.HubSecurity``) the socket is a CURVE serv
 admits only allow-listed keys. Nodes that join with a credit window are sent at most that
 many frames ahead; beyond it the hub holds one newest frame per (receiver, sender). Each
 sender's latest keyframe waits for late joiners; keyframe requests go to the sender; a
-node the hub does not know (after a restart) is told to join again. docs/design.md has
-the whole protocol.
+node the hub does not know (after a restart) is told to join again. Voice comes on a
+member's second connection (attached with the welcome's secret) and goes out at once, in
+order, to every member's voice connection: never credit-held, replaced or cached.
+docs/design.md has the whole protocol.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes.util
 import hmac
 import logging
 import resource
+import secrets
 import threading
 import time
 from collections import deque
@@ -55,6 +58,9 @@ class Drop:
     NO_FIELDS = "message without the fields its type needs"
     KEYFRAME_NOBODY = "keyframe request for nobody in the room"
     FEEDBACK_NOBODY = "feedback for nobody in the room"
+    AUDIO_SIZE = "voice packet without exactly one payload part of at most MAX_AUDIO_BYTES"
+    ATTACH_REFUSED = "a voice socket naming no member, or the wrong voice key"
+    VOICE_ONLY = "a voice socket sent what only the main socket may"
     UNEXPECTED = "a message type participants do not send"
     OTHER = "other"
 
@@ -77,6 +83,14 @@ class Member:
     last_key: dict = field(default_factory=dict)  # stream -> its latest keyframe, for whoever joins later
     key: str | None = None  # the CURVE public key it joined with (z85), on an encrypted hub
     key_asked: dict = field(default_factory=dict)  # stream -> when a keyframe was last asked of it
+    # voice travels on a second connection of the member's (its own TCP flow, so a voice
+    # packet never waits behind a hologram frame in one byte stream); it proves it belongs
+    # to this member with the secret ``vkey`` of the welcome (and, on a CURVE hub, its key)
+    vkey: str = field(default_factory=lambda: secrets.token_hex(16))
+    voice: bytes | None = None  # the voice connection's identity, once attached
+    speaking: bool = False  # its latest voice packet carried speech
+    voice_in: int = 0
+    voice_ms: LatencyLog = field(default_factory=lambda: LatencyLog(keep=2000))  # voice packets' hub residence
 
 
 @dataclass
@@ -120,6 +134,10 @@ class HubStats:
     control_dropped: int = 0  # control messages lost (a peer that never read: must stay 0 otherwise)
     control_waited: int = 0  # control messages that waited for a full queue, then went
     replies_dropped: int = 0  # time and stats answers to a peer whose queue was full (it may ask again)
+    voice_in: int = 0  # voice packets received
+    voice_forwarded: int = 0
+    voice_dropped: int = 0  # voice packets a receiver's full voice queue refused
+    voice_attached: int = 0
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     keyframe_requests: int = 0
     keyframe_coalesced: int = 0  # requests folded into one already on its way to the sender
@@ -172,6 +190,7 @@ class Hub:
         self._by_id: dict[int, Member] = {}
         self._rooms: dict[str, dict[int, Member]] = {}  # room -> its members by id (seats, names)
         self._by_key: dict[str, Member] = {}  # CURVE key -> its member: one key joins once
+        self._voice: dict[bytes, Member] = {}  # voice connection identity -> its member
         self._next_id = 1
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
@@ -305,10 +324,14 @@ class Hub:
         except wire.WireError as exc:
             return self._drop(str(exc))
         head = msg.header
+        kind = msg.type
+        if kind == MessageType.ATTACH:
+            return self._attach(identity, head, self._peer_key(frames))
+        if identity in self._voice:
+            return self._voice_message(self._voice[identity], kind, head, msg.payloads, arrived)
         member = self.members.get(identity)
         if member is not None:
             member.last_seen = time.monotonic()
-        kind = msg.type
         if kind == MessageType.JOIN:
             self._join(identity, head, self._peer_key(frames))
         elif kind == MessageType.TIME:  # NTP-style: the node works out offset and round trip
@@ -333,6 +356,8 @@ class Hub:
             if head.get("points", 0) > self.max_points:
                 return self._drop(Drop.TOO_MANY_POINTS)
             self._forward(member, head, msg.payloads)
+        elif kind == MessageType.AUDIO:  # a node without a voice connection may send on its main one
+            self._voice_message(member, kind, head, msg.payloads, arrived)
         elif kind == MessageType.LEAVE:
             self._remove(member, "left")
         elif kind == MessageType.CREDIT:
@@ -406,7 +431,7 @@ class Hub:
         members = [{"id": m.id, "name": m.name, "seat": m.seat} for m in self._room(member)]
         self._control(identity, wire.header(
             MessageType.WELCOME, room=room, id=member.id, name=member.name, seat=member.seat,
-            seats=self.seats, members=members, max_points=self.max_points))
+            seats=self.seats, members=members, max_points=self.max_points, vkey=member.vkey))
         if joining:  # a late joiner sees everyone at once: their latest keyframes
             for other in self._room(member):
                 for stream, (head, payloads) in list(other.last_key.items()):
@@ -459,6 +484,54 @@ class Hub:
             if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
                 return
             self._offer(receiver, (sender.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
+
+    # -- voice ---------------------------------------------------------------------------
+    def _attach(self, identity: bytes, head: dict, key: str | None) -> None:
+        """A member's voice connection introduces itself with the welcome's secret."""
+        member = self._by_id.get(head.get("id"))
+        vkey = head.get("vkey")
+        if (member is None or not isinstance(vkey, str) or not hmac.compare_digest(vkey.encode(), member.vkey.encode())
+                or (self.security is not None and key != member.key) or identity in self.members):
+            return self._drop(Drop.ATTACH_REFUSED)
+        if member.voice is not None and member.voice != identity:
+            self._voice.pop(member.voice, None)
+        if member.voice != identity:
+            self.stats.voice_attached += 1
+        member.voice = identity
+        self._voice[identity] = member
+        self._reply(identity, wire.header(MessageType.ATTACH, id=member.id))
+
+    def _voice_message(self, member: Member, kind: str, head: dict, payloads: list, arrived: float) -> None:
+        """Voice is forwarded at once to every member of the room that listens, in order:
+        never held for credit, never replaced by a newer packet, never cached."""
+        if kind == MessageType.HEARTBEAT:
+            return
+        if kind != MessageType.AUDIO:
+            return self._drop(Drop.VOICE_ONLY)
+        if len(payloads) != 1 or len(payloads[0]) > wire.MAX_AUDIO_BYTES:
+            return self._drop(Drop.AUDIO_SIZE)
+        if not wire.need(head, "seq", "t"):
+            return self._drop(Drop.NO_FIELDS)
+        member.last_seen = time.monotonic()
+        member.voice_in += 1
+        member.speaking = head.get("vad", True)
+        self.stats.voice_in += 1
+        out = wire.header(MessageType.AUDIO, room=member.room, src=member.id, seq=head["seq"], t=head["t"],
+                          vad=member.speaking, stream=head.get("stream", 0), hin=arrived)
+        if "off" in head:
+            out["off"] = head["off"]
+        for receiver in self._room(member):
+            if receiver.voice is None:
+                continue
+            out["hout"] = time.time()
+            if self._send(receiver.voice, wire.encode(out, payloads)):
+                self.stats.voice_forwarded += 1
+                member.voice_ms.add("voice", (out["hout"] - arrived) * 1e3)
+            else:
+                self.stats.voice_dropped += 1
+                if self._gone:  # that voice connection closed: it attaches again if it comes back
+                    self._voice.pop(receiver.voice, None)
+                    receiver.voice = None
 
     def _forget_key(self, member: Member, stream: int | None = None) -> None:
         """Forget a member's cached keyframe of one stream, or of all its streams."""
@@ -651,6 +724,9 @@ class Hub:
             self._rooms.pop(member.room, None)
         if member.key is not None and self._by_key.get(member.key) is member:
             del self._by_key[member.key]
+        if member.voice is not None:
+            self._voice.pop(member.voice, None)
+            self._pending.pop(member.voice, None)
         self._pending.pop(member.identity, None)
         held = member.inflight_bytes + sum(_size(p) for _, p in member.slots.values())
         self._account(-held)
@@ -704,7 +780,8 @@ class Hub:
         page = min(head.get("page", 0), pages - 1)
         rooms: dict[str, list] = {}
         for m in shown[page * STATS_PAGE:(page + 1) * STATS_PAGE]:
-            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict()})
+            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict(),
+                                                 **_voice_stats(m)})
         body = {**self.stats.as_dict(), "members": len(self.members),
                 "room_count": len(self._rooms), "rooms": rooms}
         self._reply(identity, wire.header(MessageType.STATS, page=page, pages=pages),
@@ -715,8 +792,14 @@ class Hub:
         rooms: dict[str, list] = {}
         for m in self.members.values():
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
-                                                 **m.traffic.as_dict()})
+                                                 **m.traffic.as_dict(), **_voice_stats(m)})
         return {**self.stats.as_dict(), "members": len(self.members), "rooms": rooms}
+
+
+def _voice_stats(m: Member) -> dict:
+    p50, p99 = m.voice_ms.percentiles("voice", (50, 99))
+    return {"voice": m.voice is not None, "speaking": m.speaking, "voice_in": m.voice_in,
+            "voice_hub_p50_ms": p50, "voice_hub_p99_ms": p99}
 
 
 def _size(payloads: list | tuple) -> int:

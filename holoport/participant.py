@@ -23,9 +23,10 @@ import codec
 from codec import Cloud
 from holoport.node import Node, RemoteFrame
 from holoport.point_sources import open_points
-from holoport.security import KeyPair, NodeSecurity, load_public
+from holoport.security import node_security
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
+from render.markers import speaker_marker
 
 MAX_DUMPS = 60
 
@@ -57,6 +58,12 @@ class ParticipantOptions:
     view: bool = False  # a desktop window with the room, orbit and zoom (render.window)
     web: int | None = None  # serve the browser / headset viewer on this port (render.browser)
     web_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN in
+    voice: bool = True  # speak and listen (holoport.voice); False: the hologram alone
+    mic: str | None = None  # DEVICE or FILE (capture.audio.open_microphone), "speech" (a synthetic
+    #                         voice per body); None: the default device
+    speaker: str | None = None  # DEVICE, a .wav path, "file" (seatN.wav in out); None: the default device
+    mute: bool = False  # listen without sending our voice
+    speech: tuple[str, dict] | None = None  # synthetic speech (text, espeak voice options) as the microphone
 
 
 class Participant:
@@ -76,7 +83,10 @@ class Participant:
         self.last_view = None
         self.most_shown = 0
         self.rate = None  # LiveRate when options.rate is adaptive
+        self.voice = None  # holoport.voice.VoiceChannel once joined, when options.voice
+        self.lip_sync = None  # holoport.voice.LipSync, with the voice
         self.frame_index = 0
+        self._shown: dict[int, int] = {}  # peer -> seq of its frame last drawn
         if options.rate not in ("fixed", "adaptive"):
             raise ValueError(f"--rate is fixed or adaptive, not {options.rate!r}")
         self.codec = codec.for_meeting(options.codec, **options.codec_options)
@@ -85,12 +95,23 @@ class Participant:
 
             ladder_codec(self.codec)  # before joining: a codec without levels of detail is an error now
         self.window = self.browser = None
+        self._start_voice()
         if options.view:  # before joining: no display is an error the user sees at once
             from render.window import DesktopWindow
 
             self.window = DesktopWindow(f"Holoport: {options.name or 'me'}", *options.view_size)
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self._stop_voice()  # also when joining failed
+
+    def _stop_voice(self) -> None:
+        if self.voice is not None and not self.voice.stopped:
+            self.voice.stop()
+
+    def _run(self) -> dict:
         opt = self.opt
         with Node(opt.hub, opt.room, opt.name, encoder=self.codec,
                   insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
@@ -120,6 +141,9 @@ class Participant:
                         if now >= next_log:  # the node's statistics in the log, every 5 s
                             node.log_stats()
                             next_log = now + 5.0
+                    if self.voice is not None:
+                        self.voice.update(node)
+                        self.voice.poll()
                     arrived = node.poll(timeout=max(0.0, next_tick - time.monotonic()))
                     if arrived:
                         self._receive(arrived)
@@ -129,6 +153,7 @@ class Participant:
                 elapsed = time.monotonic() - started
             finally:
                 self.source.close()
+                self._stop_voice()
                 self._close_viewers()
         return self._finish(elapsed)
 
@@ -141,6 +166,46 @@ class Participant:
 
             self.browser = BrowserViewer(self.opt.web_host, self.opt.web, self.room).start()
             print(f"holoport: open {self.browser.url} in a browser or headset to see the room", flush=True)
+
+    def _start_voice(self) -> None:
+        """Our microphone to the room, the room's voices to our speaker (or seatN.wav), in a
+        process of its own (holoport.voice_process), started before we join so that its
+        imports overlap ours; a participant without audio devices still joins, and is told
+        why it is silent."""
+        opt = self.opt
+        if not opt.voice:
+            return
+        from holoport.voice import LipSync
+        from holoport.voice_process import VoiceProcess, VoiceSpec
+
+        speech = opt.speech
+        if speech is None and opt.mic == "speech":  # the demo's voices: one per body, in turn
+            from capture.audio import demo_voices
+
+            text, voice = demo_voices(opt.body + 1)[opt.body]
+            speech = (text, {**voice, "start": time.time() + 4.0 + 1.5 * opt.body})
+        speaker = opt.speaker
+        if speaker == "file":
+            if not opt.out:
+                raise ValueError("--speaker file writes seatN.wav into --out: give --out")
+            Path(opt.out).mkdir(parents=True, exist_ok=True)
+            speaker = str(Path(opt.out) / "seat{seat}.wav")
+        spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=opt.mic, speech=speech, mute=opt.mute,
+                         speaker=speaker, blocks=opt.web is not None)
+        self.voice = VoiceProcess(spec).start()
+        self.voice.listeners.append(self._voice_block)
+        self.lip_sync = LipSync(self.voice)
+
+    def _voice_block(self, peer: int, mono: np.ndarray, mouth: np.ndarray, speaking: bool, t: float) -> None:
+        if self.browser is not None and peer in self.node.peers:
+            self.browser.push_audio(peer, mono, mouth, speaking, t_play=t)
+
+    def _lip_sync(self, shown: list[int], displayed: float) -> None:
+        if self.lip_sync is None:
+            return
+        for s in shown:
+            if (capture := self.remote[s].ts.get("capture")) is not None:
+                self.lip_sync.shown(s, capture, displayed)
 
     def _close_viewers(self) -> None:
         for viewer in (self.window, self.browser):
@@ -191,8 +256,10 @@ class Participant:
                                        "colors": f.colors})
 
     def _placed(self) -> list[PlacedCloud]:
-        for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing
+        for gone in set(self.remote) - set(self.node.peers):  # left the room: stop drawing (and hearing)
             del self.remote[gone]
+            if self.browser is not None:
+                self.browser.remove_peer(gone)
         return [PlacedCloud(self.remote[s].positions, self.remote[s].colors, self.room.seat_pose(self.remote[s].seat))
                 for s in sorted(self.remote)]
 
@@ -205,10 +272,17 @@ class Participant:
     def _render(self) -> None:
         clouds = self._placed()  # first: it forgets peers that left
         order = sorted(self.remote)
+        fresh = [s for s in order if self._shown.get(s) != self.remote[s].seq]
+        for s in fresh:
+            self._shown[s] = self.remote[s].seq
+        if self.voice is not None:  # a marker over whoever speaks
+            clouds += [speaker_marker(self.room, self.remote[s].seat)
+                       for s in self.voice.speaking() if s in self.remote]
         t0 = time.time()
         view = self.renderer.render(self.view_camera, self.room, clouds)
         t1 = time.time()
         self.latency.frames_rendered(order, t0, t1)  # one sample per frame, at its first image
+        self._lip_sync(fresh, t1)
         if len(order) >= self.most_shown:  # keep the latest view with everyone in it, so
             self.most_shown = len(order)  # a peer leaving first doesn't empty the final image
             self.last_view = (view, [self.remote[s] for s in order])
@@ -247,11 +321,18 @@ class Participant:
             "frames_unshown": self.latency.unshown,  # decoded, but replaced or gone before a render
             "latency_per_frame": list(self.latency.frames),  # the latest frames shown: each one's stages, ms
             "rate": self.rate.summary() if self.rate is not None else None,
+            "voice": self._voice_report(),
             "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }
         if self.opt.out:
             self._write_outputs(Path(self.opt.out), report)
         return report
+
+    def _voice_report(self) -> dict | None:
+        if self.voice is None:
+            return None
+        return {**self.voice.stats(), **self.lip_sync.summary(),
+                "audio": f"seat{self.node.seat}.wav" if self.opt.speaker == "file" else None}
 
     def _write_outputs(self, out: Path, report: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -284,15 +365,6 @@ def _dump(path: Path, records: list[dict]) -> None:
         for key, value in r.items():
             arrays[f"{i}_{key}"] = np.asarray(value)
     np.savez_compressed(path, **arrays)
-
-
-def node_security(key: str | None, hub_key: str | None) -> NodeSecurity | None:
-    """CURVE settings from the key files, or None for a plain connection."""
-    if not key and not hub_key:
-        return None
-    if not (key and hub_key):
-        raise ValueError("encryption needs both --key (our secret) and --hub-key (the hub's public key)")
-    return NodeSecurity(KeyPair.load(key), load_public(hub_key))
 
 
 def run_participant(options: ParticipantOptions) -> dict:

@@ -165,3 +165,12 @@ class NodeSecurity:
         sock.curve_secretkey = self.keys.secret
         sock.curve_publickey = self.keys.public
         sock.curve_serverkey = self.hub_public
+
+
+def node_security(key: str | None, hub_key: str | None) -> NodeSecurity | None:
+    """CURVE settings from the key files, or None for a plain connection."""
+    if not key and not hub_key:
+        return None
+    if not (key and hub_key):
+        raise ValueError("encryption needs both --key (our secret) and --hub-key (the hub's public key)")
+    return NodeSecurity(KeyPair.load(key), load_public(hub_key))

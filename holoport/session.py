@@ -94,6 +94,7 @@ class Session:
         self.seats: int | None = None
         self.peers: dict[int, Peer] = {}
         self.max_points = wire.DEFAULT_MAX_POINTS  # the hub's limit, from its welcome
+        self.vkey: str | None = None
         self.counters = NodeCounters()
         self._rejoined = 0.0
         self._awaiting_welcome: float | None = None  # when we last asked to join, until welcomed
@@ -207,6 +208,7 @@ class Session:
                       if m["id"] != self.id and m["seat"] < self.seats}
         self.name = h.get("name", self.name)
         self.max_points = h.get("max_points", wire.DEFAULT_MAX_POINTS)
+        self.vkey = h.get("vkey")  # the secret our voice connection attaches with (holoport.voice)
         self._awaiting_welcome = None
         if same:  # what travels goes on as it was, less those who left meanwhile
             for gone in before - set(self.peers):

@@ -48,7 +48,7 @@ def meeting_codecs() -> list[codec.Codec]:
     """Every registered codec as a meeting configures it, less those that cannot be made
     here (a plug-in whose library is not installed, e.g. DracoPy)."""
     made = []
-    for name in codec.available():
+    for name in codec.available("cloud"):
         try:
             made.append(codec.for_meeting(name))
         except ValueError as exc:

@@ -18,6 +18,11 @@ and, as the type needs them:
     off   float  on frames: the sender's clock offset to the hub (hub - sender), so that a
                  receiver can put every stamp on its own clock (``Node`` does)
 
+Voice travels as "audio" messages (one Opus packet each, ``codec.opus``) on a second
+connection of the node's, which introduces itself with "attach" (the member's id and the
+secret ``vkey`` of its welcome): the hub forwards each one at once to every member that
+listens, in order, never held for credit nor replaced (``holoport.voice``).
+
 Readers ignore keys they do not know, so fields can be added without a version change.
 ``decode`` validates sizes before parsing and raises :class:`WireError` for anything
 malformed, so the hub can drop a bad message, count it and keep serving.
@@ -61,9 +66,11 @@ class MessageType:
     TIME = "time"  # node -> hub: t0 (node clock); hub -> node: t0, t1 received, t2 sent (hub clock)
     FEEDBACK = "feedback"  # node -> hub: "to" id, "r" [[seq, arrived (hub clock), bytes], ...]
     #                        of frames marked "fb"; hub -> that node: "from" id, "r"
+    AUDIO = "audio"  # node -> hub -> members: one voice packet (payload frame 1), on the voice socket
+    ATTACH = "attach"  # a node's voice socket -> hub: id, vkey (from the welcome); hub -> it: id
 
     ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
-                       REJOIN, TIME, KEYFRAME, FEEDBACK})
+                       REJOIN, TIME, KEYFRAME, FEEDBACK, AUDIO, ATTACH})
 
 
 class WireError(ValueError):
@@ -189,7 +196,7 @@ _id, _seat, _name = _int(1, MAX_ID), _int(0, MAX_SEATS - 1), _str(0, 64)
 SCHEMA: dict[str, dict[str, Check]] = {
     "join": {"room": _str(1, 64), "name": _name, "credit": _int(1, MAX_CREDIT), "token": _str(0, 256)},
     "welcome": {"room": _str(1, 64), "id": _id, "name": _name, "seat": _seat, "seats": _int(2, MAX_SEATS),
-                "members": _members, "max_points": _int(1, 1 << 26)},
+                "members": _members, "max_points": _int(1, 1 << 26), "vkey": _str(16, 64)},
     "refused": {"reason": _str(0, 1000), "retry": _bool},  # retry: it may pass in a few seconds
     "joined": {"id": _id, "name": _name, "seat": _seat},
     "left": {"id": _id, "reason": _str(0, 200)},
@@ -203,7 +210,14 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "keyframe": {"of": _id, "from": _id, "stream": _int(0, MAX_STREAMS - 1)},
     "time": {"t0": _time, "t1": _time, "t2": _time},
     "feedback": {"to": _id, "from": _id, "r": _reports},
+    # voice: seq counts the packets of one voice stream (a gap is a loss; a jump of "t" with
+    # no gap is silence the sender did not send); "t" is the first sample's capture time on
+    # the sender's clock and "off" that clock's offset to the hub's, as on frames
+    "audio": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "t": _time, "off": _float(1e6),
+              "vad": _bool, "stream": _int(0, MAX_STREAMS - 1), "hin": _time, "hout": _time},
+    "attach": {"id": _id, "vkey": _str(16, 64)},
 }
+MAX_AUDIO_BYTES = 4000  # one voice packet: Opus's largest 20 ms frame (1275 bytes) three times over
 
 
 def need(head: dict, *names: str) -> bool:

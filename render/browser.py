@@ -29,10 +29,33 @@ Wire format of a frame (one binary WebSocket message, little-endian)::
 
 9 bytes a point; positions saturate at +-32.767 m. The page reads both arrays as typed
 views of the message, with no per-point decoding. Control messages are JSON text: server ->
-page ``room`` (once on connect and on ``set_room``) and ``snapshot``; page -> server
-``hello``, ``ack``, ``stats`` and ``error``. A snapshot comes back as a binary message:
-u32 request id, then the canvas PNG. Anything else a page sends is counted as malformed
-and ignored.
+page ``room`` (once on connect and on ``set_room``), ``snapshot``, ``peer_left`` and
+``voice_levels``; page -> server ``hello``, ``ack``, ``stats``, ``voice_levels`` and
+``error``. A snapshot comes back as a binary message: u32 request id, then the canvas PNG.
+Anything else a page sends is counted as malformed and ignored.
+
+Voice (``push_audio``): each 20 ms block of a peer's voice is its own binary message::
+
+    0   4s   magic b"HPA1"
+    4   u32  peer id
+    8   u32  the peer's block number (1, 2, ...; a gap is a block lost on the way)
+    12  u16  n, samples
+    14  u8   flags: bit 0 speaking
+    15  u8   reserved (0)
+    16  f32 * 3  the speaker's mouth in room coordinates, metres
+    28  f64  t_play: Unix seconds when it should be heard (NaN: as soon as smoothly possible)
+    36  f64  t_push: Unix seconds when push_audio was called (the page's transit measure)
+    44  i16 * n  PCM, 48 kHz mono
+
+Unlike frames, audio is never replaced by newer audio: a page's blocks queue in order and
+go out before any frame, whether or not the page has acknowledged its last frame. The
+queue is bounded (``audio_queue_s`` of each peer's voice per page; the oldest block beyond
+that is dropped and counted), so a stalled page costs memory for half a second of voice,
+not for the meeting. On the one TCP stream a block can still wait behind the bytes of the
+one frame already written to the socket (at most one frame is in flight per page); the
+page measures that as its audio transit time. The page plays each voice through a WebAudio
+``PannerNode`` (HRTF) at the speaker's mouth, with the listener at its camera or headset
+pose (``render/web/voice.js``).
 
 How the page draws: on a GPU (and always in VR) the typed views go to ``bufferSubData``
 into reused buffers (``gl.SHORT`` and normalised ``gl.UNSIGNED_BYTE`` attributes) and one
@@ -43,7 +66,10 @@ and composites colour and depth with one full-screen pass, so the GL-drawn room 
 occludes correctly (15-25 fps at 200k here). It draws only when a frame or a camera move
 arrives. Page options: ``?draw=points|splat``, ``?size=WxH`` (fixed canvas resolution),
 ``?yaw=&pitch=`` (degrees) ``&dist=`` (metres) for the first view, ``?seat=N`` to stand at
-seat N in VR (by default between seats 0 and 1, behind the circle).
+seat N in VR (by default between seats 0 and 1, behind the circle), ``?mic=1`` to open the
+microphone at once (as its Mic button does: echo-cancelled capture, shown on a meter, not
+yet sent anywhere). Browsers start sound only after a user gesture: until then the page
+shows "Enable sound", and voice that arrives meanwhile is dropped, not saved up.
 """
 
 from __future__ import annotations
@@ -55,6 +81,7 @@ import math
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,15 +93,20 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from capture.audio import SAMPLE_RATE
 from render.room import Room
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAGIC = b"HPF1"
 _HEADER = struct.Struct("<4sIIHHd")
 _PNG = b"\x89PNG\r\n\x1a\n"
+AUDIO_MAGIC = b"HPA1"
+_AUDIO_HEADER = struct.Struct("<4sIIHBx3fdd")
+MAX_AUDIO_SAMPLES = SAMPLE_RATE // 5  # 200 ms: ten 20 ms blocks at most in one message
 _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/index.html": ("index.html", "text/html; charset=utf-8"),
-           "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8")}
+           "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+           "/voice.js": ("voice.js", "text/javascript; charset=utf-8")}
 _STAT_KEYS = ("frames", "draws", "points", "fps", "received", "replaced", "t", "width", "height", "draw_ms")
 
 Cloud = tuple[np.ndarray, np.ndarray]
@@ -136,6 +168,104 @@ def decode_frame(data: bytes) -> tuple[int, list[Cloud]]:
     return seq, clouds
 
 
+@dataclass(frozen=True)
+class AudioMessage:
+    """One decoded voice message (what the page reads; for tests and tools)."""
+
+    peer: int
+    seq: int
+    samples: np.ndarray  # float32 mono, 48 kHz
+    position: tuple[float, float, float]
+    speaking: bool
+    t_play: float | None
+    t_push: float
+
+
+def encode_audio(peer: int, seq: int, samples: np.ndarray, position: Sequence[float], speaking: bool,
+                 t_play: float | None = None, t_push: float | None = None) -> bytes:
+    """One block of a peer's voice -> one stream message (int16 PCM; see the module docstring)."""
+    if not 0 <= peer <= 0xFFFFFFFF or not 0 < seq <= 0xFFFFFFFF:
+        raise ValueError(f"peer and block numbers are u32 (and seq > 0), got {peer} and {seq}")
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim != 1 or not 0 < x.size <= MAX_AUDIO_SAMPLES:
+        raise ValueError(f"samples must be mono, 1..{MAX_AUDIO_SAMPLES} long, got shape {x.shape}")
+    pos = np.asarray(position, dtype=np.float64).reshape(-1)
+    if pos.shape != (3,) or not np.isfinite(pos).all():
+        raise ValueError(f"position must be 3 finite numbers (metres), got {position!r}")
+    if t_play is not None and not math.isfinite(t_play):
+        raise ValueError(f"t_play must be finite or None, got {t_play}")
+    pcm = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+    pcm = np.rint(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2")
+    head = _AUDIO_HEADER.pack(AUDIO_MAGIC, peer, seq, x.size, 1 if speaking else 0, *pos.tolist(),
+                              math.nan if t_play is None else t_play, time.time() if t_push is None else t_push)
+    return head + pcm.tobytes()
+
+
+def decode_audio(data: bytes) -> AudioMessage:
+    """The inverse of ``encode_audio``; a ValueError for anything that is not one."""
+    if len(data) < _AUDIO_HEADER.size:
+        raise ValueError("audio message shorter than its header")
+    magic, peer, seq, n, flags, x, y, z, t_play, t_push = _AUDIO_HEADER.unpack_from(data, 0)
+    if magic != AUDIO_MAGIC:
+        raise ValueError("not a Holoport audio message")
+    if not 0 < n <= MAX_AUDIO_SAMPLES or len(data) != _AUDIO_HEADER.size + 2 * n:
+        raise ValueError("audio message length does not match its sample count")
+    if not all(math.isfinite(v) for v in (x, y, z, t_push)) or seq == 0 or flags & ~1:
+        raise ValueError("audio message header out of range")
+    pcm = np.frombuffer(data, dtype="<i2", count=n, offset=_AUDIO_HEADER.size)
+    return AudioMessage(peer, seq, pcm.astype(np.float32) / 32767.0, (x, y, z), bool(flags & 1),
+                        t_play if math.isfinite(t_play) else None, t_push)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A page's nested stats report, checked: small dicts and lists of finite numbers, bools
+    and short strings (a page is untrusted; its report must not grow the server's memory)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("stats must be finite numbers")
+        return value
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError("stats strings are short")
+        return value
+    if depth >= 4:
+        raise ValueError("stats nest at most 4 deep")
+    if isinstance(value, list):
+        if len(value) > 64:
+            raise ValueError("stats lists hold at most 64 items")
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        if len(value) > 64 or not all(isinstance(k, str) and len(k) <= 32 for k in value):
+            raise ValueError("stats objects hold at most 64 short keys")
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    raise ValueError(f"stats hold no {type(value).__name__}")
+
+
+def _peer_levels(peers: Any) -> dict[int, tuple[float, float]]:
+    """A page's ``voice_levels`` answer, checked: {"peer id": [left RMS, right RMS]}."""
+    if not isinstance(peers, dict) or len(peers) > 256:
+        raise ValueError("voice levels must be an object of at most 256 peers")
+    levels = {}
+    for key, value in peers.items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) <= 10):
+            raise ValueError("voice levels are keyed by peer id")
+        if not (isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            raise ValueError("a peer's voice levels are [left, right]")
+        levels[int(key)] = (float(value[0]), float(value[1]))
+    return levels
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p95 and max of recent waits, in milliseconds (zeros before any)."""
+    if not seconds:
+        return {"p50": 0.0, "p95": 0.0, "max": 0.0}
+    p50, p95, top = np.percentile(np.asarray(seconds) * 1e3, [50, 95, 100])
+    return {"p50": float(p50), "p95": float(p95), "max": float(top)}
+
+
 def room_message(room: Room | None, point_size: float) -> dict[str, Any]:
     """What the page needs to draw the room: the same numbers every participant builds it from."""
     desc = None
@@ -168,6 +298,12 @@ class _Client:
     hello: dict[str, Any] = field(default_factory=dict)
     page: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # voice: (peer, message, samples, when queued) in push order; sent before any frame, never replaced
+    audio: deque[tuple[int, bytes | str, int, float]] = field(default_factory=deque)
+    audio_queued: dict[int, int] = field(default_factory=dict)  # peer -> samples waiting
+    audio_sent: int = 0
+    audio_dropped: int = 0  # blocks dropped, oldest first, beyond audio_queue_s of a peer
+    audio_waits: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # s from queued to sent
 
 
 class BrowserViewer:
@@ -178,10 +314,13 @@ class BrowserViewer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, room: Room | None = None,
-                 point_size: float = 0.006, ack_timeout: float = 2.0) -> None:
+                 point_size: float = 0.006, ack_timeout: float = 2.0, audio_queue_s: float = 0.5) -> None:
         if point_size <= 0:
             raise ValueError(f"point_size must be positive, got {point_size}")
+        if audio_queue_s <= 0:
+            raise ValueError(f"audio_queue_s must be positive, got {audio_queue_s}")
         self.host, self.room, self.point_size, self.ack_timeout = host, room, point_size, ack_timeout
+        self.audio_queue_s = audio_queue_s
         self._port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -195,10 +334,15 @@ class BrowserViewer:
         self._snapshots: dict[int, asyncio.Future[bytes]] = {}
         self._next_snapshot = 1
         self._background: set[asyncio.Future] = set()
+        self._audio_seq: dict[int, int] = {}
+        self._levels: dict[int, asyncio.Future[dict[int, tuple[float, float]]]] = {}
         self.malformed = 0
         self.frames_published = 0
         self.frames_sent = 0
         self.connections = 0
+        self.audio_pushed = 0
+        self.audio_sent = 0
+        self.audio_dropped = 0
 
     # ---- life cycle -------------------------------------------------------------------------
     def start(self) -> BrowserViewer:
@@ -278,6 +422,46 @@ class BrowserViewer:
             loop.call_soon_threadsafe(self._set_latest, frame)
         return seq
 
+    def push_audio(self, peer: int, samples: np.ndarray, position: Sequence[float], speaking: bool,
+                   t_play: float | None = None) -> int:
+        """Queue one block of ``peer``'s voice (float32 mono 48 kHz, usually 960 samples) for
+        every page, to be heard from ``position`` (the speaker's mouth, room metres); the
+        block's number. ``t_play``: Unix time it should be heard (the page never plays it
+        earlier; None: as soon as it can play smoothly). Thread-safe; encoded here, once.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("BrowserViewer is not running")
+        with self._seq_lock:
+            seq = self._audio_seq.get(peer, 0) + 1
+            data = encode_audio(peer, seq, samples, position, speaking, t_play)
+            self._audio_seq[peer] = seq
+        n = (len(data) - _AUDIO_HEADER.size) // 2
+        with contextlib.suppress(RuntimeError):  # stopping meanwhile
+            loop.call_soon_threadsafe(self._queue_audio, peer, data, n)
+        return seq
+
+    def remove_peer(self, peer: int) -> None:
+        """``peer`` left: pages drop its queued voice, stop what is playing and its panner."""
+        with self._seq_lock:
+            self._audio_seq.pop(peer, None)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._peer_left, peer)
+
+    def voice_levels(self, client: int | None = None, timeout: float = 10.0,
+                     seconds: float = 1.0) -> dict[int, tuple[float, float]]:
+        """Left and right RMS of each peer's last ``seconds`` of voice as a page hears it.
+
+        The page renders what it received through an ``OfflineAudioContext`` with the same
+        HRTF panner at the peer's position and its current listener pose: the spatial check
+        for tests and diagnostics (a voice to the listener's left is louder on the left).
+        """
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("BrowserViewer is not running")
+        fut = asyncio.run_coroutine_threadsafe(self._voice_levels(client, timeout, seconds), self._loop)
+        return fut.result(timeout + 1.0)
+
     def set_room(self, room: Room | None) -> None:
         """Change the room (e.g. once the hub's welcome says how many seats); pages redraw it."""
         self.room = room
@@ -309,12 +493,15 @@ class BrowserViewer:
         """Per page: what it said on connect, its latest stats report, server-side counters."""
         return [{"id": c.id, "hello": dict(c.hello), "page": dict(c.page), "frames_sent": c.frames_sent,
                  "acked": c.acked, "replaced": c.replaced, "ack_timeouts": c.ack_timeouts,
-                 "errors": list(c.errors)} for c in list(self._clients.values())]
+                 "errors": list(c.errors), "audio_sent": c.audio_sent, "audio_dropped": c.audio_dropped,
+                 "audio_queued": sum(c.audio_queued.values()), "audio_wait_ms": _percentiles(c.audio_waits)}
+                for c in list(self._clients.values())]
 
     def stats(self) -> dict[str, Any]:
         return {"clients": len(self._clients), "connections": self.connections,
                 "frames_published": self.frames_published, "frames_sent": self.frames_sent,
-                "malformed": self.malformed}
+                "malformed": self.malformed, "audio_pushed": self.audio_pushed, "audio_sent": self.audio_sent,
+                "audio_dropped": self.audio_dropped}
 
     def snapshot(self, timeout: float = 10.0, client: int | None = None) -> bytes:
         """The PNG of a page's canvas as it draws the newest frame (the first page by default)."""
@@ -332,7 +519,7 @@ class BrowserViewer:
         return server
 
     async def _close(self) -> None:
-        for fut in self._snapshots.values():
+        for fut in [*self._snapshots.values(), *self._levels.values()]:
             if not fut.done():
                 fut.set_exception(ConnectionError("viewer stopped"))
         if self._server is not None:
@@ -385,11 +572,20 @@ class BrowserViewer:
             self._notify()
 
     async def _send_loop(self, client: _Client) -> None:
-        """Send the newest frame whenever the page is free for it; skip everything older."""
+        """Send all queued voice first, then the newest frame whenever the page is free for
+        it (skipping everything older)."""
         loop = asyncio.get_running_loop()
         try:
             while True:
                 client.wake.clear()
+                while client.audio:
+                    peer, message, n, queued = client.audio.popleft()
+                    if n:
+                        client.audio_queued[peer] -= n
+                    client.audio_waits.append(loop.time() - queued)
+                    await client.ws.send(message)
+                    client.audio_sent += 1
+                    self.audio_sent += 1
                 frame = self._latest
                 if frame is not None and frame.seq > client.sent_seq and client.awaiting is None:
                     if client.sent_seq:
@@ -441,7 +637,23 @@ class BrowserViewer:
             if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
                        for v in page.values()):
                 raise ValueError("stats must be numbers")
+            if "audio" in msg:
+                if not isinstance(msg["audio"], dict):
+                    raise ValueError("audio stats must be an object")
+                page["audio"] = _plain(msg["audio"])
             client.page = page
+        elif kind == "voice_levels":
+            fut = self._levels.pop(msg.get("id"), None) if isinstance(msg.get("id"), int) else None
+            if fut is None:
+                raise ValueError("voice levels nobody asked for")
+            try:
+                levels = _peer_levels(msg.get("peers"))
+            except ValueError as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                raise
+            if not fut.done():
+                fut.set_result(levels)
         elif kind == "hello":
             client.hello = {k: v for k, v in msg.items() if k != "type" and isinstance(v, str | int | float | bool)}
         elif kind == "error":
@@ -456,6 +668,30 @@ class BrowserViewer:
             self.frames_published += 1
             for c in self._clients.values():
                 c.wake.set()
+
+    def _queue_audio(self, peer: int, data: bytes, n: int) -> None:
+        self.audio_pushed += 1
+        limit = max(n, int(self.audio_queue_s * SAMPLE_RATE))
+        now = asyncio.get_running_loop().time()
+        for c in self._clients.values():
+            c.audio.append((peer, data, n, now))
+            queued = c.audio_queued[peer] = c.audio_queued.get(peer, 0) + n
+            while queued > limit:  # a stalled page: drop this peer's oldest block, never the newest
+                i = next(i for i, item in enumerate(c.audio) if item[0] == peer and item[2])
+                queued -= c.audio[i][2]
+                del c.audio[i]
+                c.audio_dropped += 1
+                self.audio_dropped += 1
+            c.audio_queued[peer] = queued
+            c.wake.set()
+
+    def _peer_left(self, peer: int) -> None:
+        text = json.dumps({"type": "peer_left", "peer": peer})
+        for c in self._clients.values():
+            if c.audio_queued.pop(peer, 0):
+                c.audio = deque(item for item in c.audio if item[0] != peer)
+            c.audio.append((peer, text, 0, asyncio.get_running_loop().time()))
+            c.wake.set()
 
     def _broadcast_room(self) -> None:
         text = json.dumps(room_message(self.room, self.point_size))
@@ -486,6 +722,26 @@ class BrowserViewer:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._snapshots.pop(request, None)
+
+    async def _voice_levels(self, client_id: int | None, timeout: float,
+                            seconds: float) -> dict[int, tuple[float, float]]:
+        if client_id is None:
+            pages = [c.id for c in self._clients.values() if c.hello.get("ua")] or list(self._clients)
+            if not pages:
+                raise ConnectionError("no page is connected")
+            client_id = min(pages)
+        client = self._clients.get(client_id)
+        if client is None:
+            raise ConnectionError(f"page {client_id} is not connected")
+        request = self._next_snapshot
+        self._next_snapshot += 1
+        fut: asyncio.Future[dict[int, tuple[float, float]]] = asyncio.get_running_loop().create_future()
+        self._levels[request] = fut
+        try:
+            await client.ws.send(json.dumps({"type": "voice_levels", "id": request, "seconds": seconds}))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._levels.pop(request, None)
 
     def _notify(self) -> None:
         with self._changed:

@@ -25,6 +25,17 @@ Why it looks the way it does:
   chunk that ends one message and starts the next delays the first by the second's share.
   Reads are therefore capped at 10 ms of the link's current capacity (at least 8 KiB, at
   most 64 KiB): 10 KB at 8 Mbit/s, 64 KiB from 52 Mbit/s up.
+- **Fair queueing, if asked** (``fair=True``). A phone puts a fair-queueing qdisc in front
+  of its radio (FQ-CoDel is the default on Apple platforms and on most Linux systems
+  through systemd's ``net.core.default_qdisc``; the RAN schedules per bearer too), so a
+  sparse flow such as voice on its own socket passes a bulk flow (a hologram) that has built
+  a queue, instead of waiting behind its 200 ms. Each connection then keeps its own pending
+  chunks (read while they and the link's queue need less than QUEUE_S to send: one
+  connection alone has the same backpressure and totals as without), and one scheduler per
+  direction hands them to the link only while the link's own queue is short (a few ms, as
+  BQL keeps a NIC's ring), choosing among connections by deficit round robin with
+  FQ-CoDel's sparse-flow rule: a connection that had nothing pending gets the next turn.
+  Without it, as before, one FIFO serves every connection.
 - **One asyncio loop in a background thread.** Every wait is a timed sleep or an event, no
   polling; all link calls happen on that thread (a lock guards the status reads from
   others), so the link sees non-decreasing times, as it requires.
@@ -36,6 +47,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -54,6 +66,13 @@ QUEUE_S = 0.200  # stop reading while the link's queue holds more than this much
 HOLD_MAX = 64 * 1024 * 1024  # ...or a direction holds this many bytes undelivered (memory's sake)
 SOCKET_RCVBUF = 64 * 1024  # the relay's sockets' kernel receive buffers (fixed: no autotuning)
 RETRY_S = 0.2  # between attempts to reach the target
+# fair queueing: the link's own queue is refilled while it holds less than this, so a sparse
+# connection's chunk waits this plus at most one chunk behind a bulk one; short enough for
+# voice, long enough that a late timer (the GIL, a busy core) does not leave the link idle
+FAIR_LINK_QUEUE_S = READ_SLICE_S / 2
+# deficit round robin's quantum, bytes a turn: FQ-CoDel's is one packet; ours are chunks,
+# read in at most this many bytes at low rates, so a turn is one such chunk
+FAIR_QUANTUM = READ_MIN
 
 
 def parse_tcp(endpoint: str) -> tuple[str, int]:
@@ -92,14 +111,22 @@ class RelayCounters:
 class _Pipe:
     """One direction of one connection: read -> link -> deliver at the arrival time."""
 
-    def __init__(self, relay: LinkRelay, link: Link, up: bool, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, relay: LinkRelay, link: Link, up: bool, src: socket.socket, dst: socket.socket,
+                 fair: _FairLink | None = None) -> None:
         self.relay, self.link, self.up = relay, link, up
         self.src, self.dst = src, dst
+        self.fair = fair  # None: chunks go to the link as they are read (one FIFO for all)
         self.queue: deque[tuple[float, bytes]] = deque()  # (monotonic delivery time, bytes)
         self.held = 0  # bytes read and not yet written
         self.eof = False
         self.delivered = asyncio.Event()  # wakes the reader paused on backpressure
         self.arrived = asyncio.Event()  # wakes the writer waiting for a chunk
+        # fair queueing only: chunks read and not yet handed to the link, and the scheduler's state
+        self.pending: deque[tuple[float, bytes]] = deque()  # (links' time when read, bytes)
+        self.pending_bytes = 0
+        self.deficit = 0  # deficit round robin's credit, bytes
+        self.listed = False  # on the scheduler's new or old list
+        self.taken = asyncio.Event()  # wakes the reader paused while its pending bytes fill its share
 
     async def run(self) -> None:
         """Returns when the source ended and everything read was delivered, or at once
@@ -110,14 +137,38 @@ class _Pipe:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            if self.fair is not None:
+                self.fair.forget(self)
+
+    def to_link(self, chunk: bytes, at: float | None = None) -> None:
+        """Send ``chunk`` over the link now (or as of the links' time ``at``); the writer
+        delivers it when the link says."""
+        relay = self.relay
+        delivery = relay.send(self.link, len(chunk), at)
+        assert delivery.arrival is not None  # reliable links always deliver
+        self.queue.append((relay.t0 + delivery.arrival, chunk))
+        if delivery.lost_packets:
+            if self.up:
+                relay.counters.lost_up += delivery.lost_packets
+            else:
+                relay.counters.lost_down += delivery.lost_packets
+        self.arrived.set()
 
     async def _take(self) -> None:
-        relay, link = self.relay, self.link
+        relay, link, fair = self.relay, self.link, self.fair
         loop = asyncio.get_running_loop()
         try:
             while True:
-                if (wait := relay.queue_wait(link)) > 0:  # the link's queue is full
-                    await asyncio.sleep(wait)
+                if fair is None:
+                    if (wait := relay.queue_wait(link)) > 0:  # the link's queue is full
+                        await asyncio.sleep(wait)
+                        continue
+                elif (ahead := relay.ahead(link, self.pending_bytes)) >= QUEUE_S:
+                    if self.pending_bytes:  # the scheduler taking some of them makes room
+                        self.taken.clear()
+                        await self.taken.wait()
+                    else:  # the link's own queue alone (an outage): wait it out, as without
+                        await asyncio.sleep(ahead - QUEUE_S)
                     continue
                 if self.held > HOLD_MAX:  # bytes waiting out a long delay: bound the memory
                     self.delivered.clear()
@@ -128,16 +179,11 @@ class _Pipe:
                 chunk = await loop.sock_recv(self.src, relay.read_size(link))
                 if not chunk:
                     return
-                delivery = relay.send(link, len(chunk))
-                assert delivery.arrival is not None  # reliable links always deliver
-                self.queue.append((relay.t0 + delivery.arrival, chunk))
                 self.held += len(chunk)
-                if delivery.lost_packets:
-                    if self.up:
-                        relay.counters.lost_up += delivery.lost_packets
-                    else:
-                        relay.counters.lost_down += delivery.lost_packets
-                self.arrived.set()
+                if fair is None:
+                    self.to_link(chunk)
+                else:
+                    fair.add(self, chunk)
         except OSError as exc:  # a reset is the end of this side's stream
             log.debug("link relay: read ended by %r", exc)
         except Exception:  # never expected; still end this side cleanly
@@ -151,7 +197,7 @@ class _Pipe:
         loop = asyncio.get_running_loop()
         while True:
             if not self.queue:
-                if self.eof:
+                if self.eof and not self.pending:
                     return
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -175,13 +221,91 @@ class _Pipe:
             self.delivered.set()
 
 
+class _FairLink:
+    """One direction's scheduler with fair queueing: FQ-CoDel's flow scheduler (RFC 8290,
+    section 4.2) over connections, with whole chunks for packets (a chunk is the unit the
+    link delivers, so splitting one would change what a lone connection sees). It keeps
+    the link's own queue under FAIR_LINK_QUEUE_S, so that the choice of what goes next is
+    made here, where a sparse connection can still pass a bulk one."""
+
+    def __init__(self, relay: LinkRelay, link: Link) -> None:
+        self.relay, self.link = relay, link
+        self.new: deque[_Pipe] = deque()  # connections that had nothing pending: served first
+        self.old: deque[_Pipe] = deque()
+        self.woken = asyncio.Event()
+        self.sent = 0.0  # the links' time of the last chunk handed to the link (never decreases)
+
+    def add(self, pipe: _Pipe, chunk: bytes) -> None:
+        pipe.pending.append((self.relay.now(), chunk))
+        pipe.pending_bytes += len(chunk)
+        if not pipe.listed:
+            pipe.listed = True
+            pipe.deficit = FAIR_QUANTUM
+            self.new.append(pipe)
+        self.woken.set()
+
+    def forget(self, pipe: _Pipe) -> None:
+        """A pipe that ended: what it had pending is lost with its connection."""
+        for flows in (self.new, self.old):
+            with contextlib.suppress(ValueError):
+                flows.remove(pipe)
+        pipe.listed = False
+        pipe.pending.clear()
+        pipe.pending_bytes = 0
+
+    def _next(self) -> _Pipe | None:
+        """The pipe whose chunk goes next: new connections first, deficit round robin."""
+        while self.new or self.old:
+            flows = self.new or self.old
+            pipe = flows[0]
+            if pipe.deficit <= 0:  # its turn is used up: credit for the next, to the back
+                pipe.deficit += FAIR_QUANTUM
+                flows.popleft()
+                self.old.append(pipe)
+            elif not pipe.pending:
+                flows.popleft()
+                # a new connection that emptied goes through the old ones once before it
+                # may count as new again, so a flow cannot stay "new" by sending in bursts
+                if flows is self.new and self.old:
+                    self.old.append(pipe)
+                else:
+                    pipe.listed = False
+            else:
+                return pipe
+        return None
+
+    async def run(self) -> None:
+        relay, link = self.relay, self.link
+        while True:
+            if not (self.new or self.old):
+                self.woken.clear()
+                await self.woken.wait()
+                continue
+            if (wait := relay.backlog(link) - FAIR_LINK_QUEUE_S) > 0:
+                await asyncio.sleep(wait)
+                continue
+            pipe = self._next()
+            if pipe is None:
+                continue
+            read, chunk = pipe.pending.popleft()
+            pipe.pending_bytes -= len(chunk)
+            pipe.deficit -= len(chunk)
+            # as of when it could have gone: a timer that fired late (a busy core, the GIL)
+            # must not leave the link idle while bytes were waiting, as the deep FIFO never does
+            self.sent = min(relay.now(), max(self.sent, read))
+            pipe.to_link(chunk, self.sent)
+            pipe.taken.set()
+
+
 class LinkRelay:
     """``with LinkRelay("tcp://127.0.0.1:0", hub, up, down) as relay:`` relays in a thread;
     connect to ``relay.endpoint``. One uplink and one downlink serve every connection, as a
-    participant's access link carries all its sockets."""
+    participant's access link carries all its sockets. ``fair``: the connections share each
+    direction by fair queueing (a sparse one, such as voice on its own socket, passes a bulk
+    one) instead of one FIFO."""
 
     def __init__(self, listen: str, target: str, uplink: Link, downlink: Link,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, fair: bool = False) -> None:
         for name, link in (("uplink", uplink), ("downlink", downlink)):
             if not link.config.reliable:
                 raise ValueError(f"the {name} is unreliable (datagram) but the relay carries a TCP "
@@ -193,6 +317,8 @@ class LinkRelay:
         self.uplink = uplink
         self.downlink = downlink
         self.connect_timeout = connect_timeout  # how long a client waits for the target to answer
+        self.fair = fair
+        self._fair_links: dict[bool, _FairLink] = {}  # up -> scheduler, while running with fair
         self.counters = RelayCounters()
         self.endpoint: str | None = None
         self.t0 = 0.0  # time.monotonic() at the links' time 0
@@ -220,8 +346,8 @@ class LinkRelay:
             raise RuntimeError(f"the link relay cannot listen on {self.listen}: "
                                f"{self._startup_error or 'it did not start'}; pick another address "
                                f"or port (port 0 picks a free one)")
-        log.info("link relay on %s -> %s (up %s, down %s)", self.endpoint, self.target,
-                 self.uplink.trace.name, self.downlink.trace.name)
+        log.info("link relay on %s -> %s (up %s, down %s%s)", self.endpoint, self.target,
+                 self.uplink.trace.name, self.downlink.trace.name, "; fair queueing" if self.fair else "")
         return self
 
     def stop(self, grace: float = 0.0) -> None:
@@ -252,9 +378,10 @@ class LinkRelay:
         """Seconds on the links' clock (0 until the relay starts)."""
         return time.monotonic() - self.t0 if self.t0 else 0.0
 
-    def send(self, link: Link, nbytes: int) -> Delivery:
+    def send(self, link: Link, nbytes: int, at: float | None = None) -> Delivery:
+        """``nbytes`` leave now, or at the links' time ``at`` (not before the last send)."""
         with self._lock:
-            return link.send(self.now(), nbytes)
+            return link.send(self.now() if at is None else at, nbytes)
 
     def capacity(self, link: Link) -> float:
         """The link's capacity now, bit/s (0 during an outage)."""
@@ -268,6 +395,24 @@ class LinkRelay:
         delay and loss cost time, not rate."""
         with self._lock:
             return link.busy_until - self.now() - QUEUE_S
+
+    def backlog(self, link: Link) -> float:
+        """Seconds the link's own queue needs to send what it holds (<= 0: idle)."""
+        with self._lock:
+            return link.busy_until - self.now()
+
+    def ahead(self, link: Link, pending: int) -> float:
+        """Fair queueing: seconds of sending ahead of a connection's next byte, counting
+        its own ``pending`` bytes at the link's capacity now and the link's queue (infinite
+        while the capacity is 0 and bytes are pending). One connection alone is thus held to
+        the QUEUE_S that the link's queue is held to without fair queueing."""
+        with self._lock:
+            now = self.now()
+            ahead = max(0.0, link.busy_until - now)
+            if pending:
+                rate = link.capacity_at(now)
+                ahead += pending * 8 / rate if rate > 0 else math.inf
+            return ahead
 
     def read_size(self, link: Link) -> int:
         return int(min(READ_MAX, max(READ_MIN, self.capacity(link) * READ_SLICE_S / 8)))
@@ -305,13 +450,16 @@ class LinkRelay:
         bound = listener.getsockname()
         self.endpoint = _tcp(bound[0], bound[1])
         self.t0 = self.t0 or time.monotonic()  # a restarted relay goes on with the links' clock
+        if self.fair:
+            self._fair_links = {True: _FairLink(self, self.uplink), False: _FairLink(self, self.downlink)}
+        schedulers = [asyncio.create_task(f.run()) for f in self._fair_links.values()]
         ready.set()
         accepting = asyncio.create_task(self._accept(listener))
         try:
             await self._stopping.wait()
         finally:
             accepting.cancel()
-            pairs = [accepting, *self._pairs]
+            pairs = [accepting, *self._pairs, *schedulers]
             for task in pairs:
                 task.cancel()
             await asyncio.gather(*pairs, return_exceptions=True)
@@ -369,8 +517,9 @@ class LinkRelay:
                 counters.target_failures += 1
                 return
             counters.open += 1
-            up = asyncio.create_task(_Pipe(self, self.uplink, True, client, target).run())
-            down = asyncio.create_task(_Pipe(self, self.downlink, False, target, client).run())
+            fair = self._fair_links
+            up = asyncio.create_task(_Pipe(self, self.uplink, True, client, target, fair.get(True)).run())
+            down = asyncio.create_task(_Pipe(self, self.downlink, False, target, client, fair.get(False)).run())
             try:  # either side ending (after its last bytes are through) ends the pair
                 await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
             finally:

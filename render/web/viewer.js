@@ -2,6 +2,7 @@
 // Plain WebGL2, no framework. Frames are drawn only when a new frame or a camera move
 // arrives; a frame that arrives while another waits replaces it; each drawn frame is
 // acknowledged so that the server sends the next one (see render/browser.py for the wire).
+// Voice messages go to voice.js (spatial audio); the seats of whoever speaks glow here.
 'use strict';
 (() => {
   const MAGIC = 0x31465048; // "HPF1" little-endian
@@ -39,6 +40,9 @@
     statusEl.textContent = 'this browser has no WebGL2';
     return;
   }
+  let speakersDirty = false;
+  const voice = window.HoloportVoice({ send, reportError, params,
+    onChange: () => { speakersDirty = true; schedule(); } });
 
   // ---- matrices (column-major, as GL wants) -------------------------------------------------
   function perspective(fovy, aspect, near, far) {
@@ -173,6 +177,39 @@
     roomCount = v.length / 6;
   }
 
+  // ---- who is speaking: a glowing ring on the floor round them and a halo over their head ----
+  const speakVao = gl.createVertexArray(), speakBuf = gl.createBuffer();
+  let speakCount = 0;
+
+  function buildSpeakers(list) {
+    const v = [], seg = 40, col = [1.0, 0.82, 0.25];
+    const ring = (cx, y, cz, r0, r1) => {
+      for (let i = 0; i < seg; i++) {
+        const a = 2 * Math.PI * i / seg, b = 2 * Math.PI * (i + 1) / seg;
+        const p = (r, t) => [cx + r * Math.cos(t), y, cz + r * Math.sin(t)];
+        for (const q of [p(r0, a), p(r1, a), p(r1, b), p(r0, a), p(r1, b), p(r0, b)]) v.push(...q, ...col);
+      }
+    };
+    for (const { position: [x, y, z] } of list) {
+      ring(x, 0.006, z, 0.38, 0.46);
+      ring(x, y + 0.30, z, 0.10, 0.14);
+    }
+    gl.bindVertexArray(speakVao);
+    gl.bindBuffer(gl.ARRAY_BUFFER, speakBuf);
+    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array(v), gl.DYNAMIC_DRAW);
+    gl.enableVertexAttribArray(0);
+    gl.vertexAttribPointer(0, 3, gl.FLOAT, false, 24, 0);
+    gl.enableVertexAttribArray(1);
+    gl.vertexAttribPointer(1, 3, gl.FLOAT, false, 24, 12);
+    gl.bindVertexArray(null);
+    speakCount = v.length / 6;
+  }
+
+  // The listener stands where the eye is, facing where it looks (row 1 and -row 2 of the view).
+  function listenFrom(eye, view) {
+    voice.setListener(eye, [-view[2], -view[6], -view[10]], [view[1], view[5], view[9]]);
+  }
+
   // ---- software renderers: splat the points in JavaScript, composite with one quad ----------
   // SwiftShader and llvmpipe pay about a microsecond of set-up per GL point, so 200k points
   // cost 150-250 ms a frame as gl.POINTS. A z-buffered splat loop over the typed arrays costs
@@ -303,12 +340,19 @@
   gl.clearColor(40 / 255, 48 / 255, 74 / 255, 1);
 
   function drawScene(view, proj, viewportHeight, withPoints) {
-    if (roomCount) {
+    if (speakersDirty) { speakersDirty = false; buildSpeakers(voice.speakers()); }
+    if (roomCount || speakCount) {
       gl.useProgram(roomProg);
       gl.uniformMatrix4fv(roomU.view, false, view);
       gl.uniformMatrix4fv(roomU.proj, false, proj);
-      gl.bindVertexArray(roomVao);
-      gl.drawArrays(gl.TRIANGLES, 0, roomCount);
+      if (roomCount) {
+        gl.bindVertexArray(roomVao);
+        gl.drawArrays(gl.TRIANGLES, 0, roomCount);
+      }
+      if (speakCount) {
+        gl.bindVertexArray(speakVao);
+        gl.drawArrays(gl.TRIANGLES, 0, speakCount);
+      }
     }
     if (withPoints && pointCount) {
       gl.useProgram(pointProg);
@@ -369,6 +413,7 @@
       cam.target[2] + cam.dist * Math.cos(cam.yaw) * cp];
     const view = lookAt(eye, cam.target, [0, 1, 0]);
     const proj = perspective(cam.fovy, canvas.width / canvas.height, 0.05, 100);
+    listenFrom(eye, view);
     if (drawMode === 'splat') {
       if (lastFrame) splatPoints(lastFrame, view, proj, canvas.width, canvas.height);
       else splat.box = [0, 0, 0, 0];
@@ -421,12 +466,19 @@
       schedule();
     } else if (msg.type === 'snapshot') {
       snapshot(msg.id);
+    } else if (!voice.onControl(msg)) {
+      reportError(`unknown control message ${String(msg.type).slice(0, 40)}`);
     }
+  }
+
+  function onBinary(buf) {
+    if (buf.byteLength >= 4 && new DataView(buf).getUint32(0, true) === voice.MAGIC) voice.onAudio(buf);
+    else onFrame(buf);
   }
 
   function hello() {
     send({ type: 'hello', gl: rendererName, draw: drawMode, ua: navigator.userAgent, xr: xrSupported,
-      vr_button: !vrButton.hidden, width: canvas.width, height: canvas.height });
+      vr_button: !vrButton.hidden, width: canvas.width, height: canvas.height, query: location.search.slice(0, 200) });
   }
 
   function connect() {
@@ -434,7 +486,7 @@
     ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => { resize(); hello(); };
-    ws.onmessage = (e) => (typeof e.data === 'string' ? onControl(e.data) : onFrame(e.data));
+    ws.onmessage = (e) => (typeof e.data === 'string' ? onControl(e.data) : onBinary(e.data));
     ws.onclose = () => { ws = null; statusEl.textContent = 'disconnected, retrying…'; setTimeout(connect, 1000); };
   }
 
@@ -445,7 +497,8 @@
     const fps = frameTimes.length > 1 ? (frameTimes.length - 1) * 1000 / Math.max(span, 1) : 0;
     send({ type: 'stats', frames: stats.frames, draws: stats.draws, points: stats.points, fps,
       received: stats.received, replaced: stats.replaced, t: now,
-      draw_ms: drawTimes.length ? drawTimes.reduce((a, b) => a + b, 0) / drawTimes.length : 0, width: canvas.width, height: canvas.height });
+      draw_ms: drawTimes.length ? drawTimes.reduce((a, b) => a + b, 0) / drawTimes.length : 0, width: canvas.width, height: canvas.height,
+      audio: voice.stats() });
     if (ws) statusEl.textContent = `${stats.points.toLocaleString()} points · ${fps.toFixed(1)} fps`;
   }, 500);
 
@@ -508,6 +561,8 @@
       const pose = frame.getViewerPose(space);
       if (!pose) return;
       const layer = session.renderState.baseLayer;
+      const m = pose.transform.matrix; // the head, in room coordinates: the ears follow it
+      voice.setListener([m[12], m[13], m[14]], [-m[8], -m[9], -m[10]], [m[4], m[5], m[6]]);
       consumePending();
       gl.bindFramebuffer(gl.FRAMEBUFFER, layer.framebuffer);
       gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
@@ -520,7 +575,7 @@
     };
     session.requestAnimationFrame(onXRFrame);
   }
-  vrButton.addEventListener('click', () => enterVR().catch((e) => reportError(`WebXR: ${e}`)));
+  vrButton.addEventListener('click', () => { voice.resume(); enterVR().catch((e) => reportError(`WebXR: ${e}`)); });
 
   if (navigator.xr && navigator.xr.isSessionSupported) {
     navigator.xr.isSessionSupported('immersive-vr').then((ok) => {
