@@ -3,8 +3,9 @@
 The recording (capture.recording.RecordingWriter, or --recording FILE): RGB-D frames of
 the synthetic person from a small (80x72) camera, so that a file plays in milliseconds;
 cloud records holding real codec streams (baseline and octree, made from --data's first
-PLY frame as in fuzz_codec); an opaque cloud with stray record markers inside. Each input
-is a damaged copy, of one kind:
+PLY frame as in fuzz_codec); an audio record (three 20 ms blocks of a tone) after each
+frame; an opaque cloud with stray record markers inside. Each input is a damaged copy, of
+one kind:
 
     flipped       1-8 bits flipped anywhere
     overwritten   1-3 runs of random or zero bytes
@@ -17,7 +18,8 @@ is a damaged copy, of one kind:
 
 and is played end to end as `holoport join --source FILE` reads it (holoport.point_sources.
 RecordingPoints, RecordingPlayer underneath): every frame read, its points decoded or back-
-projected and cut, then a seek and one more read, and the damage summary.
+projected and cut, then a seek and one more read, every audio record and the whole audio
+track (Recording.audio_records, audio_track), and the damage summary.
 
 Failures: any exception but capture.recording.RecordingError (which opening raises for no
 recording, and reading once every frame is damaged) is a crash; a file read for longer
@@ -26,16 +28,19 @@ than --max-seconds is a hang (a timer interrupts it); peak resident memory above
 are all unchanged and not cut off is intact, and a correct reader plays every intact frame.
 Reported, and failures only with --strict: lost_intact (intact frames not played, the
 file refused or not) and wrong_played (frames played with content that is not the
-frame's). A forged index is believed only where the records it names are framed as it
-says; otherwise the reader scans, so forged-index counts like every other kind.
+frame's); the same for audio records (audio_intact, audio_played, audio_lost_intact,
+audio_wrong_played). A forged index is believed only where the records it names are
+framed as it says; otherwise the reader scans, so forged-index counts like every other kind.
 
 Records (--json): per kind: target "recording", kind, inputs, refused (RecordingError on
 opening), all_damaged (RecordingError while reading), crashed, hangs, memory, intact,
-played, lost_intact, wrong_played, slowest_ms, peak_rss_mb (this process's).
+played, lost_intact, wrong_played, audio_intact, audio_played, audio_lost_intact,
+audio_wrong_played, slowest_ms, peak_rss_mb (this process's).
 
-Throughput measured here (2 cores shared with other work): about 1,500 files/s (each
-distinct payload is decoded once: decoding is deterministic, and the codec has its own
-fuzz target).
+Throughput measured here (2 cores shared with other work): about 1,500 files/s before
+the audio records, which take it about 1.7 times longer per file (same machine, same load:
+3,000 files in 6.5 s against 3.9 s), so about 900 files/s (each distinct payload is decoded
+once: decoding is deterministic, and the codec has its own fuzz target).
 
 Run: python -m benchmarks.fuzz_recording --inputs 100000 [--data DIR] [--json PATH] [--markdown PATH]
 """
@@ -62,7 +67,19 @@ import numpy as np
 from benchmarks.common import add_output_arguments, emit, peak_rss_mb, reset_peak_rss, script_main
 from benchmarks.fuzz_codec import seed_streams
 from capture import Intrinsics, SyntheticCamera
-from capture.recording import INDEX, MAGIC, RECORD, RGBD, TRAILER, RecordingError, RecordingWriter
+from capture.audio import BLOCK, SAMPLE_RATE
+from capture.recording import (
+    AUDIO,
+    INDEX,
+    MAGIC,
+    RECORD,
+    RGBD,
+    TRAILER,
+    Recording,
+    RecordingAudioSource,
+    RecordingError,
+    RecordingWriter,
+)
 
 KINDS = ("flipped", "overwritten", "truncated", "length", "index", "forged-index", "mixed")
 SIMPLE = KINDS[:5]  # what "mixed" combines
@@ -73,7 +90,8 @@ CODEC_FORMAT = "holoport-codec"
 
 @dataclass(frozen=True)
 class Record:
-    """One record of the clean file: where it is, its kind, its frame number (-1: the index)."""
+    """One record of the clean file: where it is, its kind, its frame (or audio record)
+    number (-1: the index)."""
 
     at: int
     end: int
@@ -82,15 +100,18 @@ class Record:
 
 
 def make_recording(path: Path, data: Path | None, points: int, frames: int = 12) -> None:
-    """RGB-D and codec cloud frames in turn, then an opaque cloud with stray record markers."""
+    """RGB-D and codec cloud frames in turn, each followed by 60 ms of sound, then an opaque
+    cloud with stray record markers."""
     camera = SyntheticCamera(intrinsics=SMALL_CAMERA)
     streams = seed_streams(data, points)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(frames * 3 * BLOCK) / SAMPLE_RATE)).astype(np.float32)
     with RecordingWriter(path, {"crop": "person", "who": "fuzz"}) as writer:
         for i in range(frames):
             if i % 2 == 0:
                 writer.write_rgbd(camera.read(t=i / 15))
             else:
                 writer.write_cloud(i / 15, streams[(i // 2) % len(streams)], points, CODEC_FORMAT)
+            writer.write_audio(tone[i * 3 * BLOCK:(i + 1) * 3 * BLOCK], i * 3 * BLOCK / SAMPLE_RATE)
         stray = RECORD + struct.pack("<BIQ", 2, 40, 10_000) + b'{"format": "x"}'
         writer.write_cloud(frames / 15, b"opaque" * 50 + stray + bytes(100) + stray[:9], 1, "bytes")
 
@@ -104,7 +125,7 @@ def layout(data: bytes) -> list[Record]:
         _, kind, hn, pn = REC.unpack_from(data, at)
         end = at + REC.size + hn + pn + 4
         head = json.loads(data[at + REC.size:at + REC.size + hn])
-        out.append(Record(at, end, kind, int(head.get("index", -1))))
+        out.append(Record(at, end, kind, int(head.get("audio" if kind == AUDIO else "index", -1))))
         at = end
     if not out or out[-1].kind != INDEX or data[at:at + len(TRAILER)] != TRAILER:
         raise ValueError("not a complete, undamaged Holoport recording")
@@ -121,7 +142,8 @@ class Damager:
 
     def __init__(self, data: bytes, records: list[Record], rng: np.random.Generator) -> None:
         self.data, self.records, self.rng = data, records, rng
-        self.frames = [r for r in records if r.kind != INDEX]
+        self.frames = [r for r in records if r.kind not in (INDEX, AUDIO)]
+        self.audio = [r for r in records if r.kind == AUDIO]
         self.table_record = records[-1]
 
     def pick(self, items):
@@ -214,21 +236,45 @@ class Played:
     refused: bool = False
     all_damaged: bool = False
     frames: dict[int, str] = field(default_factory=dict)  # frame number -> digest of its payload
+    audio: dict[int, str] = field(default_factory=dict)  # audio record number -> digest of its PCM
 
 
 def play(path: Path, rng: np.random.Generator, reads: int, seen: set[str]) -> Played:
     """The file as `holoport join --source` reads it: each frame's points, then a seek and a
     read; RecordingError is the module's documented refusal. A payload already in ``seen``
     is not decoded again: decoding is deterministic, it costs most of the time, and the
-    codec has its own fuzz target."""
+    codec has its own fuzz target. Then its sound, also where no frame plays: every audio
+    record, the whole track, and (one file in ten) a few blocks as a player's microphone."""
     from holoport.point_sources import RecordingPoints
 
     played = Played()
     try:
         source = RecordingPoints(path, realtime=False, loop=False)
     except RecordingError:
-        played.refused = True
-        return played
+        played.refused, source = True, None
+    try:
+        if source is not None:
+            _play_frames(source, played, rng, reads, seen)
+        with contextlib.suppress(RecordingError):
+            recording = source.player.recording if source is not None else Recording(path)
+            try:
+                for sound in recording.audio_records():
+                    played.audio[sound.number] = digest((sound.samples * 32768).astype("<i2").tobytes())
+                recording.audio_track()
+                recording.damage_summary()
+            finally:
+                recording.close()
+        if played.audio and rng.random() < 0.1:
+            with contextlib.closing(RecordingAudioSource(path, realtime=False, loop=True)) as mic:
+                for _ in range(8):
+                    mic.read()
+    finally:
+        if source is not None:
+            source.close()
+    return played
+
+
+def _play_frames(source, played: Played, rng: np.random.Generator, reads: int, seen: set[str]) -> None:
     try:
         player = source.player
         for _ in range(reads):
@@ -241,12 +287,8 @@ def play(path: Path, rng: np.random.Generator, reads: int, seen: set[str]) -> Pl
                 seen.add(key)
         player.seek(int(rng.integers(len(player.recording))))
         player.read()
-        player.recording.damage_summary()
     except RecordingError:
         played.all_damaged = True
-    finally:
-        source.close()
-    return played
 
 
 @dataclass
@@ -261,6 +303,10 @@ class Tally:
     played: int = 0
     lost_intact: int = 0
     wrong_played: int = 0
+    audio_intact: int = 0
+    audio_played: int = 0
+    audio_lost_intact: int = 0
+    audio_wrong_played: int = 0
     slowest: float = 0.0
 
 
@@ -279,8 +325,8 @@ def fuzz(args: argparse.Namespace, progress: bool = True) -> tuple[dict[str, Tal
             make_recording(clean, args.data, args.points)
         data = clean.read_bytes()
         records = layout(data)
-        truth = {r.number: digest(data[r.end - 4 - _payload_length(data, r):r.end - 4]) for r in records
-                 if r.kind != INDEX}
+        truth = {(r.kind == AUDIO, r.number): digest(data[r.end - 4 - _payload_length(data, r):r.end - 4])
+                 for r in records if r.kind != INDEX}
         damager = Damager(data, records, rng)
         bad = Path(tmp) / "damaged.hprec"
         reads, seen = 4 * len(records), set()
@@ -294,7 +340,8 @@ def fuzz(args: argparse.Namespace, progress: bool = True) -> tuple[dict[str, Tal
                 kind = KINDS[i % len(KINDS)]
                 damaged, changed = damager.damage(kind)
                 bad.write_bytes(damaged)
-                intact = {r.number for r in damager.frames if not changed[r.at:r.end].any()}
+                intact = {(r.kind == AUDIO, r.number) for r in damager.frames + damager.audio
+                          if not changed[r.at:r.end].any()}
                 _one(tallies[kind], kind, bad, intact, truth, rng, reads, seen, args, failures)
                 if i % 256 == 0 and peak_rss_mb() > args.max_rss_mb and not tallies[kind].memory:
                     tallies[kind].memory += 1
@@ -307,11 +354,15 @@ def fuzz(args: argparse.Namespace, progress: bool = True) -> tuple[dict[str, Tal
     return tallies, failures, peak
 
 
-def _one(t: Tally, kind: str, path: Path, intact: set[int], truth: dict[int, str], rng: np.random.Generator,
-         reads: int, seen: set[str], args: argparse.Namespace, failures: Counter) -> None:
-    """Play one damaged file and tally what happened against the ground truth."""
+def _one(t: Tally, kind: str, path: Path, intact: set[tuple[bool, int]], truth: dict[tuple[bool, int], str],
+         rng: np.random.Generator, reads: int, seen: set[str], args: argparse.Namespace, failures: Counter) -> None:
+    """Play one damaged file and tally what happened against the ground truth (keys: (audio?,
+    number))."""
     t.inputs += 1
+    sound = {n for a, n in intact if a}
+    intact = {n for a, n in intact if not a}
     t.intact += len(intact)
+    t.audio_intact += len(sound)
     t0 = time.perf_counter()
     signal.setitimer(signal.ITIMER_REAL, args.max_seconds)
     try:
@@ -331,7 +382,10 @@ def _one(t: Tally, kind: str, path: Path, intact: set[int], truth: dict[int, str
     t.all_damaged += played.all_damaged
     t.played += len(played.frames.keys() & intact)
     t.lost_intact += len(intact - played.frames.keys())  # refused or not, every intact frame should play
-    t.wrong_played += sum(truth.get(n) != d for n, d in played.frames.items())
+    t.wrong_played += sum(truth.get((False, n)) != d for n, d in played.frames.items())
+    t.audio_played += len(played.audio.keys() & sound)
+    t.audio_lost_intact += len(sound - played.audio.keys())
+    t.audio_wrong_played += sum(truth.get((True, n)) != d for n, d in played.audio.items())
 
 
 def _payload_length(data: bytes, r: Record) -> int:
@@ -364,13 +418,16 @@ def _timer():
 
 
 COLUMNS = ["target", "kind", "inputs", "refused", "all_damaged", "crashed", "hangs", "memory", "intact", "played",
-           "lost_intact", "wrong_played", "slowest_ms", "peak_rss_mb"]
+           "lost_intact", "wrong_played", "audio_intact", "audio_played", "audio_lost_intact", "audio_wrong_played",
+           "slowest_ms", "peak_rss_mb"]
 
 
 def records(tallies: dict[str, Tally], failures: Counter, peak: float) -> list[dict]:
     rows = [{"target": "recording", "kind": k, "inputs": t.inputs, "refused": t.refused, "all_damaged": t.all_damaged,
              "crashed": t.crashed, "hangs": t.hangs, "memory": t.memory, "intact": t.intact, "played": t.played,
-             "lost_intact": t.lost_intact, "wrong_played": t.wrong_played, "slowest_ms": t.slowest * 1e3,
+             "lost_intact": t.lost_intact, "wrong_played": t.wrong_played, "audio_intact": t.audio_intact,
+             "audio_played": t.audio_played, "audio_lost_intact": t.audio_lost_intact,
+             "audio_wrong_played": t.audio_wrong_played, "slowest_ms": t.slowest * 1e3,
              "peak_rss_mb": peak} for k, t in tallies.items()]
     total = {c: sum(r[c] for r in rows) for c in COLUMNS[2:-2]}
     total.update(target="recording", kind="all", slowest_ms=max(r["slowest_ms"] for r in rows), peak_rss_mb=peak,
@@ -379,8 +436,10 @@ def records(tallies: dict[str, Tally], failures: Counter, peak: float) -> list[d
 
 
 def failed(rows: list[dict], strict: bool) -> int:
-    """Crashes, hangs and memory; with ``strict`` also intact frames lost and wrong frames."""
-    keys = ("crashed", "hangs", "memory", *(("lost_intact", "wrong_played") if strict else ()))
+    """Crashes, hangs and memory; with ``strict`` also intact frames or audio records lost and
+    wrong ones played."""
+    keys = ("crashed", "hangs", "memory", *(("lost_intact", "wrong_played", "audio_lost_intact",
+                                              "audio_wrong_played") if strict else ()))
     return sum(r[k] for r in rows if r["kind"] == "all" for k in keys)
 
 
@@ -405,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAILED {failure}")
     n = failed(rows, args.strict)
     print(f"{n} failure(s); intact frames lost {rows[-1]['lost_intact']}, wrong frames played "
-          f"{rows[-1]['wrong_played']}")
+          f"{rows[-1]['wrong_played']}; intact audio records lost {rows[-1]['audio_lost_intact']}, wrong ones "
+          f"played {rows[-1]['audio_wrong_played']}")
     return 1 if n else 0
 
 

@@ -18,19 +18,29 @@ so a damaged length never allocates more than the record it really is.
     trailer b"HPIX"  u64 offset of the index record
 
 Kinds: RGBD (payload: zstd of the depth image then the colour image; head: index,
-timestamp, intrinsics, depth scale, camera pose) and CLOUD (payload: opaque bytes, for
+timestamp, intrinsics, depth scale, camera pose), CLOUD (payload: opaque bytes, for
 example a codec stream, which this package does not interpret; head: index, timestamp,
-points, format). Every length is checked against the file before anything is allocated.
-The marker, kind and lengths are outside the CRC: a record only checks out when its head
-is JSON with its kind's key and the CRC-32 matches.
+points, format) and AUDIO (payload: 16-bit little-endian PCM, mono, 48 kHz, one or more
+20 ms blocks of the microphone; head: audio (its number), t, samples, rate). An AUDIO
+record's ``t`` is its first sample's time on the frames' own time base (the one their
+timestamps use), so a player lines the two up by their stamps alone; audio is not a frame:
+``len``, ``entry`` and the players count frames only, and ``audio_records`` /
+``audio_track`` read the sound. The index lists frames then audio records (head: frames,
+audio; a file without audio has no ``audio`` key, as before audio existed). Every length
+is checked against the file before anything is allocated. The marker, kind and lengths
+are outside the CRC: a record only checks out when its head is JSON with its kind's key
+and the CRC-32 matches.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import logging
+import math
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -41,17 +51,19 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from capture.audio import BLOCK, SAMPLE_RATE, AudioSource
 from capture.types import Intrinsics, RGBDFrame
 
 MAGIC = b"HPREC\x00\x01\n"
 RECORD = b"HPFR"
 TRAILER = b"HPIX"
-RGBD, CLOUD, INDEX = 1, 2, 255
+RGBD, CLOUD, AUDIO, INDEX = 1, 2, 3, 255
 _REC = struct.Struct("<4sBIQ")  # magic, kind, head length, payload length
 MAX_HEAD = 1 << 20
 MAX_PAYLOAD = 1 << 30
 MAX_IMAGE_SIDE = 8192  # pixels: an RGBD record's images are no larger than this
-KINDS = {RGBD: "intrinsics", CLOUD: "format", INDEX: "frames"}  # the head key each kind's records carry
+KINDS = {RGBD: "intrinsics", CLOUD: "format", AUDIO: "rate", INDEX: "frames"}  # the head key each kind carries
+MAX_AUDIO_SAMPLES = 10 * SAMPLE_RATE  # per AUDIO record (10 s): longer sound is written as several
 _TABLE = np.dtype([("offset", "<u8"), ("t", "<f8")])
 _CHUNK = 1 << 20  # bytes read at a time when checking a record or searching for one
 _CANDIDATE_COST = 1024  # what a marker that is no record costs the scan's budget, at least (in bytes read)
@@ -67,18 +79,20 @@ class RecordingError(ValueError):
 @dataclass(frozen=True)
 class Damage:
     """A stretch of a recording that holds no intact record: bytes [start, end), the frames
-    lost there as the writer numbered them (empty when that is unknown: past the last intact
-    frame of a file without an intact index), and what it was."""
+    and audio records lost there as the writer numbered them (empty when that is unknown:
+    past the last intact one of a file without an intact index), and what it was."""
 
     start: int
     end: int
     frames: tuple[int, ...]
     what: str
+    audio: tuple[int, ...] = ()
 
     def __str__(self) -> str:
-        s = "s" * (len(self.frames) > 1)
-        lost = f"frame{s} {_numbers(self.frames)} lost" if self.frames else "no frame known lost"
-        return f"bytes {self.start:,}-{self.end:,} damaged ({self.what}): {lost}"
+        s, a = "s" * (len(self.frames) > 1), "s" * (len(self.audio) > 1)
+        lost = [f"frame{s} {_numbers(self.frames)} lost"] if self.frames else []
+        lost += [f"audio record{a} {_numbers(self.audio)} lost"] if self.audio else []
+        return f"bytes {self.start:,}-{self.end:,} damaged ({self.what}): {', '.join(lost) or 'no frame known lost'}"
 
 
 def _numbers(frames: list[int] | tuple[int, ...]) -> str:
@@ -138,8 +152,26 @@ class Entry:
             raise RecordingError(f"frame {self.index}: its images do not decode ({exc})") from exc
 
 
+@dataclass(frozen=True)
+class AudioRecord:
+    """One AUDIO record: mono float32 samples at ``rate`` (48 kHz), the first at time ``t``
+    on the recording's frame time base; ``number`` as the writer numbered it."""
+
+    number: int
+    t: float
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def end(self) -> float:
+        """The time just after its last sample."""
+        return self.t + len(self.samples) / self.rate
+
+
 class RecordingWriter:
-    """Appends frames to a new recording; every frame is on disk once ``write_*`` returns."""
+    """Appends frames and audio to a new recording; every record is on disk once ``write_*``
+    returns. One thread writes (a microphone read on another thread hands its blocks over,
+    as ``MicRecorder`` does)."""
 
     def __init__(self, path: str | Path, meta: dict | None = None) -> None:
         self.path = Path(path)
@@ -148,6 +180,7 @@ class RecordingWriter:
         self._file.write(MAGIC + struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body)))
         self._file.flush()
         self._index: list[tuple[int, float]] = []
+        self._audio: list[tuple[int, float]] = []
         self._zstd = zstandard.ZstdCompressor(level=3)
 
     def write_rgbd(self, frame: RGBDFrame) -> None:
@@ -169,7 +202,25 @@ class RecordingWriter:
         head = {"index": len(self._index), "timestamp": float(timestamp), "points": int(points), "format": fmt}
         self._record(CLOUD, head, bytes(payload), float(timestamp))
 
-    def _record(self, kind: int, head: dict, payload: bytes, timestamp: float | None) -> int:
+    def write_audio(self, samples: np.ndarray, t: float) -> None:
+        """Mono 48 kHz samples in [-1, 1] (clipped; stored as 16-bit PCM, what a microphone
+        gives) whose first was captured at ``t`` on the frames' time base: the clock the
+        timestamps of ``write_rgbd``/``write_cloud`` are on, which is what keeps the two in
+        sync on playback. Usually whole 20 ms blocks; past ``MAX_AUDIO_SAMPLES`` several records."""
+        samples = np.asarray(samples, np.float32)
+        if samples.ndim != 1 or samples.size == 0:
+            raise ValueError(f"audio is mono samples of shape (n,), n > 0, not {samples.shape}")
+        if not np.isfinite(t):
+            raise ValueError(f"audio time must be finite, got {t}")
+        for at in range(0, samples.size, MAX_AUDIO_SAMPLES):
+            part = samples[at:at + MAX_AUDIO_SAMPLES]
+            pcm = (np.clip(np.nan_to_num(part), -1.0, 1.0) * 32767.0).round().astype("<i2")
+            start = float(t) + at / SAMPLE_RATE
+            head = {"audio": len(self._audio), "t": start, "samples": int(part.size), "rate": SAMPLE_RATE}
+            self._audio.append((self._record(AUDIO, head, pcm.tobytes()), start))
+
+    def _record(self, kind: int, head: dict, payload: bytes, timestamp: float | None = None) -> int:
+        """Append one record; a frame's (with its ``timestamp``) also goes into the index."""
         h = json.dumps(head).encode()
         offset = self._file.tell()
         self._file.write(_REC.pack(RECORD, kind, len(h), len(payload)) + h)
@@ -183,8 +234,9 @@ class RecordingWriter:
     def close(self) -> None:
         if self._file.closed:
             return
-        table = np.array(self._index, dtype=[("offset", "<u8"), ("t", "<f8")]).tobytes()
-        at = self._record(INDEX, {"frames": len(self._index)}, table, None)
+        table = np.array(self._index + self._audio, dtype=_TABLE).tobytes()
+        head = {"frames": len(self._index)} | ({"audio": len(self._audio)} if self._audio else {})
+        at = self._record(INDEX, head, table)
         self._file.write(TRAILER + struct.pack("<Q", at))
         self._file.close()
 
@@ -195,10 +247,14 @@ class RecordingWriter:
         self.close()
 
 
+_Located = tuple[list[int], list[int], list[int], list[float]]  # offsets, ends, numbers, times of one kind
+
+
 class Recording:
-    """Reads a recording: ``len``, ``entry(i)`` (seek), iteration, the header's meta, and
-    ``damaged``: every stretch found damaged, when opening without an intact index or as a
-    listed frame turns out damaged (each also logged as a warning, once)."""
+    """Reads a recording: ``len``, ``entry(i)`` (seek), iteration, the header's meta, its
+    sound (``audio_records``, ``audio_track``), and ``damaged``: every stretch found damaged,
+    when opening without an intact index or as a listed frame or audio record turns out
+    damaged (each also logged as a warning, once)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -207,13 +263,17 @@ class Recording:
         self.damaged: list[Damage] = []
         self.indexed = False
         self._bad: set[int] = set()  # frames (positions) found damaged after opening
+        self._bad_audio: set[int] = set()  # audio records (positions) found damaged after opening
         # bytes read checking markers that were no record: bounded, so that a file planted with
         # markers claiming long records cannot make a scan quadratic
         self._wasted, self._budget, self._gave_up = 0, 4 * self.size + (256 << 20), False
         try:
             self.meta, self._start = self._read_header()
-            self._offsets, self._ends, self._numbers, self.timestamps = self._load_index() or self._scan()
-            if self._start is None and not self._offsets:
+            frames, audio = self._load_index() or self._scan()
+            self._offsets, self._ends, self._numbers, self.timestamps = frames
+            # audio records: where, their numbers, and the time of each one's first sample
+            self._audio_offsets, self._audio_ends, self._audio_numbers, self.audio_times = audio
+            if self._start is None and not self._offsets and not self._audio_offsets:
                 raise RecordingError(f"{self.path} is cut off or damaged in its header, and no frame after it "
                                      "is intact")
         except BaseException:
@@ -250,9 +310,10 @@ class Recording:
             return True
         return self._resync(0, stop=2 * MAX_HEAD) is not None
 
-    def _load_index(self) -> tuple[list[int], list[int], list[int], list[float]] | None:
-        """The frames the index lists (offsets, ends, numbers, times) when the trailer and the
-        index check out; None otherwise, and the records are scanned."""
+    def _load_index(self) -> tuple[_Located, _Located] | None:
+        """The frames and audio records the index lists (offsets, ends, numbers, times of
+        each) when the trailer and the index check out; None otherwise, and the records are
+        scanned."""
         first = self._first()
         if self.size < first + _TRAILER_SIZE:
             return None
@@ -262,48 +323,56 @@ class Recording:
             return None
         (at,) = struct.unpack("<Q", tail[len(TRAILER):])
         found = self._check(at) if first <= at < self.size else None
-        table = self._table(found) if found is not None and found.end == self.size - _TRAILER_SIZE else None
-        if table is None or np.any(table["offset"] >= at):
+        tables = self._table(found) if found is not None and found.end == self.size - _TRAILER_SIZE else None
+        if tables is None or any(np.any(t["offset"] >= at) for t in tables):
             log.warning("%s: its index is damaged: scanning the records", self.path)
             return None
-        offsets = [int(o) for o in table["offset"]]
-        ends = [*offsets[1:], at]
-        if offsets and (offsets[0] < max(first, len(MAGIC) + 4) or any(b <= a for a, b in pairwise(offsets))):
+        frames, audio = ([int(o) for o in t["offset"]] for t in tables)
+        every = sorted(frames + audio)  # records of both kinds, in file order: each ends where the next starts
+        if every and (every[0] < max(first, len(MAGIC) + 4) or any(b <= a for a, b in pairwise(every))
+                      or any(b <= a for a, b in pairwise(frames)) or any(b <= a for a, b in pairwise(audio))):
             log.warning("%s: its index is inconsistent: scanning the records", self.path)
             return None
-        framed = sum(self._framed(o, e) for o, e in zip(offsets, ends, strict=True))
-        if framed < len(offsets):  # damaged frames, or an index that lies: the scan decides
+        end_of = dict(pairwise([*every, at]))
+        framed = (sum(self._framed(o, end_of[o], AUDIO) for o in audio)
+                  + sum(self._framed(o, end_of[o]) for o in frames))
+        if framed < len(every):  # damaged records, or an index that lies: the scan decides
             scanned = self._scan()
-            if len(scanned[0]) > framed:
+            if len(scanned[0][0]) + len(scanned[1][0]) > framed:
                 log.warning("%s: its index does not match its records: using the %d records found by scanning",
-                            self.path, len(scanned[0]))
+                            self.path, len(scanned[0][0]) + len(scanned[1][0]))
                 return scanned
         self.indexed = True
         if self._start is None:
-            self._report(Damage(0, offsets[0] if offsets else at, (), "the header"))
-        return offsets, ends, list(range(len(offsets))), [float(t) for t in table["t"]]
+            self._report(Damage(0, every[0] if every else at, (), "the header"))
+        return tuple((offsets, [end_of[o] for o in offsets], list(range(len(offsets))), [float(x) for x in t["t"]])
+                     for offsets, t in ((frames, tables[0]), (audio, tables[1])))
 
-    def _framed(self, at: int, end: int) -> bool:
-        """Whether a record's framing (marker, kind, lengths) fills ``at``..``end`` exactly: an
-        index whose checksum holds but whose offsets do not is not trusted (its CRC-32 only
-        says that it was written so)."""
+    def _framed(self, at: int, end: int, kind: int | None = None) -> bool:
+        """Whether a record's framing (marker, kind, lengths) fills ``at``..``end`` exactly, and
+        it is of ``kind`` (None: a frame): an index whose checksum holds but whose offsets do
+        not is not trusted (its CRC-32 only says that it was written so)."""
         self._file.seek(at)
         raw = self._file.read(_REC.size)
         if len(raw) < _REC.size:
             return False
-        magic, kind, hn, pn = _REC.unpack(raw)
-        return magic == RECORD and kind in KINDS and at + _REC.size + hn + pn + 4 == end
+        magic, k, hn, pn = _REC.unpack(raw)
+        right = k == kind if kind is not None else k in KINDS and k not in (AUDIO, INDEX)
+        return magic == RECORD and right and at + _REC.size + hn + pn + 4 == end
 
-    def _table(self, found: _Found | None) -> np.ndarray | None:
-        """An index record's (offset, time) per frame, when its size agrees with its head."""
+    def _table(self, found: _Found | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """An index record's (offset, time) per frame and per audio record, when its size
+        agrees with its head."""
         if found is None or found.kind != INDEX:
             return None
         n = found.end - 4 - found.payload_at
-        frames = found.head.get("frames")
-        if not isinstance(frames, int) or n != frames * _TABLE.itemsize:
+        frames, audio = found.head.get("frames"), found.head.get("audio", 0)
+        if not (isinstance(frames, int) and isinstance(audio, int) and frames >= 0 and audio >= 0
+                and n == (frames + audio) * _TABLE.itemsize):
             return None
         self._file.seek(found.payload_at)
-        return np.frombuffer(self._file.read(n), _TABLE)
+        table = np.frombuffer(self._file.read(n), _TABLE)
+        return table[:frames], table[frames:]
 
     def _check(self, at: int) -> _Found | None:
         """The record at ``at`` when its marker, kind, lengths, head and CRC-32 check out. The
@@ -360,7 +429,7 @@ class Recording:
             base += len(chunk) - len(RECORD) + 1  # a marker across the boundary is in the next chunk
         return None
 
-    def _scan(self) -> tuple[list[int], list[int], list[int], list[float]]:
+    def _scan(self) -> tuple[_Located, _Located]:
         """Every record that checks out, in file order: after one that does not, the scan
         resyncs on the next that does and reports the stretch between."""
         records: list[_Found] = []
@@ -377,38 +446,20 @@ class Recording:
                     break
             records.append(found)
             at = found.end
-        frames = [r for r in records if r.kind != INDEX]
+        frames = [r for r in records if r.kind not in (INDEX, AUDIO)]
+        audio = [r for r in records if r.kind == AUDIO]
         tables = [t for r in records if (t := self._table(r)) is not None]
-        numbers = self._report_gaps(gaps, frames, tables[-1] if tables else None)
-        return [r.offset for r in frames], [r.end for r in frames], numbers, [_stamp(r.head) for r in frames]
-
-    def _report_gaps(self, gaps: list[tuple[int, int]], frames: list[_Found], table: np.ndarray | None) -> list[int]:
-        """Report each damaged stretch with the frames lost there: those the intact index
-        record (if the scan found one) places there, else those numbered between the intact
-        frames either side. Returns the intact frames' numbers."""
-        starts = [r.offset for r in frames]
-        if table is not None:
-            number = {int(o): n for n, o in enumerate(table["offset"])}
-            numbers = [number.get(r.offset, _index(r.head, -1)) for r in frames]
-            intact = set(starts)
-            lost = sorted((o, n) for o, n in number.items() if o not in intact)
-        else:
-            numbers = [_index(r.head, -1) for r in frames]
-        for start, end in gaps:
-            k = bisect.bisect_left(starts, end)  # the first intact frame after the stretch
-            if table is not None:
-                here = tuple(n for o, n in lost[bisect.bisect_left(lost, (start, -1)):] if o < end)
-            else:
-                before = numbers[k - 1] if k else -1
-                after = numbers[k] if k < len(frames) else None
-                # a number claiming more frames than could fit in the stretch is not believed
-                fits = after is not None and 0 <= after - before - 1 <= (end - start) // (_REC.size + 4)
-                here = tuple(range(before + 1, after)) if fits else ()
+        table = tables[-1] if tables else (None, None)
+        numbers, lost = _lost_in(gaps, frames, table[0], "index")
+        audio_numbers, audio_lost = _lost_in(gaps, audio, table[1], "audio")
+        starts = [r.offset for r in records if r.kind != INDEX]
+        for (start, end), here, sound in zip(gaps, lost, audio_lost, strict=True):
             what = ("the header" if start == 0 and self._start is None
-                    else "the end of the file: cut off or damaged" if k == len(frames)
+                    else "the end of the file: cut off or damaged" if bisect.bisect_left(starts, end) == len(starts)
                     else "records that do not check out")
-            self._report(Damage(start, end, here, what))
-        return numbers
+            self._report(Damage(start, end, here, what, sound))
+        return ((([r.offset for r in frames], [r.end for r in frames], numbers, [_stamp(r.head) for r in frames])),
+                ([r.offset for r in audio], [r.end for r in audio], audio_numbers, [_time(r.head) for r in audio]))
 
     def _bytes(self, at: int, n: int) -> bytes:
         self._file.seek(at)
@@ -430,11 +481,20 @@ class Recording:
         """The numbers of the frames known damaged so far."""
         return sorted({f for d in self.damaged for f in d.frames})
 
+    @property
+    def lost_audio(self) -> list[int]:
+        """The numbers of the audio records known damaged so far."""
+        return sorted({n for d in self.damaged for n in d.audio})
+
     def damage_summary(self) -> str:
         """What was found damaged, in one line for people; '' when nothing was."""
-        lost, other = self.lost, sum(not d.frames for d in self.damaged)
+        lost, other = self.lost, sum(not d.frames and not d.audio for d in self.damaged)
         s = "s" * (len(lost) != 1)
         parts = [f"{len(lost)} damaged frame{s} skipped (frame{s} {_numbers(lost)})"] if lost else []
+        if sound := self.lost_audio:
+            a = "s" * (len(sound) != 1)
+            parts.append(f"{len(sound)} damaged audio record{a} skipped (record{a} {_numbers(sound)}), "
+                         f"silent in the audio track")
         if other:
             parts.append(f"{other} damaged stretch{'es' * (other != 1)} with no frame known lost")
         return "; ".join(parts)
@@ -477,6 +537,89 @@ class Recording:
                 continue
             yield entry
 
+    # -- sound --------------------------------------------------------------------------
+
+    @property
+    def audio_count(self) -> int:
+        """How many audio records the recording lists (damaged ones included)."""
+        return len(self._audio_offsets)
+
+    def report_audio(self, j: int, why: str) -> None:
+        """Mark audio record ``j`` damaged: reported once; ``audio_record(j)`` raises from now on."""
+        if j not in self._bad_audio:
+            self._bad_audio.add(j)
+            self._report(Damage(self._audio_offsets[j], self._audio_ends[j], (), why, (self._audio_numbers[j],)))
+
+    def audio_record(self, j: int) -> AudioRecord:
+        """Audio record ``j``; RecordingError (reported once) when it is damaged: its record
+        does not check out, or its head does not describe its payload (48 kHz only, at most
+        ``MAX_AUDIO_SAMPLES``, two bytes a sample, a finite time). Its size is checked before
+        anything is read."""
+        if not 0 <= j < self.audio_count:
+            raise IndexError(f"audio record {j} of {self.audio_count}")
+        offset, end = self._audio_offsets[j], self._audio_ends[j]
+        rec = None
+        if j not in self._bad_audio and end - offset <= _REC.size + MAX_HEAD + 2 * MAX_AUDIO_SAMPLES + 4:
+            rec = self._read_record(offset, end)
+        why = "its record does not check out"
+        if rec is not None:
+            kind, head, payload = rec
+            n, rate, t = head.get("samples"), head.get("rate"), _time(head)
+            if kind != AUDIO:
+                why = "it is no audio record"
+            elif rate != SAMPLE_RATE or isinstance(rate, bool):
+                why = f"audio at {rate!r} Hz: recordings hold {SAMPLE_RATE} Hz only"
+            elif not isinstance(n, int) or not 0 < n <= MAX_AUDIO_SAMPLES or len(payload) != 2 * n:
+                why = f"{len(payload)} bytes of audio, not the {n!r} samples its head says"
+            elif not math.isfinite(t):
+                why = "its time is missing"
+            else:
+                samples = np.frombuffer(payload, "<i2").astype(np.float32) / 32768.0
+                return AudioRecord(self._audio_numbers[j], t, samples, SAMPLE_RATE)
+        self.report_audio(j, why)
+        raise RecordingError(f"{self.path}: audio record {self._audio_numbers[j]} is damaged ({why})")
+
+    def audio_records(self) -> Iterator[AudioRecord]:
+        """Every intact audio record, in file order: a damaged one is reported and skipped."""
+        for j in range(self.audio_count):
+            try:
+                yield self.audio_record(j)
+            except RecordingError:
+                continue
+
+    def audio_track(self) -> tuple[np.ndarray, float] | None:
+        """All the sound as one mono float32 48 kHz track and the time of its first sample
+        (on the frames' time base); None when the recording holds no intact audio.
+
+        Records are placed by their times: a gap (a damaged record, a pause of the
+        microphone) is silence, and a record within half a block of where the last one ended
+        follows it seamlessly (stamps jitter; samples do not). Silence is only filled as far
+        as the file could have held sound (two bytes a sample): a time beyond that is
+        reported as damage, so a small file cannot claim a huge track."""
+        records = []
+        for j in range(self.audio_count):
+            with contextlib.suppress(RecordingError):
+                records.append((j, self.audio_record(j)))
+        if not records:
+            return None
+        records.sort(key=lambda jr: jr[1].t)
+        t0, limit = records[0][1].t, self.size // 2 + SAMPLE_RATE
+        placed, end = [], 0
+        for j, r in records:
+            offset = (r.t - t0) * SAMPLE_RATE
+            if not offset + len(r.samples) <= limit:
+                self.report_audio(j, f"its time ({r.t:.3f} s) lies beyond what the file could hold")
+                continue
+            at = round(offset)
+            if abs(at - end) <= BLOCK // 2:
+                at = end
+            placed.append((at, r.samples))
+            end = max(end, at + len(r.samples))
+        track = np.zeros(end, np.float32)
+        for at, samples in placed:
+            track[at:at + len(samples)] = samples
+        return track, t0
+
     def close(self) -> None:
         self._file.close()
 
@@ -496,15 +639,60 @@ def _json(raw: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _index(head: dict, default: int) -> int:
-    """The frame number the writer put in a head."""
-    n = head.get("index")
+def _index(head: dict, default: int, key: str = "index") -> int:
+    """The number the writer put in a head (a frame's ``index``, an audio record's ``audio``)."""
+    n = head.get(key)
     return n if isinstance(n, int) else default
 
 
+def _lost_in(gaps: list[tuple[int, int]], records: list[_Found], table: np.ndarray | None,
+             key: str) -> tuple[list[int], list[tuple[int, ...]]]:
+    """The intact records' numbers (frames', or audio records'), and per damaged stretch the
+    numbers lost there: those the intact index table (if the scan found one) places there,
+    else those numbered between the intact records either side (each number once, at the
+    first stretch between them: frames and audio interleave, so several stretches can lie
+    between two intact records of one kind)."""
+    starts = [r.offset for r in records]
+    if table is not None:
+        number = {int(o): n for n, o in enumerate(table["offset"])}
+        numbers = [number.get(r.offset, _index(r.head, -1, key)) for r in records]
+        intact = set(starts)
+        lost = sorted((o, n) for o, n in number.items() if o not in intact)
+    else:
+        numbers = [_index(r.head, -1, key) for r in records]
+    out, told = [], set()
+    for start, end in gaps:
+        k = bisect.bisect_left(starts, end)  # the first intact record after the stretch
+        if table is not None:
+            here = tuple(n for o, n in lost[bisect.bisect_left(lost, (start, -1)):] if o < end)
+        else:
+            before = numbers[k - 1] if k else -1
+            after = numbers[k] if k < len(records) else None
+            # a number claiming more records than could fit in the stretch is not believed
+            fits = after is not None and 0 <= after - before - 1 <= (end - start) // (_REC.size + 4)
+            here = tuple(n for n in range(before + 1, after) if n not in told) if fits else ()
+            told.update(here)
+        out.append(here)
+    return numbers, out
+
+
+def _number(value: object, default: float) -> float:
+    """A JSON number as a float (``default`` for anything else, an integer too large included)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return default
+    try:
+        return float(value)
+    except OverflowError:
+        return default
+
+
 def _stamp(head: dict) -> float:
-    t = head.get("timestamp", 0.0)
-    return float(t) if isinstance(t, int | float) else 0.0
+    return _number(head.get("timestamp", 0.0), 0.0)
+
+
+def _time(head: dict) -> float:
+    """An audio record's first-sample time (NaN when it has none: such a record is damaged)."""
+    return _number(head.get("t"), math.nan)
 
 
 class RecordingPlayer:
@@ -520,8 +708,7 @@ class RecordingPlayer:
         self.realtime = realtime
         self.loop = loop
         self._skipped: set[int] = set()
-        t = self.recording.timestamps  # a frame period past the last one, before looping
-        self._span = max(t[-1] - t[0], 0.0) + (float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
+        self._span = play_span(self.recording.timestamps)
         self.seek(start)
 
     @property
@@ -540,6 +727,13 @@ class RecordingPlayer:
         self.position = index
         self._t0 = self.recording.timestamps[index]
         self._clock0 = time.monotonic()
+        self.wall0 = time.time()  # when frame ``index`` was due: what the audio lines up with
+
+    def audio(self) -> RecordingAudioSource:
+        """The recording's sound in step with this player (from the frame it was last sought
+        to, looping as it does): give its blocks to a speaker as they come and each sample
+        plays when the frame stamped with its time is shown. RecordingError without audio."""
+        return RecordingAudioSource(self.recording.path, self.realtime, self.loop, start=self.wall0, at=self._t0)
 
     def read(self) -> Entry | None:
         """The entry due now (realtime) or the next one; None at the end unless looping. A
@@ -583,3 +777,160 @@ class RecordingPlayer:
 
     def close(self) -> None:
         self.recording.close()
+
+
+def is_recording(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts as a Holoport recording does."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def play_span(timestamps: list[float]) -> float:
+    """How long a recording plays before it loops: a frame period past its last frame (the
+    median period). RecordingPlayer and RecordingAudioSource share it, so sound and frames
+    loop together."""
+    if not timestamps:
+        return 0.0
+    t = timestamps
+    return max(t[-1] - t[0], 0.0) + (float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
+
+
+class RecordingAudioSource(AudioSource):
+    """A recording's audio track as a microphone (``capture.audio.AudioSource``).
+
+    How it lines up with the frames: ``RecordingPlayer`` shows the frame stamped ``T`` at
+    wall time ``wall0 + (T - t0)``, where ``t0`` is the stamp of the frame it starts from
+    (the first, unless sought) and ``wall0`` the moment it started. This source's sample 0
+    is recording time ``at`` (default: the first frame's stamp, the player's ``t0``), so
+    block ``k`` holds the sound of recording time ``at + k * 20 ms`` and is stamped
+    (``AudioBlock.t``) ``start + k * 20 ms``, ``start`` being the wall time of the first
+    read unless given. With the same origin (``RecordingPlayer.audio()`` passes the
+    player's ``wall0`` and ``t0``) a sample and the frame stamped at its time play at the
+    same wall time: both were stamped on one clock when recorded. Sound before ``at`` is
+    skipped, and silence is played until the audio begins; ``loop`` repeats every
+    ``play_span`` of the frames, as the player does (the audio's own length without frames).
+    """
+
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, start: float | None = None,
+                 at: float | None = None) -> None:
+        super().__init__(realtime, start)
+        with Recording(path) as recording:
+            track = recording.audio_track()
+            times = list(recording.timestamps)
+            self.damage = recording.damage_summary()
+            limit = recording.size // 2 + SAMPLE_RATE
+        if track is None:
+            raise RecordingError(f"{path} holds no audio (record with holoport record --mic)")
+        self.track, first = track
+        self.name = f"recording:{Path(path).name}"
+        self.origin = times[0] if times else first  # the recording time of the period's sample 0
+        self.lead = round((first - self.origin) * SAMPLE_RATE) if math.isfinite(first - self.origin) else None
+        if self.lead is None or abs(self.lead) > limit:  # stamps a file this size cannot span
+            raise RecordingError(f"{path}: its audio starts {first - self.origin:.3g} s from its first frame")
+        self.loop = loop
+        span = play_span(times)  # 0 for one frame, or none: the sound's own length then
+        self.period = round(span * SAMPLE_RATE) if 0 < span < math.inf else max(1, self.lead + len(self.track))
+        at = self.origin if at is None else float(at)
+        self._pos = max(0, round((at - self.origin) * SAMPLE_RATE)) if math.isfinite(at - self.origin) else 0
+
+    def _next_samples(self, n: int) -> np.ndarray:
+        """Silence where the track has no sound, wrapping at the period when looping; no
+        allocation beyond ``n`` samples, whatever the stamps say."""
+        if self.loop:
+            self._pos %= self.period
+            n = min(n, self.period - self._pos)
+        elif self._pos >= self.lead + len(self.track):
+            return np.zeros(0, np.float32)
+        out = np.zeros(n, np.float32)
+        lo, hi = max(self._pos, self.lead), min(self._pos + n, self.lead + len(self.track))
+        if lo < hi:
+            out[lo - self._pos:hi - self._pos] = self.track[lo - self.lead:hi - self.lead]
+        self._pos += n
+        return out
+
+
+class MicRecorder:
+    """A microphone (any ``AudioSource``) recorded beside frames: read on a thread of its
+    own, which it paces as a microphone does, and written by the thread that writes the
+    frames (``write_to`` between frames; the writer is not shared). ``epoch`` is the
+    wall-clock time of the frames' time 0 (their first frame's capture).
+
+    A ``live`` device stamps its blocks with when the sound was really captured (its ADC
+    clock on ``time.time()``): ``t - epoch`` puts them on the frames' base, and what it heard
+    before ``epoch`` is dropped. A source played as a microphone (a file, speech, another
+    recording) has no capture time of its own: its sample 0 is placed at ``epoch``, so sound
+    and picture start together however late its thread got going on a busy machine.
+    Stretches that follow one another go into one record; a jump (a dropped block) starts
+    a new one."""
+
+    QUEUE_BLOCKS = 500  # 10 s held for a writer that falls behind; older blocks are dropped
+
+    def __init__(self, source: AudioSource, epoch: float, live: bool = False) -> None:
+        self.source, self.epoch, self.live = source, epoch, live
+        self.error: Exception | None = None  # what ended the microphone early
+        self.dropped = 0  # blocks dropped because the writer fell behind
+        self.samples = 0  # samples written
+        self.end = -math.inf  # the frames'-base time just after the last sample read
+        self._pieces: list[tuple[float, np.ndarray]] = []  # (frames'-base time, samples) not yet written
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mic-recorder", daemon=True)
+
+    def start(self) -> MicRecorder:
+        self._thread.start()
+        return self
+
+    def _place(self, block) -> tuple[float, np.ndarray] | None:
+        """A block on the frames' time base; None when it was all heard before ``epoch``."""
+        if not self.live:
+            return block.index / SAMPLE_RATE, block.samples
+        t = block.t - self.epoch
+        skip = round(-t * SAMPLE_RATE) if t < 0 else 0
+        if skip >= len(block.samples):
+            return None
+        return t + skip / SAMPLE_RATE, block.samples[skip:]
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and (block := self.source.read()) is not None:
+                if (piece := self._place(block)) is None:
+                    continue
+                with self._lock:
+                    self._pieces.append(piece)
+                    if len(self._pieces) > self.QUEUE_BLOCKS:
+                        del self._pieces[0]
+                        self.dropped += 1
+                    self.end = piece[0] + len(piece[1]) / SAMPLE_RATE
+        except Exception as exc:  # a device unplugged, a file that stops decoding: video goes on
+            self.error = exc
+
+    def write_to(self, writer: RecordingWriter) -> int:
+        """Write the sound read so far; returns how many samples."""
+        with self._lock:
+            pieces, self._pieces = self._pieces, []
+        written, run, have = 0, [], 0
+        for piece in [*pieces, None]:
+            if run and (piece is None or abs(piece[0] - run[0][0] - have / SAMPLE_RATE) > BLOCK / 2 / SAMPLE_RATE):
+                writer.write_audio(np.concatenate([samples for _, samples in run]), run[0][0])
+                written += have
+                run, have = [], 0
+            if piece is not None:
+                run.append(piece)
+                have += len(piece[1])
+        self.samples += written
+        return written
+
+    def stop(self, writer: RecordingWriter, until: float | None = None, timeout: float = 1.0) -> None:
+        """Once the sound reaches ``until`` (frames' time: the end of the last frame period),
+        or after ``timeout`` s, stop reading and write what is left."""
+        deadline = time.monotonic() + timeout
+        while (until is not None and self.end < until and self._thread.is_alive()
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+        self._stop.set()
+        self._thread.join(timeout)
+        self.write_to(writer)
+        self.source.close()

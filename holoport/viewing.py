@@ -16,6 +16,16 @@ or ``--orbit`` (a camera circling the table ``--turns`` times; in ``view`` the c
 by itself until the user drags). Without either: the first empty seat for recordings, our
 own seat in a live meeting.
 
+Sound: ``render`` of recordings made with ``holoport record --mic`` puts the people's voices
+in the MP4 (stereo AAC) and in ``render.wav`` beside it. Each voice comes from where its
+person sits relative to the camera, re-aimed every 20 ms block as the camera moves
+(``render.spatial``), and plays at video time ``t`` what its recording held ``t`` seconds
+after its first frame, looping with the frames: the same mapping as the pictures, so lips
+and voice stay together. ``view`` plays them on the speakers (``--speaker``, ``--mute``),
+aimed from the window's camera as the user moves it, each block after its last sample is
+due (20 ms, plus the device's buffer: well inside lip sync's 125 ms for late sound). The
+person at the camera's own seat is neither drawn nor heard.
+
 Exit codes: 0 done, 1 bad input (the message says which), 2 no display (``view``),
 3 no hub or refused by it (as ``holoport join``).
 """
@@ -23,7 +33,9 @@ Exit codes: 0 done, 1 bad input (the message says which), 2 no display (``view``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import signal
 import sys
@@ -37,7 +49,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from capture.recording import RecordingError
+from capture.audio import BLOCK, SAMPLE_RATE
+from capture.recording import RecordingAudioSource, RecordingError
 from render import Camera, PlacedCloud, Renderer, Room
 from render.video import PNG_PATTERN, VideoOutput, orbit_path, seat_path
 from render.window import DesktopWindow, NoDisplayError, no_display
@@ -46,9 +59,12 @@ if TYPE_CHECKING:
     from holoport.node import Node, RemoteFrame
     from holoport.point_sources import RecordingPoints
 
+log = logging.getLogger(__name__)
+
 DEFAULT_HUB = "tcp://127.0.0.1:5555"
 LIVE_SECONDS = 10.0  # a live render's length when neither --seconds nor --frames is given
 ORBIT_PERIOD = 20.0  # seconds per turn of `view --orbit`'s automatic camera
+WAV_NAME = "render.wav"
 
 
 # -- where the people come from ----------------------------------------------------------
@@ -70,6 +86,7 @@ class RecordedScene:
         for p in paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"--recording {p}: no such file (make one with `holoport record`)")
+        self.paths = list(paths)
         seats = seats if seats is not None else max(3, len(paths) + 1)
         if not len(paths) <= seats <= 16:
             raise ValueError(f"--seats {seats}: {len(paths)} recordings need {len(paths)}..16 seats")
@@ -105,9 +122,107 @@ class RecordedScene:
             out.append(Person(self.names[i], i, *cached[1]))
         return out
 
+    def voices(self, hide_seat: int | None = None, realtime: bool = False,
+               start: float = 0.0) -> dict[int, RecordingAudioSource]:
+        """Per seat, the sound of the recordings that have some (``holoport record --mic``),
+        looping like the pictures: block ``k`` is what the recording held ``k * 20 ms`` after
+        its first frame, i.e. at scene time ``k * 20 ms``, stamped ``start + k * 20 ms``
+        (``realtime``: returned once due, for speakers; else as fast as read, for files)."""
+        out = {}
+        for seat, (path, source) in enumerate(zip(self.paths, self.sources, strict=True)):
+            if seat != hide_seat and source.player.recording.audio_count:
+                try:
+                    out[seat] = RecordingAudioSource(path, realtime=realtime, loop=True, start=start)
+                except RecordingError as exc:  # every audio record damaged: the picture still plays
+                    log.warning("%s: no sound: %s", path, exc)
+        return out
+
     def close(self) -> None:
         for source in self.sources:
             source.close()
+
+
+def voice_position(room: Room, seat: int) -> np.ndarray:
+    """Where the voice of the person at ``seat`` comes from: above their place, at mouth
+    height (``render.spatial.MOUTH_HEIGHT``, as the live room places voices)."""
+    from render.spatial import MOUTH_HEIGHT
+
+    return room.seat_position(seat) + np.array([0.0, MOUTH_HEIGHT, 0.0])
+
+
+def spatial_audio(voices: dict[int, RecordingAudioSource], room: Room, cameras: list[Camera], fps: float,
+                  frames: int) -> np.ndarray:
+    """The voices mixed to stereo for ``frames`` video frames (float32 (n, 2), n = frames /
+    fps at 48 kHz): each 20 ms block of each voice is panned and attenuated from its seat as
+    seen by the camera of the frame that block plays under (its middle), one Spatializer per
+    voice so that its state carries from block to block."""
+    total = round(frames / fps * SAMPLE_RATE)
+    mixer = _VoiceMixer(voices, room)
+    blocks = []
+    for b in range(-(-total // BLOCK)):
+        block = mixer.next(cameras[min(frames - 1, int((b + 0.5) * BLOCK / SAMPLE_RATE * fps))])
+        blocks.append(block if block is not None else np.zeros((BLOCK, 2), np.float32))
+    return np.concatenate(blocks)[:total] if blocks else np.zeros((0, 2), np.float32)
+
+
+class _VoiceMixer:
+    """The next 20 ms of every voice, each spatialised from its seat for a camera, mixed."""
+
+    def __init__(self, voices: dict[int, RecordingAudioSource], room: Room) -> None:
+        from render.spatial import Spatializer
+
+        self.voices, self.room = voices, room
+        self.spatializers = {seat: Spatializer(sample_rate=SAMPLE_RATE) for seat in voices}
+
+    def next(self, camera: Camera) -> np.ndarray | None:
+        """Stereo (BLOCK, 2); None once every voice has ended."""
+        from render.spatial import azimuth, camera_pose, mix
+
+        pos, forward, up = camera_pose(camera)
+        parts = []
+        for seat, voice in self.voices.items():
+            block = voice.read()
+            if block is not None:
+                angle, distance = azimuth(pos, forward, up, voice_position(self.room, seat))
+                parts.append(self.spatializers[seat].process(block.samples, angle, distance))
+        return mix(parts) if parts else None
+
+
+class VoicePlayer:
+    """Recordings' voices to a sink (speakers) while a window shows them: a thread that mixes
+    each block from the camera the window has when the block is due, so a voice turns as
+    the user drags the view. Realtime voices pace it; ``run`` is the loop itself."""
+
+    def __init__(self, voices: dict[int, RecordingAudioSource], room: Room, camera: Callable[[], Camera],
+                 sink) -> None:
+        self.mixer, self.camera, self.sink = _VoiceMixer(voices, room), camera, sink
+        self.blocks = 0  # blocks played
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._guarded, name="voices", daemon=True)
+
+    def run(self, blocks: int | None = None) -> None:
+        while not self._stop.is_set() and (blocks is None or self.blocks < blocks):
+            stereo = self.mixer.next(self.camera())
+            if stereo is None:
+                return
+            self.sink.write(stereo)
+            self.blocks += 1
+
+    def _guarded(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:  # a speaker unplugged: the pictures go on, silent
+            self.error = exc
+            log.warning("the voices stopped: %s", exc)
+
+    def start(self) -> VoicePlayer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
 
 
 _NOBODY = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
@@ -233,6 +348,11 @@ def add_view_arguments(p: argparse.ArgumentParser) -> None:
     _add_inputs(p, "viewer")
     p.add_argument("--fps", type=_positive, default=30.0, help="most frames drawn per second (default 30)")
     p.add_argument("--seconds", type=float, default=0.0, help="close after this long; 0 = when the window closes")
+    sound = p.add_mutually_exclusive_group()
+    sound.add_argument("--speaker", metavar="DEVICE", default=None,
+                       help="with --recording: play the people's voices (recorded with --mic) on this output "
+                       "device (name or number; default: the system's); without one, pictures only")
+    sound.add_argument("--mute", action="store_true", help="with --recording: pictures only")
 
 
 # -- shared machinery --------------------------------------------------------------------
@@ -250,7 +370,7 @@ class _Inputs:
             self.default_seat = len(args.recording) if len(args.recording) < self.scene.seats else None
         else:
             from holoport.node import Node
-            from holoport.participant import node_security
+            from holoport.security import node_security
 
             if args.seats is not None:
                 raise ValueError("--seats goes with --recording: a live room's seats come from its hub")
@@ -329,7 +449,13 @@ def _frame_count(args: argparse.Namespace, default_seconds: float) -> int:
 def _render(args: argparse.Namespace) -> int:
     out = VideoOutput(args.out, args.fps, png=args.png, mp4=args.mp4)  # checks what to write first
     inputs = _Inputs(args)
+    voices: dict[int, RecordingAudioSource] = {}
+    sound = None
     try:
+        if not inputs.live:
+            voices = inputs.scene.voices(inputs.seat)
+            if voices:
+                out = VideoOutput(args.out, args.fps, png=args.png, mp4=args.mp4, audio_rate=SAMPLE_RATE)
         default = LIVE_SECONDS if inputs.live else inputs.scene.duration
         frames = _frame_count(args, default)
         room = inputs.room
@@ -359,8 +485,13 @@ def _render(args: argparse.Namespace) -> int:
                 for _ in range(repeats):
                     out.write(image)
                     shown.append(seats)
+            if voices and out.frames:
+                sound = spatial_audio(voices, room, cameras, args.fps, out.frames)
+                out.write_audio(sound)
         elapsed = time.monotonic() - started
     finally:
+        for voice in voices.values():
+            voice.close()
         inputs.close()
     summary = {
         "frames": out.frames, "fps": args.fps, "width": args.width, "height": args.height,
@@ -370,13 +501,21 @@ def _render(args: argparse.Namespace) -> int:
         "seats_shown": shown,
         "png": PNG_PATTERN if args.png and out.frames else None,
         "mp4": out.mp4_path.name if args.mp4 and out.frames else None,
+        "audio": {"wav": WAV_NAME, "voices": sorted(voices), "seconds": len(sound) / SAMPLE_RATE,
+                  "in_mp4": bool(args.mp4)} if sound is not None else None,
         "seconds": elapsed, "frames_per_second": out.frames / elapsed if elapsed > 0 else None,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if sound is not None:
+        from render.audio_out import write_wav
+
+        write_wav(Path(args.out, WAV_NAME), sound)
     Path(args.out, "render.json").write_text(json.dumps(summary))
     if not args.quiet:
         what = ", ".join(w for w in (f"{PNG_PATTERN.format(0)}..." if args.png else "",
-                                     out.mp4_path.name if args.mp4 else "") if w)
+                                     out.mp4_path.name if args.mp4 else "",
+                                     f"{WAV_NAME} ({len(voices)} voice{'s' * (len(voices) != 1)})"
+                                     if sound is not None else "") if w)
         print(f"wrote {out.frames} frames, {args.width}x{args.height} at {args.fps:g} fps, {inputs.describe()}, "
               f"to {args.out} ({what}) in {elapsed:.1f} s ({summary['frames_per_second'] or 0:.1f} frames/s)")
     return 0
@@ -432,7 +571,8 @@ def _view(args: argparse.Namespace) -> int:
         window = open_window(title, start_camera, args.width, args.height)
         period = 1.0 / args.fps
         started = last = time.monotonic()
-        with _stoppable() as stop, window:
+        wall = time.time()  # ``started`` on the wall clock the voices are stamped on: their scene time 0
+        with _stoppable() as stop, window, _speakers(args, inputs, window, wall) or contextlib.nullcontext():
             while not (window.closed or stop.is_set()):
                 now = time.monotonic()
                 if args.seconds and now - started >= args.seconds:
@@ -454,6 +594,38 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _playing(player: VoicePlayer, sink) -> Iterator[VoicePlayer]:
+    try:
+        yield player.start()
+    finally:
+        player.stop()
+        sink.close()
+        for voice in player.mixer.voices.values():
+            voice.close()
+
+
+def _speakers(args: argparse.Namespace, inputs: _Inputs, window: DesktopWindow, start: float):
+    """The recordings' voices playing on the speaker (a context manager), or None: no voices,
+    ``--mute``, or no speaker (said once, and the pictures go on)."""
+    from capture.audio import AudioDeviceError
+    from render.audio_out import open_speaker
+
+    if args.mute or inputs.live:
+        return None
+    voices = inputs.scene.voices(inputs.seat, realtime=True, start=start)
+    if not voices:
+        return None
+    try:
+        sink = open_speaker(args.speaker)
+    except AudioDeviceError as exc:
+        print(f"holoport view: no speaker, showing without sound: {exc}", file=sys.stderr)
+        for voice in voices.values():
+            voice.close()
+        return None
+    return _playing(VoicePlayer(voices, inputs.room, window.camera, sink), sink)
+
+
 # -- a runner, for use before `holoport` has these commands --------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,8 +636,6 @@ def main(argv: list[str] | None = None) -> int:
                                         description=RENDER_DESCRIPTION))
     add_view_arguments(sub.add_parser("view", help="a meeting in a desktop window", description=VIEW_DESCRIPTION))
     args = parser.parse_args(argv)
-    import logging
-
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     return run_render(args) if args.command == "render" else run_view(args)
