@@ -9,7 +9,9 @@ of its run, so that a run beside other work can be told apart.
 Records: run, codec, name, frames_sent, frames_received, fps_sent, fps_rendered,
 points_per_frame, mbps_up, mbps_down, and per latency stage (holoport.stats.STAGES: capture,
 encode, send, network, decode, wait, render, end_to_end) its p50, p95 and p99 in ms
-(``capture_p50_ms``, ...), load_1min. The table shows the p50s and end to end's p99.
+(``capture_p50_ms``, ...), the voice's A/V skew against each shown frame (``av_skew_p50_ms``,
+``av_skew_p95_ms``, ``in_sync_share``: within ITU-R BT.1359's -45/+125 ms, ``av_skew_frames``),
+``voice_kbps_up``, load_1min. The table shows the p50s and end to end's p99.
 
 Run: python -m benchmarks.demo_meeting --runs 2 --json docs/bench/demo.json --markdown docs/bench/demo.md
      python -m benchmarks.demo_meeting --codec octree --json docs/bench/demo-octree.json
@@ -25,7 +27,8 @@ from benchmarks.common import add_output_arguments, emit, script_main
 
 COLUMNS = ["run", "name", "frames_sent", "frames_received", "fps_sent", "points_per_frame", "mbps_up",
            "mbps_down", "capture_p50_ms", "encode_p50_ms", "network_p50_ms", "decode_p50_ms", "render_p50_ms",
-           "end_to_end_p50_ms", "end_to_end_p99_ms", "load_1min"]
+           "end_to_end_p50_ms", "end_to_end_p99_ms", "av_skew_p50_ms", "av_skew_p95_ms", "in_sync_share",
+           "load_1min"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
                    "fps_sent": r["fps_sent"], "fps_rendered": r["fps_rendered"],
                    "points_per_frame": r["points_per_frame"], "mbps_up": r["mbps_sent"],
                    "mbps_down": r["mbps_received"], "load_1min": load}
+            voice = r.get("voice") or {}
+            for key in ("av_skew_p50_ms", "av_skew_p95_ms", "in_sync_share", "av_skew_frames"):
+                rec[key] = voice.get(key)
+            rec["voice_kbps_up"] = voice["sent_bytes"] * 8 / r["seconds"] / 1e3 if voice.get("sent_bytes") else None
             for stage in STAGES:
                 lat = r["latency"].get(stage, {})
                 for q in ("p50", "p95", "p99"):

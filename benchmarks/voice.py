@@ -352,32 +352,47 @@ def live_records(args, data: Path) -> list[dict]:
     return out
 
 
-def hub8_record(seconds: float = 6.0) -> dict:
-    """Eight speakers at once in one room: the hub's own time per voice packet."""
-    from capture.audio import SpeechSource, demo_voices
+def hub8_record(data: Path, seconds: float = 8.0) -> dict:
+    """Eight speakers talking at once in one room, through a hub in its own process: the
+    hub's own time per voice packet (arrival to forward; ``holoport stats``)."""
+    import subprocess
+    import sys
+
+    from capture.audio import ArraySource
     from holoport.endpoints import free_tcp_endpoint
-    from holoport.hub import Hub
+    from holoport.hubstats import query_stats
     from holoport.node import Node
     from holoport.voice import VoiceChannel
-    from render.audio_out import NullSink
 
-    with Hub(free_tcp_endpoint(), seats=8) as hub, contextlib.ExitStack() as stack:
-        nodes = [stack.enter_context(Node(hub.endpoint, "eight", f"s{i}", decode=False)) for i in range(8)]
-        start = time.time() + 1.0
-        voices = [VoiceChannel(n, SpeechSource(t, **{**kw, "start": start, "loop": True}), NullSink()).start()
-                  for n, (t, kw) in zip(nodes, demo_voices(8), strict=True)]
-        end = start + seconds
-        while time.time() < end:
-            for n in nodes:
-                n.heartbeat()
-                n.poll(0)
-            time.sleep(0.01)
-        for v in voices:
-            v.stop()
-        snap = hub.snapshot()
-    p50, p99 = _hub_percentiles(snap)
-    return {"case": "hub8", "link": "loopback", "hologram": False, "split": "-", "speech": "espeak x8",
-            "hub_p50_ms": p50, "hub_p99_ms": p99, "kbps": None}
+    endpoint = free_tcp_endpoint()
+    hub = subprocess.Popen([sys.executable, "-m", "holoport", "hub", "--bind", endpoint, "--seats", "8", "--quiet"])
+    try:
+        with contextlib.ExitStack() as stack:
+            time.sleep(1.0)
+            nodes = [stack.enter_context(Node(endpoint, "eight", f"s{i}", decode=False)) for i in range(8)]
+            talk = [speech(data, s, seconds + 2) for s in ("aew", "axb")]
+            start = time.time() + 1.0
+            voices = [VoiceChannel(n, ArraySource(talk[i % 2], realtime=True, start=start + 0.1 * i), None,
+                                   listen=False).start() for i, n in enumerate(nodes)]
+            end = start + seconds
+            while time.time() < end:
+                for n in nodes:
+                    n.heartbeat()
+                    n.poll(0)
+                time.sleep(0.01)
+            stats = query_stats(endpoint)
+            sent = sum(v.counters.sent for v in voices)
+            received = sum(v.counters.received for v in voices)
+            for v in voices:
+                v.stop()
+    finally:
+        hub.terminate()
+        hub.wait(10)
+    members = [m for room in stats["rooms"].values() for m in room if m.get("voice_hub_p99_ms") is not None]
+    return {"case": "hub8", "link": "loopback", "hologram": False, "split": "-", "speech": "aew/axb x8",
+            "hub_p50_ms": max(m["voice_hub_p50_ms"] for m in members) if members else None,
+            "hub_p99_ms": max(m["voice_hub_p99_ms"] for m in members) if members else None,
+            "voice_sent": sent, "voice_received": received, "voice_dropped": stats.get("voice_dropped")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -396,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, description="voice: live through a real hub")
             records += live_records(args, data)
             bar.update(task, description="voice: eight speakers")
-            records.append(hub8_record())
+            records.append(hub8_record(data))
     emit(records, COLUMNS, "Voice: mouth to ear (measured on the audio), A/V skew, quality, loss", args,
          plot=plot)
     return 0

@@ -455,9 +455,17 @@ def _looks_like_path(spec: str) -> bool:
 
 def open_microphone(spec: str | None, realtime: bool = True) -> AudioSource:
     """The source ``holoport join --mic [DEVICE|FILE]`` means: a file played as a microphone
-    (looping), a device by number or name, or (None) the default input device.
+    (looping; a Holoport recording plays its audio track), a device by number or name, or
+    (None) the default input device.
     AudioDeviceError when there is none: the caller joins without a microphone."""
     if spec is not None and Path(spec).is_file():
+        from capture.recording import RecordingAudioSource, is_recording  # it builds on this module
+
+        if is_recording(spec):  # a Holoport recording's audio track
+            try:
+                return RecordingAudioSource(spec, realtime=realtime, loop=True)
+            except ValueError as exc:
+                raise AudioDeviceError(str(exc)) from None
         return FileAudioSource(spec, realtime=realtime, loop=True)
     if spec is not None and _looks_like_path(spec):
         raise AudioDeviceError(f"no such audio file: {spec}")

@@ -184,13 +184,16 @@ class Participant:
 
             text, voice = demo_voices(opt.body + 1)[opt.body]
             speech = (text, {**voice, "start": time.time() + 4.0 + 1.5 * opt.body})
+        mic = opt.mic
+        if mic is None and speech is None and _has_audio(opt.source):  # a recording speaks with its own voice
+            mic = opt.source
         speaker = opt.speaker
         if speaker == "file":
             if not opt.out:
                 raise ValueError("--speaker file writes seatN.wav into --out: give --out")
             Path(opt.out).mkdir(parents=True, exist_ok=True)
             speaker = str(Path(opt.out) / "seat{seat}.wav")
-        spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=opt.mic, speech=speech, mute=opt.mute,
+        spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=mic, speech=speech, mute=opt.mute,
                          speaker=speaker, blocks=opt.web is not None)
         self.voice = VoiceProcess(spec).start()
         self.voice.listeners.append(self._voice_block)
@@ -365,6 +368,19 @@ def _dump(path: Path, records: list[dict]) -> None:
         for key, value in r.items():
             arrays[f"{i}_{key}"] = np.asarray(value)
     np.savez_compressed(path, **arrays)
+
+
+def _has_audio(source: str) -> bool:
+    """Whether ``source`` is a Holoport recording with an audio track."""
+    from capture.recording import Recording, is_recording
+
+    if not is_recording(source):
+        return False
+    try:
+        with Recording(source) as rec:
+            return rec.audio_count > 0
+    except ValueError:
+        return False
 
 
 def run_participant(options: ParticipantOptions) -> dict:

@@ -75,7 +75,8 @@ BlockListener = Callable[[int, np.ndarray, np.ndarray, bool, float], None]
 
 class VoiceChannel:
     def __init__(self, node, source: AudioSource | None, sink: AudioSink | None, codec=None,
-                 stream: int = 0) -> None:
+                 stream: int = 0, listen: bool = True) -> None:
+        """``listen=False``: count what arrives, never decode or play it (load tests)."""
         if codec is None:
             from codec.opus import OpusCodec
 
@@ -87,6 +88,7 @@ class VoiceChannel:
         self.sink = sink
         self.codec = codec
         self.stream = stream
+        self.listen = listen
         self.muted = False
         self.counters = VoiceCounters()
         self.listeners: list[BlockListener] = []
@@ -212,7 +214,7 @@ class VoiceChannel:
                     self._send_packets()
                 if self._sock in ready and self._receive():
                     attached_with = vkey
-                while (now := time.time()) >= next_play:
+                while self.listen and (now := time.time()) >= next_play:
                     if now - next_play > BLOCK_S:
                         self.counters.late_blocks += 1
                     self._play(next_play)
@@ -280,6 +282,8 @@ class VoiceChannel:
             payload = msg.payloads[0].bytes
             self.counters.received += 1
             self.counters.received_bytes += len(payload)
+            if not self.listen:
+                continue
             # the sender's capture clock -> the hub's -> ours (as ClockSync does for frames)
             mine = self.node.offset
             t = h["t"] + h.get("off", 0.0) - (mine or 0.0) if mine is not None else h["t"]

@@ -204,9 +204,9 @@ def _child(spec: VoiceSpec, conn) -> None:
 
 def _open(spec: VoiceSpec, node: NodeView, send):
     """The microphone, the speaker and the channel, once we have a seat."""
-    from capture.audio import AudioError, SpeechSource, open_microphone
+    from capture.audio import AudioError, MicrophoneSource, SpeechSource, open_microphone
     from holoport.voice import VoiceChannel
-    from render.audio_out import NullSink, WavSink, open_speaker
+    from render.audio_out import NullSink, SpeakerSink, WavSink, open_speaker
 
     source = sink = None
     if not spec.mute:
@@ -222,6 +222,10 @@ def _open(spec: VoiceSpec, node: NodeView, send):
         except AudioError as exc:
             print(f"holoport: joining without a speaker (the room's voices are not played): {exc}", flush=True)
             sink = NullSink()
+    if isinstance(source, MicrophoneSource) and isinstance(sink, SpeakerSink):
+        print("holoport: a live microphone and loudspeakers: the others will hear themselves (there is no "
+              "echo cancellation on the desktop): use headphones, or the browser page (--web), whose "
+              "microphone cancels echo", flush=True)
     voice = VoiceChannel(node, source, sink)
     if spec.blocks:
         voice.listeners.append(lambda peer, mono, mouth, speaking, t: send(
