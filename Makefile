@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet -e '.[quality]' 2>/dev/null || echo "PESQ (pip install pesq) did not build: it needs a C compiler and Python's headers (Debian: build-essential python3-dev); voice quality tests and figures are skipped without it."
 	@touch $(STAMP)
 
 $(KCACHE): $(KERNELS) | $(STAMP)
@@ -77,7 +78,7 @@ test-deps:
 voice-deps:
 	@missing=""; \
 	  command -v espeak-ng >/dev/null || missing=" espeak-ng"; \
-	  { ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; } || missing="$$missing libportaudio2"; \
+	  { /sbin/ldconfig -p 2>/dev/null | grep -q libportaudio.so.2; } || missing="$$missing libportaudio2"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
 	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \

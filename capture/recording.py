@@ -832,7 +832,7 @@ class RecordingAudioSource(AudioSource):
             raise RecordingError(f"{path}: its audio starts {first - self.origin:.3g} s from its first frame")
         self.loop = loop
         span = play_span(times)  # 0 for one frame, or none: the sound's own length then
-        self.period = round(span * SAMPLE_RATE) if 0 < span < math.inf else max(1, self.lead + len(self.track))
+        self.period = max(1, round(span * SAMPLE_RATE)) if 0 < span < math.inf else max(1, self.lead + len(self.track))
         at = self.origin if at is None else float(at)
         self._pos = max(0, round((at - self.origin) * SAMPLE_RATE)) if math.isfinite(at - self.origin) else 0
 

@@ -118,4 +118,7 @@ def decode(data: bytes, *, max_points: int | None = None) -> Cloud:
     ``max_points``: the most points the caller accepts in a frame (a meeting's limit, which
     the hub announces); a stream declaring more is refused before anything is allocated.
     """
-    return Cloud(*class_of(data).decode(data, max_points=max_points))
+    cls = class_of(data)
+    if cls.kind != "cloud":
+        raise CodecError(f"a {cls.kind} codec's payload ({cls.name}), not a point cloud")
+    return Cloud(*cls.decode(data, max_points=max_points))

@@ -84,12 +84,13 @@ def _print_stats(stats: dict) -> None:
 
     console = Console()
     keys = ("members", "received", "forwarded", "stale_replaced", "dropped_full", "dropped_budget",
-            "dropped_malformed", "control_dropped", "refused", "timed_out", "joins")
+            "dropped_malformed", "control_dropped", "refused", "timed_out", "joins", "voice_in", "voice_forwarded",
+            "voice_dropped")
     console.print("hub: " + ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0)}" for k in keys))
     for room, members in sorted(stats.get("rooms", {}).items()):
         table = Table(title=f"room {room}")
         for col in ("seat", "name", "fps in", "Mbit/s in", "frames out", "stale replaced",
-                    "hub p50 ms", "hub p99 ms", "credit wait p99 ms"):
+                    "hub p50 ms", "hub p99 ms", "credit wait p99 ms", "voice", "voice hub p99 ms"):
             table.add_column(col, justify="left" if col == "name" else "right")
 
         def num(v, fmt=".1f"):
@@ -99,7 +100,9 @@ def _print_stats(stats: dict) -> None:
             table.add_row(str(m.get("seat")), str(m.get("name")), num(m.get("fps_in")),
                           num(m.get("mbps_in"), ".2f"), str(m.get("frames_out", 0)),
                           str(m.get("stale_replaced", 0)), num(m.get("hub_p50_ms"), ".2f"),
-                          num(m.get("hub_p99_ms"), ".2f"), num(m.get("credit_wait_p99_ms"), ".2f"))
+                          num(m.get("hub_p99_ms"), ".2f"), num(m.get("credit_wait_p99_ms"), ".2f"),
+                          ("speaking" if m.get("speaking") else "on") if m.get("voice") else "-",
+                          num(m.get("voice_hub_p99_ms"), ".2f"))
         console.print(table)
     if not stats.get("rooms"):
         console.print("no rooms: nobody has joined" if not stats.get("members") else
@@ -148,6 +151,9 @@ def _add_link_options(p: argparse.ArgumentParser) -> None:
                    help="with --link: the downlink capacity trace (default: the profile's own)")
     p.add_argument("--link-seed", type=int, default=0, metavar="N",
                    help="with --link: seed of the link's randomness (default 0)")
+    p.add_argument("--link-fair", action="store_true",
+                   help="with --link: fair-queue our connections (voice beside the hologram) as a phone's "
+                   "FQ-CoDel does, instead of one FIFO (see `holoport link --fair-queue`)")
 
 
 def _links(profile_name: str, trace_file: str | None, seed: int):
@@ -480,8 +486,8 @@ def _join(args: argparse.Namespace) -> int:
 
     if args.dump and not args.out:
         raise ValueError("--dump needs --out to know where to write the clouds")
-    if (args.link_trace or args.link_seed) and not args.link:
-        raise ValueError("--link-trace and --link-seed go with --link PROFILE")
+    if (args.link_trace or args.link_seed or args.link_fair) and not args.link:
+        raise ValueError("--link-trace, --link-seed and --link-fair go with --link PROFILE")
     options = ParticipantOptions(
         hub=args.hub, room=args.room, name=args.name, source=args.source, cameras=args.cameras, crop=args.crop,
         body=args.body,
@@ -507,7 +513,7 @@ def _join(args: argparse.Namespace) -> int:
         encrypted = node_security(args.key, args.hub_key) is not None
         require_loopback(args.hub, args.insecure, "hub", encrypted=encrypted)
         profile, uplink, downlink = _links(args.link, args.link_trace, args.link_seed)
-        relay = LinkRelay("tcp://127.0.0.1:0", args.hub, uplink, downlink).start()
+        relay = LinkRelay("tcp://127.0.0.1:0", args.hub, uplink, downlink, fair=args.link_fair).start()
         options.hub = relay.endpoint
         if not args.quiet:
             print(f"link {profile.describe()}; capacity from {downlink.trace.name}", flush=True)
@@ -674,10 +680,9 @@ def _play(args: argparse.Namespace) -> int:
 
 def _link(args: argparse.Namespace) -> int:
     import threading
-    import time
 
     from holoport.endpoints import is_loopback
-    from holoport.link.relay import LinkRelay, parse_tcp
+    from holoport.link.relay import parse_tcp
 
     parse_tcp(args.listen)
     parse_tcp(args.hub)
@@ -697,8 +702,20 @@ def _link(args: argparse.Namespace) -> int:
     log = logging.getLogger("holoport.link")
     print(f"link {profile.describe()}; capacity from {downlink.trace.name}", flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _relay_until(args, uplink, downlink, stop, log)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _relay_until(args: argparse.Namespace, uplink, downlink, stop, log) -> int:
+    """Relay until ``stop`` (a threading.Event the signals set) or the duration ends."""
+    import time
+
+    from holoport.link.relay import LinkRelay
+
     with LinkRelay(args.listen, args.hub, uplink, downlink, fair=args.fair_queue) as relay:
         print(f"relaying {relay.endpoint} -> {args.hub}; connect participants with "
               f"`holoport join --hub {relay.endpoint}`", flush=True)

@@ -186,7 +186,7 @@ def _print_tables(reports: list[dict], console: Console) -> None:
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             lat.add_row(q[:3], *(_fmt(r["latency"][s].get(q)) for s in STAGES))
         console.print(lat)
-        if r.get("voice"):
+        if r.get("voice"):  # a voice process that never answered leaves "-" cells
             console.print(_voice_table(r["voice"], r["seconds"]))
     console.print("Latency stages, which add up to end to end frame by frame: "
                   + "; ".join(f"{LABELS[s]}: {WHAT[s]}" for s in STAGES if s != "end_to_end") + ".")
@@ -203,8 +203,10 @@ def _voice_table(v: dict, seconds: float) -> Table:
     lost = sum(p.get("lost", 0) for p in peers)
     concealed = sum(p.get("concealed", 0) for p in peers)
     delays = [p["delay_ms"] for p in peers if p.get("delay_ms") is not None]
-    table.add_row(str(v["sent"]), f"{v['sent_bytes'] * 8 / seconds / 1e3:.1f}" if seconds else "-",
-                  str(v["received"]), f"{lost} / {concealed}", _fmt(float(np.mean(delays)) if delays else None),
+    table.add_row(str(v.get("sent", "-")),
+                  f"{v['sent_bytes'] * 8 / seconds / 1e3:.1f}" if seconds and "sent_bytes" in v else "-",
+                  str(v.get("received", "-")), f"{lost} / {concealed}",
+                  _fmt(float(np.mean(delays)) if delays else None),
                   f"{_fmt(v.get('av_skew_p50_ms'))} / {_fmt(v.get('av_skew_p95_ms'))}",
                   "-" if v.get("in_sync_share") is None else f"{v['in_sync_share']:.0%}")
     return table

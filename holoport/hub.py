@@ -90,7 +90,35 @@ class Member:
     voice: bytes | None = None  # the voice connection's identity, once attached
     speaking: bool = False  # its latest voice packet carried speech
     voice_in: int = 0
+    voice_rate: VoiceRate = field(default_factory=lambda: VoiceRate())
+    voice_over: int = 0  # its voice packets dropped for exceeding the rate one voice needs
     voice_ms: LatencyLog = field(default_factory=lambda: LatencyLog(keep=2000))  # voice packets' hub residence
+
+
+class VoiceRate:
+    """What one voice may send: Opus at 20 ms is 50 packets a second of at most ~1.3 kB at
+    the highest bit rates; the hub copies each packet to every other member, so a member
+    sending more would cost the room many times over. Two token buckets (packets and
+    bytes), with a second's burst."""
+
+    PACKETS_S = 110.0  # two 10 ms streams' worth, and a margin
+    BYTES_S = 64_000.0  # 512 kbit/s: Opus's highest rate
+
+    def __init__(self) -> None:
+        self.packets = self.PACKETS_S
+        self.bytes = self.BYTES_S
+        self.last = time.monotonic()
+
+    def take(self, now: float, size: int) -> bool:
+        dt = max(0.0, now - self.last)
+        self.last = now
+        self.packets = min(self.PACKETS_S, self.packets + dt * self.PACKETS_S)
+        self.bytes = min(self.BYTES_S, self.bytes + dt * self.BYTES_S)
+        if self.packets < 1 or self.bytes < size:
+            return False
+        self.packets -= 1
+        self.bytes -= size
+        return True
 
 
 @dataclass
@@ -137,6 +165,7 @@ class HubStats:
     voice_in: int = 0  # voice packets received
     voice_forwarded: int = 0
     voice_dropped: int = 0  # voice packets a receiver's full voice queue refused
+    voice_over_rate: int = 0  # voice packets beyond what one voice sends (VoiceRate): a flood
     voice_attached: int = 0
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
     keyframe_requests: int = 0
@@ -495,6 +524,9 @@ class Hub:
             return self._drop(Drop.ATTACH_REFUSED)
         if member.voice is not None and member.voice != identity:
             self._voice.pop(member.voice, None)
+        previous = self._voice.get(identity)
+        if previous is not None and previous is not member:  # the connection now speaks for another membership
+            previous.voice = None
         if member.voice != identity:
             self.stats.voice_attached += 1
         member.voice = identity
@@ -513,6 +545,10 @@ class Hub:
         if not wire.need(head, "seq", "t"):
             return self._drop(Drop.NO_FIELDS)
         member.last_seen = time.monotonic()
+        if not member.voice_rate.take(member.last_seen, len(payloads[0])):  # a flood: every copy costs N-1
+            member.voice_over += 1
+            self.stats.voice_over_rate += 1
+            return
         member.voice_in += 1
         member.speaking = head.get("vad", True)
         self.stats.voice_in += 1
@@ -724,7 +760,7 @@ class Hub:
             self._rooms.pop(member.room, None)
         if member.key is not None and self._by_key.get(member.key) is member:
             del self._by_key[member.key]
-        if member.voice is not None:
+        if member.voice is not None and self._voice.get(member.voice) is member:
             self._voice.pop(member.voice, None)
             self._pending.pop(member.voice, None)
         self._pending.pop(member.identity, None)

@@ -95,11 +95,11 @@ class Participant:
 
             ladder_codec(self.codec)  # before joining: a codec without levels of detail is an error now
         self.window = self.browser = None
-        self._start_voice()
         if options.view:  # before joining: no display is an error the user sees at once
             from render.window import DesktopWindow
 
             self.window = DesktopWindow(f"Holoport: {options.name or 'me'}", *options.view_size)
+        self._start_voice()  # last: nothing after it may fail and leave its process behind
 
     def run(self) -> dict:
         try:

@@ -61,16 +61,17 @@ class Receivers:
         :class:`codec.MissingReference` when a keyframe is needed (see :meth:`should_ask`)."""
         try:
             cls = codec.registry.class_of(payload)
+            if cls.kind != "cloud":  # a frame stream carries clouds: voice has its own messages
+                raise codec.CodecError(f"a {cls.kind} codec's payload ({cls.name}) where a cloud belongs")
             codec_id, decoder = self._decoders.get(key, (None, None))
             if codec_id != cls.codec_id:  # the stream's first frame, or the sender switched codec
                 decoder = cls.decoder()
                 self._decoders[key] = (cls.codec_id, decoder)
             frame = decoder.decode(payload, max_points=max_points)
-            if cls.kind == "cloud":  # whatever a plug-in returns: n finite positions, n RGB colours
-                try:
-                    frame = codec.Cloud(*validate_cloud(*frame))
-                except (TypeError, ValueError) as exc:
-                    raise codec.CodecError(f"the decoder gave no valid cloud: {exc}") from None
+            try:  # whatever a plug-in returns: n finite positions, n RGB colours
+                frame = codec.Cloud(*validate_cloud(*frame))
+            except (TypeError, ValueError) as exc:
+                raise codec.CodecError(f"the decoder gave no valid cloud: {exc}") from None
             return frame
         except codec.MissingReference:  # we skipped or lost the frame this one continues
             self.counters.missing_reference += 1

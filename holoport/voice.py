@@ -24,9 +24,9 @@ roster, seat and clock offset (plain attribute reads).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -34,12 +34,12 @@ import msgpack
 import numpy as np
 import zmq
 
-from capture.audio import BLOCK, SAMPLE_RATE, AudioSource
+from capture.audio import BLOCK, BLOCK_MS, SAMPLE_RATE, AudioSource
 from codec import registry
 from holoport import wire
 from holoport.jitter import JitterBuffer, lip_sync_floor
 from holoport.wire import MessageType
-from render.audio_out import AudioSink
+from render.audio_out import AudioSink, NullSink
 from render.room import Room
 from render.spatial import Spatializer, mix, seat_azimuth
 
@@ -48,7 +48,9 @@ log = logging.getLogger("holoport.voice")
 BLOCK_S = BLOCK / SAMPLE_RATE
 MOUTH_HEIGHT = 1.55  # m above the floor: where a seated speaker's voice comes from
 ATTACH_EVERY = 0.5  # s between attach attempts until the hub confirms
-SWITCH_INTERVAL_S = 0.0005
+REATTACH_EVERY = 5.0  # s between attaches once attached (the hub may have dropped us)
+MAX_DRAIN = 64  # messages taken per turn of the serving thread: playout must not wait for a flood
+MAX_SKEW_SAMPLES = 100_000  # A/V skew samples kept (an hour of three peers at 10 fps)
 SEND_HWM = 50  # voice packets queued for the hub at most (1 s): older speech is worthless
 
 
@@ -67,6 +69,7 @@ class VoiceCounters:
     attached: int = 0
     blocks_played: int = 0
     late_blocks: int = 0  # playout blocks produced after their time (the thread was starved)
+    play_errors: int = 0  # playout failures (the sink), after which nothing is played
 
 
 BlockListener = Callable[[int, np.ndarray, np.ndarray, bool, float], None]
@@ -83,6 +86,8 @@ class VoiceChannel:
             codec = OpusCodec()
         if getattr(codec, "kind", None) != "audio":
             raise ValueError(f"voice needs an audio codec, not {getattr(codec, 'name', codec)!r}")
+        if getattr(codec, "frame_ms", BLOCK_MS) != BLOCK_MS:  # sources, jitter buffers and playout run in 20 ms
+            raise ValueError(f"voice runs in {BLOCK_MS} ms blocks; the codec has {codec.frame_ms} ms frames")
         self.node = node
         self.source = source
         self.sink = sink
@@ -106,10 +111,6 @@ class VoiceChannel:
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> VoiceChannel:
-        # The voice threads need the interpreter for a moment every 20 ms; the default 5 ms
-        # switch interval lets a busy main thread (capture, render) hold it that long at
-        # each of their blocking calls, which starves playout on a loaded machine.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
@@ -204,11 +205,15 @@ class VoiceChannel:
         try:
             while not self._stop.is_set():
                 vkey = self.node.vkey
-                if vkey != attached_with and vkey is not None and time.monotonic() - attach_sent >= ATTACH_EVERY:
-                    self.attached = False  # a new membership (re-join): attach again
+                since = time.monotonic() - attach_sent
+                # attach when the membership is new (a re-join), and again now and then: the hub
+                # forgets a voice connection it found gone, and answers each attach
+                if vkey != attached_with:
+                    self.attached = False
+                if vkey is not None and ((not self.attached and since >= ATTACH_EVERY) or since >= REATTACH_EVERY):
                     attach_sent = time.monotonic()
                     self._send(wire.header(MessageType.ATTACH, id=self.node.id, vkey=vkey))
-                wait = max(0.0, next_play - time.time())
+                wait = max(0.0, next_play - time.time()) if self.listen else 0.05
                 ready = dict(poller.poll(int(wait * 1000) + 1))
                 if self._pull in ready:
                     self._send_packets()
@@ -217,7 +222,12 @@ class VoiceChannel:
                 while self.listen and (now := time.time()) >= next_play:
                     if now - next_play > BLOCK_S:
                         self.counters.late_blocks += 1
-                    self._play(next_play)
+                    try:
+                        self._play(next_play)
+                    except Exception:  # a sink that failed (disk full, device unplugged): go on without it
+                        log.exception("voice playout failed: the room's voices are no longer played here")
+                        self.counters.play_errors += 1
+                        self.sink = NullSink()
                     next_play += BLOCK_S
         except Exception:
             log.exception("voice stopped")
@@ -255,7 +265,7 @@ class VoiceChannel:
     def _receive(self) -> bool:
         """Take everything waiting; True when the hub confirmed our attachment."""
         confirmed = False
-        while True:
+        for _ in range(MAX_DRAIN):
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -267,6 +277,9 @@ class VoiceChannel:
                 self.counters.malformed += 1
                 continue
             h = msg.header
+            if msg.type == MessageType.REJOIN:  # the hub does not know this connection (any more)
+                self.attached = False
+                continue
             if msg.type == MessageType.ATTACH:
                 if h.get("id") == self.node.id:
                     confirmed = self.attached = True
@@ -301,6 +314,7 @@ class VoiceChannel:
                     jb = self._buffers[src] = JitterBuffer(decoder)
                     self._spatial[src] = Spatializer(SAMPLE_RATE)
             jb.insert(h["seq"], t, payload, arrived, speech=h.get("vad", True))
+        return confirmed
 
     def _play(self, t_play: float) -> None:
         """One 20 ms block of the room's voices, for the sink and the listeners."""
@@ -347,7 +361,7 @@ class LipSync:
 
     def __init__(self, voice: VoiceChannel) -> None:
         self.voice = voice
-        self.skew_ms: list[float] = []
+        self.skew_ms: deque[float] = deque(maxlen=MAX_SKEW_SAMPLES)  # the meeting's latest frames
         self._delay: dict[int, float] = {}  # smoothed capture-to-display delay per peer, s
 
     def shown(self, peer: int, capture: float, displayed: float) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ log = logging.getLogger("holoport.voice")
 
 SNAPSHOT_EVERY = 0.05  # s between the child's reports of delays and speakers
 STOP_WAIT = 5.0  # s the parent waits for the child's statistics
+BLOCK_QUEUE = 50  # played blocks waiting for the parent (1 s of one voice): beyond, dropped
 
 
 @dataclass
@@ -83,6 +86,7 @@ class VoiceProcess:
         self._sent_video: dict[int, float] = {}
         self._proc = None
         self._conn = None
+        self._broken = False
 
     def start(self) -> VoiceProcess:
         ctx = mp.get_context("spawn")
@@ -129,8 +133,10 @@ class VoiceProcess:
     def stop(self) -> None:
         if self._proc is None:
             return
-        self._send(("stop",))
-        deadline = time.monotonic() + STOP_WAIT
+        with contextlib.suppress(BrokenPipeError, OSError):  # gone already (Ctrl-C): its stats may be in the pipe
+            if self._conn is not None:
+                self._conn.send(("stop",))
+        deadline = time.monotonic() + (STOP_WAIT if self._state is not None else 0.5)
         try:
             while self._conn is not None and time.monotonic() < deadline and not self._stats:
                 if self._conn.poll(0.1):
@@ -154,17 +160,21 @@ class VoiceProcess:
             self._stats = msg[1]
 
     def _send(self, msg: tuple) -> None:
+        if self._conn is None or self._broken:
+            return
         try:
-            if self._conn is not None:
-                self._conn.send(msg)
-        except (BrokenPipeError, OSError):
+            self._conn.send(msg)
+        except (BrokenPipeError, OSError):  # what it said before it went can still be read
             log.warning("the voice process is gone: the meeting goes on without voice")
-            self._conn = None
+            self._broken = True
 
 
 def _child(spec: VoiceSpec, conn) -> None:
     """The voice process: build the devices, run the channel, report, stop when told."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    # this process is the voice's alone: hand the interpreter between its threads (capture,
+    # network and playout, each needing it for a moment every 20 ms) sooner than every 5 ms
+    sys.setswitchinterval(0.0005)
     import holoport.voice  # noqa: F401  (the slow imports, while the parent joins)
     from holoport.security import node_security
 
@@ -227,7 +237,21 @@ def _open(spec: VoiceSpec, node: NodeView, send):
               "echo cancellation on the desktop): use headphones, or the browser page (--web), whose "
               "microphone cancels echo", flush=True)
     voice = VoiceChannel(node, source, sink)
-    if spec.blocks:
-        voice.listeners.append(lambda peer, mono, mouth, speaking, t: send(
-            ("block", peer, mono, mouth.tolist(), speaking, t)))
+    if spec.blocks:  # for the browser page: through a bounded queue, so a stalled parent costs
+        # dropped blocks, never a playout thread blocked on a full pipe
+        blocks: queue.Queue = queue.Queue(maxsize=BLOCK_QUEUE)
+
+        def forward() -> None:
+            while (item := blocks.get()) is not None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    send(item)
+
+        threading.Thread(target=forward, name="holoport-voice-blocks", daemon=True).start()
+        voice.listeners.append(lambda peer, mono, mouth, speaking, t: _offer(
+            blocks, ("block", peer, mono, mouth.tolist(), speaking, t)))
     return voice.start()
+
+
+def _offer(q: queue.Queue, item: tuple) -> None:
+    with contextlib.suppress(queue.Full):
+        q.put_nowait(item)
