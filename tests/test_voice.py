@@ -265,3 +265,43 @@ def test_participants_in_real_processes_speak_and_hear_each_other_through_a_real
         c = correlate(heard.astype(np.float64), seg, mode="valid", method="fft")
         best.append(float(np.max(c / (energy * np.sqrt(seg @ seg) + 1e-12))))
     assert best and np.median(best) > 0.6, f"ana's speech should be in ben's ears: {best}"
+
+
+def test_a_voice_payload_where_a_hologram_belongs_is_refused_never_drawn():
+    """Voice packets name their codec in two bytes; a frame stream carrying one (or three
+    bytes that look like one) is a decode error, not a numpy array handed to the renderer."""
+    import codec
+    from codec.opus import OpusCodec
+    from holoport.receiver import Receivers
+    from holoport.session import NodeCounters
+
+    enc = OpusCodec().encoder()
+    tone = (0.3 * np.sin(np.arange(960) / 7)).astype(np.float32)
+    packet = next(p for p in (enc.encode(tone) for _ in range(10)) if p is not None)
+    counters = NodeCounters()
+    receivers = Receivers(counters)
+    for payload in (packet.payload, b"\xa0\x04\xf8"):
+        assert receivers.decode((7, 0), payload, 1 << 20) is None
+        with pytest.raises(codec.CodecError):
+            codec.decode(payload)
+    assert counters.decode_errors == 2
+
+
+def test_one_members_voice_flood_is_cut_to_what_one_voice_sends():
+    with Hub(free_tcp_endpoint(), seats=3) as hub, contextlib.ExitStack() as stack:
+        a = stack.enter_context(Node(hub.endpoint, "r", "a", decode=False))
+        b = stack.enter_context(Node(hub.endpoint, "r", "b", decode=False))
+        assert _until(lambda: a.id in b.peers, 5, [a, b])
+        vb = stack.enter_context(VoiceChannel(b, None, None, listen=False))
+        assert _until(lambda: vb.attached, 5, [a, b])
+        sent = 0
+        t0 = time.time()
+        while time.time() - t0 < 1.0:  # as fast as the socket takes them, for a second
+            if a._send(wire.header(MessageType.AUDIO, room="r", seq=sent, t=time.time()), [bytes(300)]):
+                sent += 1
+        assert _until(lambda: hub.snapshot()["voice_in"] + hub.snapshot()["voice_over_rate"] >= sent, 5, [a, b])
+        snap = hub.snapshot()
+    assert sent > 1000, "the flood should be a flood"
+    assert snap["voice_over_rate"] > 0.5 * sent
+    # a second's burst and a second's refill at most: 2 x 110 packets, or 2 x 64 kB of bytes
+    assert snap["voice_forwarded"] <= 2 * 220

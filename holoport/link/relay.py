@@ -73,6 +73,12 @@ FAIR_LINK_QUEUE_S = READ_SLICE_S / 2
 # deficit round robin's quantum, bytes a turn: FQ-CoDel's is one packet; ours are chunks,
 # read in at most this many bytes at low rates, so a turn is one such chunk
 FAIR_QUANTUM = READ_MIN
+# ...and with fair queueing reads are finer: a chunk is delivered whole, so a sparse
+# connection's message can wait for the bulk chunk being "transmitted"; fq_codel schedules
+# packets, and 8 KiB at 5 Mbit/s would be 13 ms, so chunks here are 2.5 ms of capacity, at
+# least one packet (1448 bytes)
+FAIR_READ_SLICE_S = 0.0025
+FAIR_READ_MIN = 1448
 
 
 def parse_tcp(endpoint: str) -> tuple[str, int]:
@@ -415,6 +421,8 @@ class LinkRelay:
             return ahead
 
     def read_size(self, link: Link) -> int:
+        if self.fair:
+            return int(min(READ_MAX, max(FAIR_READ_MIN, self.capacity(link) * FAIR_READ_SLICE_S / 8)))
         return int(min(READ_MAX, max(READ_MIN, self.capacity(link) * READ_SLICE_S / 8)))
 
     def snapshot(self) -> dict:
