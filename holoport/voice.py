@@ -354,23 +354,43 @@ class VoiceChannel:
             self.sink.write(mix(blocks) if blocks else np.zeros((BLOCK, 2), np.float32))
 
 
+def lip_sync_reference(video_delays: np.ndarray, early: float = 0.045, late: float = 0.125) -> float:
+    """The video delay to hold a speaker's voice to, from their recent frames' delays (s).
+
+    A frame shown ``v`` after capture is in sync with audio played ``d`` after capture when
+    ``v - early <= d <= v + late`` (ITU-R BT.1359). The floor the jitter buffer gets is
+    ``lip_sync_floor(ref)``, a little above ``ref - early``; so ``ref`` is chosen among the
+    frames' own delays as the one that puts the most frames within the window, the smallest
+    of equals (a short audio delay is better for conversation). Following the slowest frame
+    instead would put every faster frame out of the window on a jittery path."""
+    v = np.sort(np.asarray(video_delays, np.float64))
+    if not v.size:
+        raise ValueError("no video delays")
+    d = v - early + 0.015  # the audio delay each candidate gives (lip_sync_floor's margin)
+    covered = np.searchsorted(v, d + early, side="right") - np.searchsorted(v, d - late, side="left")
+    return float(v[int(np.argmax(covered))])
+
+
 class LipSync:
     """Each hologram frame shown tells the voice how late its speaker's picture is here,
     and is one A/V skew sample: when its capture instant is heard minus when it is seen
-    (ITU-R BT.1359: in sync from -45 ms, audio early, to +125 ms, audio late)."""
+    (ITU-R BT.1359: in sync from -45 ms, audio early, to +125 ms, audio late). The voice is
+    held to the delay that keeps most of the speaker's recent frames in sync
+    (:func:`lip_sync_reference`, over ``WINDOW_S``)."""
 
-    def __init__(self, voice: VoiceChannel) -> None:
+    WINDOW_S = 3.0
+
+    def __init__(self, voice) -> None:
         self.voice = voice
         self.skew_ms: deque[float] = deque(maxlen=MAX_SKEW_SAMPLES)  # the meeting's latest frames
-        self._delay: dict[int, float] = {}  # smoothed capture-to-display delay per peer, s
+        self._recent: dict[int, deque] = {}  # peer -> (shown at, capture-to-display delay)
 
     def shown(self, peer: int, capture: float, displayed: float) -> None:
-        delay = displayed - capture
-        before = self._delay.get(peer)
-        # quick to follow a slower picture, slow to trust a faster one: audio early is the worse error
-        smooth = delay if before is None or delay > before else 0.9 * before + 0.1 * delay
-        self._delay[peer] = smooth
-        self.voice.set_video_delay(peer, smooth)
+        recent = self._recent.setdefault(peer, deque(maxlen=256))
+        recent.append((displayed, displayed - capture))
+        while recent and recent[0][0] < displayed - self.WINDOW_S:
+            recent.popleft()
+        self.voice.set_video_delay(peer, lip_sync_reference(np.fromiter((v for _, v in recent), np.float64)))
         heard = self.voice.playout_time(peer, capture)
         if heard is not None:
             self.skew_ms.append((heard - displayed) * 1e3)

@@ -305,3 +305,23 @@ def test_one_members_voice_flood_is_cut_to_what_one_voice_sends():
     assert snap["voice_over_rate"] > 0.5 * sent
     # a second's burst and a second's refill at most: 2 x 110 packets, or 2 x 64 kB of bytes
     assert snap["voice_forwarded"] <= 2 * 220
+
+
+def test_the_lip_sync_reference_keeps_the_most_frames_in_bt1359s_window():
+    from holoport.jitter import lip_sync_floor
+    from holoport.voice import lip_sync_reference
+
+    def in_sync(ref: float, delays: np.ndarray) -> float:
+        skew = lip_sync_floor(ref) - delays  # audio playout minus display, per frame
+        return float(np.mean((skew >= -0.045) & (skew <= 0.125)))
+
+    rng = np.random.default_rng(5)
+    steady = rng.normal(0.06, 0.01, 90)
+    spikes = rng.uniform(0.25, 0.6, 10)  # a jittery path: a tenth of the frames shown late
+    delays = np.concatenate([steady, spikes])
+    ref = lip_sync_reference(delays)
+    assert in_sync(ref, delays) >= 0.89
+    assert in_sync(ref, delays) > in_sync(delays.max(), delays) + 0.5  # following the slowest frame
+    assert lip_sync_reference(np.full(20, 0.3)) == pytest.approx(0.3)  # a steady picture: its own delay
+    # the smallest of equals: a short audio delay is better for conversation
+    assert lip_sync_reference(np.array([0.05, 0.3])) == pytest.approx(0.05)
