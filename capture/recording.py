@@ -729,6 +729,12 @@ class RecordingPlayer:
         self._clock0 = time.monotonic()
         self.wall0 = time.time()  # when frame ``index`` was due: what the audio lines up with
 
+    @property
+    def origin(self) -> tuple[float, float]:
+        """(wall time, recording time) of the frame the player started from: a sound
+        source given both (``RecordingAudioSource(start=, at=)``) plays in step with it."""
+        return self.wall0, self._t0
+
     def audio(self) -> RecordingAudioSource:
         """The recording's sound in step with this player (from the frame it was last sought
         to, looping as it does): give its blocks to a speaker as they come and each sample

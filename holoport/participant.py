@@ -184,9 +184,11 @@ class Participant:
 
             text, voice = demo_voices(opt.body + 1)[opt.body]
             speech = (text, {**voice, "start": time.time() + 4.0 + 1.5 * opt.body})
-        mic = opt.mic
-        if mic is None and speech is None and _has_audio(opt.source):  # a recording speaks with its own voice
-            mic = opt.source
+        mic, origin = opt.mic, None
+        if mic is None and speech is None and _has_audio(opt.source):  # a recording speaks with its own voice,
+            mic = opt.source  # in step with its frames: its player started when it was opened, just now
+            player = getattr(self.source, "player", None)
+            origin = player.origin if player is not None else None
         speaker = opt.speaker
         if speaker == "file":
             if not opt.out:
@@ -194,7 +196,7 @@ class Participant:
             Path(opt.out).mkdir(parents=True, exist_ok=True)
             speaker = str(Path(opt.out) / "seat{seat}.wav")
         spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=mic, speech=speech, mute=opt.mute,
-                         speaker=speaker, blocks=opt.web is not None)
+                         speaker=speaker, blocks=opt.web is not None, mic_origin=origin)
         self.voice = VoiceProcess(spec).start()
         self.voice.listeners.append(self._voice_block)
         self.lip_sync = LipSync(self.voice)

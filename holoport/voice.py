@@ -49,6 +49,7 @@ BLOCK_S = BLOCK / SAMPLE_RATE
 MOUTH_HEIGHT = 1.55  # m above the floor: where a seated speaker's voice comes from
 ATTACH_EVERY = 0.5  # s between attach attempts until the hub confirms
 REATTACH_EVERY = 5.0  # s between attaches once attached (the hub may have dropped us)
+SLEW_PER_PACKET = 0.0005  # s a speaker's clock shift may move per packet (25 ms a second)
 MAX_DRAIN = 64  # messages taken per turn of the serving thread: playout must not wait for a flood
 MAX_SKEW_SAMPLES = 100_000  # A/V skew samples kept (an hour of three peers at 10 fps)
 SEND_HWM = 50  # voice packets queued for the hub at most (1 s): older speech is worthless
@@ -102,6 +103,7 @@ class VoiceChannel:
         self._buffers: dict[int, JitterBuffer] = {}
         self._spatial: dict[int, Spatializer] = {}
         self._video_delay: dict[int, float] = {}
+        self._shift: dict[int, float] = {}  # per speaker: their clock to ours, slewed
         self._speaking: dict[int, float] = {}  # peer -> when its last speech block played
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -297,9 +299,16 @@ class VoiceChannel:
             self.counters.received_bytes += len(payload)
             if not self.listen:
                 continue
-            # the sender's capture clock -> the hub's -> ours (as ClockSync does for frames)
+            # the sender's capture clock -> the hub's -> ours (as ClockSync does for frames),
+            # slewed rather than stepped: a clock estimate that moves by 10 ms between two
+            # packets would make the next ones look late, or leave a gap
             mine = self.node.offset
-            t = h["t"] + h.get("off", 0.0) - (mine or 0.0) if mine is not None else h["t"]
+            shift = h.get("off", 0.0) - mine if mine is not None else 0.0
+            before = self._shift.get(src)
+            if before is not None:
+                shift = before + max(-SLEW_PER_PACKET, min(SLEW_PER_PACKET, shift - before))
+            self._shift[src] = shift
+            t = h["t"] + shift
             jb = self._buffers.get(src)
             if jb is None:
                 try:
@@ -323,6 +332,7 @@ class VoiceChannel:
         with self._lock:
             for gone in [p for p in self._buffers if p not in peers]:  # left: their voice stops now
                 del self._buffers[gone]
+                self._shift.pop(gone, None)
                 self._spatial.pop(gone, None)
                 self._speaking.pop(gone, None)
             buffers = list(self._buffers.items())

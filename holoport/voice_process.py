@@ -48,6 +48,8 @@ class VoiceSpec:
     speech: tuple[str, dict] | None = None  # synthetic speech instead of a microphone
     mute: bool = False
     speaker: str | None = None  # a device, or a .wav path ("{seat}" in it: our seat's number)
+    mic_origin: tuple[float, float] | None = None  # a recording as the microphone: its frame player's
+    #                                                (wall time, recording time), to play in step
     blocks: bool = False  # send each played block back (the browser page wants them)
 
 
@@ -221,8 +223,16 @@ def _open(spec: VoiceSpec, node: NodeView, send):
     source = sink = None
     if not spec.mute:
         try:
-            source = SpeechSource(spec.speech[0], **spec.speech[1]) if spec.speech else open_microphone(spec.mic)
-        except AudioError as exc:
+            if spec.speech:
+                source = SpeechSource(spec.speech[0], **spec.speech[1])
+            elif spec.mic_origin is not None:  # a recording's track, in step with its frames
+                from capture.recording import RecordingAudioSource
+
+                start, at = spec.mic_origin
+                source = RecordingAudioSource(spec.mic, realtime=True, loop=True, start=start, at=at)
+            else:
+                source = open_microphone(spec.mic)
+        except ValueError as exc:  # an AudioError, or a recording without a usable track
             print(f"holoport: joining without a microphone: {exc}", flush=True)
     if spec.speaker is not None and spec.speaker.endswith(".wav"):
         sink = WavSink(spec.speaker.replace("{seat}", str(node.seat)))

@@ -248,7 +248,6 @@ def test_participants_in_real_processes_speak_and_hear_each_other_through_a_real
     assert ana["voice"]["sent"] > 50 and ben["voice"]["sent"] == 0
     # ana speaks from her start: what she said before ben's voice connection attached is not his to hear
     assert ben["voice"]["received"] >= 0.5 * ana["voice"]["sent"]
-    from scipy.signal import correlate
 
     from capture.audio import load_audio
 
@@ -256,15 +255,63 @@ def test_participants_in_real_processes_speak_and_hear_each_other_through_a_real
     heard = _heard(tmp_path / "ben.wav")
     assert len(heard) > 2 * FS
     # ana's file loops from her first block: each 0.4 s of it with speech is somewhere in ben's ears
-    w, best = int(0.4 * FS), []
-    energy = np.sqrt(np.convolve(heard.astype(np.float64) ** 2, np.ones(w), mode="valid"))
+    best = _found(source, heard)
+    assert best and np.median(best) > 0.6, f"ana's speech should be in ben's ears: {best}"
+
+
+def _found(source: np.ndarray, heard: np.ndarray, w: int = int(0.4 * FS)) -> list[float]:
+    """For each 0.4 s of ``source`` with speech, how well it matches anywhere in ``heard``
+    (normalised cross-correlation, 1 = the same samples)."""
+    from scipy.signal import correlate
+
+    power = np.concatenate([[0.0], np.cumsum(heard.astype(np.float64) ** 2)])
+    energy = np.sqrt(np.maximum(power[w:] - power[:-w], 0.0))
+    best = []
     for a in range(0, len(source) - w, w):
         seg = source[a:a + w].astype(np.float64)
         if np.sqrt(np.mean(seg ** 2)) < 0.02:
             continue
         c = correlate(heard.astype(np.float64), seg, mode="valid", method="fft")
         best.append(float(np.max(c / (energy * np.sqrt(seg @ seg) + 1e-12))))
-    assert best and np.median(best) > 0.6, f"ana's speech should be in ben's ears: {best}"
+    return best
+
+
+def test_a_recording_played_as_a_participant_speaks_with_its_own_voice(data_dir, tmp_path):
+    """`holoport record --mic CLIP` keeps the sound; `holoport join --source REC` then speaks
+    with it (no --mic needed), and another participant hears it."""
+    from capture.audio import load_audio
+    from capture.recording import Recording
+
+    clip = sorted((data_dir / "audio").glob("cmu_arctic_us_axb_*.wav"))
+    if not clip:
+        pytest.skip("no speech clips")
+    rec = tmp_path / "me.hprec"
+    py = [sys.executable, "-m", "holoport"]
+    assert subprocess.run([*py, "record", str(rec), "--frames", "45", "--mic", str(clip[0])],
+                          capture_output=True, timeout=120).returncode == 0
+    with Recording(rec) as r:
+        assert r.audio_count > 0
+    endpoint = free_tcp_endpoint()
+    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--quiet"])
+    procs = []
+    try:
+        time.sleep(0.5)
+        for name, extra in (("ana", ["--source", str(rec), "--speaker", str(tmp_path / "ana.wav")]),
+                            ("ben", ["--mute", "--speaker", str(tmp_path / "ben.wav")])):
+            procs.append(subprocess.Popen([*py, "join", "--hub", endpoint, "--room", "rec", "--name", name,
+                                           "--duration", "12", "--fps", "5", "--out", str(tmp_path / name),
+                                           "--quiet", *extra]))
+        for p in procs:
+            assert p.wait(90) == 0
+    finally:
+        for p in [*procs, hub]:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+    ana = json.loads(next((tmp_path / "ana").glob("seat*.json")).read_text())
+    assert ana["voice"]["sent"] > 50, "the recording's track is ana's microphone"
+    best = _found(load_audio(clip[0])[: 3 * FS], _heard(tmp_path / "ben.wav"))
+    assert best and np.median(best) > 0.6, f"the recorded speech should be in ben's ears: {best}"
 
 
 def test_a_voice_payload_where_a_hologram_belongs_is_refused_never_drawn():
