@@ -351,6 +351,19 @@ def import_sounddevice() -> Any:
     return sounddevice
 
 
+def default_devices() -> tuple[str | None, str | None]:
+    """Why there is no default microphone, and why no default speaker (None: there is one),
+    without opening either: a participant with neither does not start its voice at all."""
+    reasons: list[str | None] = []
+    for kind in ("input", "output"):
+        try:
+            query_device(import_sounddevice(), None, kind)
+            reasons.append(None)
+        except AudioDeviceError as exc:
+            reasons.append(str(exc))
+    return reasons[0], reasons[1]
+
+
 def device_spec(spec: str | int | None) -> str | int | None:
     """A device as the command line names it: its number, its name, or None (the default)."""
     if isinstance(spec, str) and spec.strip().lstrip("-").isdigit():

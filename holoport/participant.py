@@ -195,6 +195,13 @@ class Participant:
                 raise ValueError("--speaker file writes seatN.wav into --out: give --out")
             Path(opt.out).mkdir(parents=True, exist_ok=True)
             speaker = str(Path(opt.out) / "seat{seat}.wav")
+        if mic is None and speech is None and speaker is None and opt.web is None:
+            from capture.audio import default_devices
+
+            no_mic, no_speaker = default_devices()
+            if no_speaker is not None and (no_mic is not None or opt.mute):  # nothing to say or hear with
+                print(f"holoport: joining without voice: {no_mic or 'muted'}; {no_speaker}", flush=True)
+                return
         spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=mic, speech=speech, mute=opt.mute,
                          speaker=speaker, blocks=opt.web is not None, mic_origin=origin)
         self.voice = VoiceProcess(spec).start()

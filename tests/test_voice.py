@@ -225,26 +225,7 @@ def test_participants_in_real_processes_speak_and_hear_each_other_through_a_real
     clip = sorted((data_dir / "audio").glob("cmu_arctic_us_aew_*.wav"))
     if not clip:
         pytest.skip("no speech clips")
-    endpoint = free_tcp_endpoint()
-    py = [sys.executable, "-m", "holoport"]
-    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--quiet"])
-    procs = []
-    try:
-        time.sleep(0.5)
-        for name, extra in (("ana", ["--mic", str(clip[0]), "--speaker", str(tmp_path / "ana.wav")]),
-                            ("ben", ["--mute", "--speaker", str(tmp_path / "ben.wav")])):
-            procs.append(subprocess.Popen([*py, "join", "--hub", endpoint, "--room", "talk", "--name", name,
-                                           "--duration", "12", "--fps", "5", "--out", str(tmp_path / name),
-                                           "--quiet", *extra]))
-        for p in procs:
-            assert p.wait(90) == 0
-    finally:
-        for p in [*procs, hub]:
-            if p.poll() is None:
-                p.terminate()
-                p.wait(10)
-    ben = json.loads(next((tmp_path / "ben").glob("seat*.json")).read_text())
-    ana = json.loads(next((tmp_path / "ana").glob("seat*.json")).read_text())
+    ana, ben = _ana_speaks_to_ben(tmp_path, ["--mic", str(clip[0])])
     assert ana["voice"]["sent"] > 50 and ben["voice"]["sent"] == 0
     # ana speaks from her start: what she said before ben's voice connection attached is not his to hear
     assert ben["voice"]["received"] >= 0.5 * ana["voice"]["sent"]
@@ -257,6 +238,30 @@ def test_participants_in_real_processes_speak_and_hear_each_other_through_a_real
     # ana's file loops from her first block: each 0.4 s of it with speech is somewhere in ben's ears
     best = _found(source, heard)
     assert best and np.median(best) > 0.6, f"ana's speech should be in ben's ears: {best}"
+
+
+def _ana_speaks_to_ben(tmp_path: Path, ana_args: list[str]) -> tuple[dict, dict]:
+    """A hub and two `holoport join` processes for 12 s: ana with ``ana_args`` and
+    ana.wav as her speaker, ben muted with ben.wav; their reports."""
+    endpoint = free_tcp_endpoint()
+    py = [sys.executable, "-m", "holoport"]
+    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--quiet"])
+    procs = []
+    try:
+        time.sleep(0.5)
+        for name, extra in (("ana", [*ana_args, "--speaker", str(tmp_path / "ana.wav")]),
+                            ("ben", ["--mute", "--speaker", str(tmp_path / "ben.wav")])):
+            procs.append(subprocess.Popen([*py, "join", "--hub", endpoint, "--room", "talk", "--name", name,
+                                           "--duration", "12", "--fps", "5", "--out", str(tmp_path / name),
+                                           "--quiet", *extra]))
+        for p in procs:
+            assert p.wait(90) == 0
+    finally:
+        for p in [*procs, hub]:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+    return tuple(json.loads(next((tmp_path / n).glob("seat*.json")).read_text()) for n in ("ana", "ben"))
 
 
 def _found(source: np.ndarray, heard: np.ndarray, w: int = int(0.4 * FS)) -> list[float]:
@@ -291,24 +296,7 @@ def test_a_recording_played_as_a_participant_speaks_with_its_own_voice(data_dir,
                           capture_output=True, timeout=120).returncode == 0
     with Recording(rec) as r:
         assert r.audio_count > 0
-    endpoint = free_tcp_endpoint()
-    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--quiet"])
-    procs = []
-    try:
-        time.sleep(0.5)
-        for name, extra in (("ana", ["--source", str(rec), "--speaker", str(tmp_path / "ana.wav")]),
-                            ("ben", ["--mute", "--speaker", str(tmp_path / "ben.wav")])):
-            procs.append(subprocess.Popen([*py, "join", "--hub", endpoint, "--room", "rec", "--name", name,
-                                           "--duration", "12", "--fps", "5", "--out", str(tmp_path / name),
-                                           "--quiet", *extra]))
-        for p in procs:
-            assert p.wait(90) == 0
-    finally:
-        for p in [*procs, hub]:
-            if p.poll() is None:
-                p.terminate()
-                p.wait(10)
-    ana = json.loads(next((tmp_path / "ana").glob("seat*.json")).read_text())
+    ana, _ = _ana_speaks_to_ben(tmp_path, ["--source", str(rec)])
     assert ana["voice"]["sent"] > 50, "the recording's track is ana's microphone"
     best = _found(load_audio(clip[0])[: 3 * FS], _heard(tmp_path / "ben.wav"))
     assert best and np.median(best) > 0.6, f"the recorded speech should be in ben's ears: {best}"
@@ -372,3 +360,24 @@ def test_the_lip_sync_reference_keeps_the_most_frames_in_bt1359s_window():
     assert lip_sync_reference(np.full(20, 0.3)) == pytest.approx(0.3)  # a steady picture: its own delay
     # the smallest of equals: a short audio delay is better for conversation
     assert lip_sync_reference(np.array([0.05, 0.3])) == pytest.approx(0.05)
+
+
+def test_a_participant_without_audio_devices_joins_and_says_why_it_is_silent(tmp_path):
+    from capture.audio import default_devices
+
+    if None in default_devices():
+        pytest.skip("this machine has a microphone or a speaker")
+    endpoint = free_tcp_endpoint()
+    py = [sys.executable, "-m", "holoport"]
+    hub = subprocess.Popen([*py, "hub", "--bind", endpoint, "--quiet"])
+    try:
+        time.sleep(0.5)
+        done = subprocess.run([*py, "join", "--hub", endpoint, "--duration", "2", "--out", str(tmp_path), "--quiet"],
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        hub.terminate()
+        hub.wait(10)
+    assert done.returncode == 0, done.stderr
+    assert "joining without voice: no microphone" in done.stdout and "no speaker" in done.stdout
+    report = json.loads(next(tmp_path.glob("seat*.json")).read_text())
+    assert report["voice"] is None and report["frames_sent"] > 0
