@@ -79,10 +79,11 @@ def _add_meeting_options(p: argparse.ArgumentParser) -> None:
 
 
 def _print_stats(stats: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from holoport.console import wide_console
+
+    console = wide_console()
     keys = ("members", "received", "forwarded", "stale_replaced", "dropped_full", "dropped_budget",
             "dropped_malformed", "control_dropped", "refused", "timed_out", "joins", "voice_in", "voice_forwarded",
             "voice_dropped")
