@@ -47,9 +47,9 @@ def voice(index: int, seconds: float = 2.0) -> np.ndarray:
     clips = sorted(SPEECH.glob("cmu_arctic_us_*.wav"))
     n = int(seconds * SAMPLE_RATE)
     if clips:
-        import soundfile
+        from render.audio_out import read_wav
 
-        x, rate = soundfile.read(clips[index % len(clips)], dtype="float32")
+        x, rate = read_wav(clips[index % len(clips)])
         x = resample_poly(x, SAMPLE_RATE, rate).astype(np.float32)
         x = x[np.argmax(np.abs(x) > 0.02):]  # start at the speech, not the leading silence
         x = np.resize(x, n)

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 try:
     from pesq import pesq
@@ -28,6 +27,7 @@ from codec.opus import (
     peek_voice,
 )
 from holoport.data import data_root
+from render.audio_out import read_wav
 
 CLIPS = sorted((data_root() / "audio").glob("cmu_arctic_us_*.wav"))
 LOOKAHEAD = 312  # libopus's encoder delay at 48 kHz (6.5 ms), what the alignment should find
@@ -46,7 +46,7 @@ def speech() -> list[np.ndarray]:
         pytest.skip(f"no cmu_arctic speech clips under {data_root() / 'audio'} (set HOLOPORT_DATA)")
     out = []
     for path in CLIPS:
-        x, rate = sf.read(path, dtype="float32")
+        x, rate = read_wav(path)
         assert rate == 16_000
         out.append(resample_poly(x, 3, 1).astype(np.float32))
     return out

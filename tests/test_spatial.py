@@ -52,11 +52,12 @@ def render(x: np.ndarray, az: float, dist: float = 1.5) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def speech(data_dir) -> np.ndarray:
-    soundfile = pytest.importorskip("soundfile")
+    from render.audio_out import read_wav
+
     clip = data_dir / "audio" / "cmu_arctic_us_axb_a0004.wav"
     if not clip.is_file():
         pytest.skip(f"no speech clip {clip}")
-    pcm, rate = soundfile.read(clip, dtype="float32")
+    pcm, rate = read_wav(clip)
     return resample_poly(pcm, RATE // rate, 1).astype(np.float32)
 
 
