@@ -322,9 +322,9 @@ class JitterBuffer:
             # Delay peaks (packets far later than the path's median, as when a dead second of a
             # 5G link releases its backlog at once) do not move the target: their packets are
             # late and concealed, where waiting for them would add that second to everything
-            # said after. Tuned on the tuning traces of holoport bench voice: counting peaks
-            # that recur within 10 s (as NetEQ's peak detector does) cost 150-220 ms at p95
-            # on two of six tuning runs and won nothing on the others.
+            # said after. In scratch runs on the tuning traces (docs/voice.md), counting
+            # peaks that recur within 10 s (as NetEQ's peak detector does) cost 150-220 ms
+            # at p95 on two of six tuning runs and won nothing on the others.
             normal = transit[transit <= self._median + PEAK_S]
             high = float(np.quantile(normal, self.quantile))
             self._jitter = high - float(transit.min())

@@ -23,6 +23,7 @@ roster, seat and clock offset (plain attribute reads).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -336,7 +337,6 @@ class VoiceChannel:
                 self._spatial.pop(gone, None)
                 self._speaking.pop(gone, None)
             buffers = list(self._buffers.items())
-        room = Room(node.seats) if node.seats else None
         blocks = []
         for peer, jb in buffers:
             if (video := self._video_delay.get(peer)) is not None:
@@ -348,11 +348,7 @@ class VoiceChannel:
             speaking = jb.speaking and float(np.abs(mono).max(initial=0.0)) > 1e-3
             if speaking:
                 self._speaking[peer] = time.time()
-            if room is not None and node.seat is not None and 0 <= seat < room.seats and seat != node.seat:
-                azimuth, distance = seat_azimuth(room, node.seat, seat)
-                mouth = room.seat_position(seat) + np.array([0.0, MOUTH_HEIGHT, 0.0])
-            else:
-                azimuth, distance, mouth = 0.0, 1.0, np.array([0.0, MOUTH_HEIGHT, 0.0])
+            azimuth, distance, mouth = _placement(node.seats, node.seat, seat)
             blocks.append(self._spatial[peer].process(mono, azimuth, distance))
             for listener in self.listeners:
                 try:
@@ -411,6 +407,17 @@ class LipSync:
             return {"av_skew_p50_ms": None, "av_skew_p95_ms": None, "in_sync_share": None, "av_skew_frames": 0}
         return {"av_skew_p50_ms": float(np.percentile(skew, 50)), "av_skew_p95_ms": float(np.percentile(skew, 95)),
                 "in_sync_share": float(np.mean((skew >= -45) & (skew <= 125))), "av_skew_frames": int(skew.size)}
+
+
+@functools.lru_cache(maxsize=256)
+def _placement(seats: int | None, listener: int | None, speaker: int) -> tuple[float, float, np.ndarray]:
+    """Where ``speaker``'s voice comes from for ``listener`` (azimuth, distance, mouth in
+    the room): fixed for a room, so worked out once, not every 20 ms block."""
+    if seats and listener is not None and 0 <= speaker < seats and 0 <= listener < seats and speaker != listener:
+        room = Room(seats)
+        azimuth, distance = seat_azimuth(room, listener, speaker)
+        return azimuth, distance, room.seat_position(speaker) + np.array([0.0, MOUTH_HEIGHT, 0.0])
+    return 0.0, 1.0, np.array([0.0, MOUTH_HEIGHT, 0.0])
 
 
 def _is_audio_decoder(decoder) -> bool:
