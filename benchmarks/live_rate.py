@@ -11,7 +11,19 @@ uplink_mbps, top_rung_mbps, sent_fps, received_fps, p50_ms, p95_ms (capture to a
 the receiver, one clock), sent_mbps, mean_lod, skipped (by the policy; frames the node's
 full queue dropped are not sent either).
 
+``--case hetero``: one sender on a fast uplink and three receivers behind link relays of
+different downlinks (--downlinks, default 50, 8 and 2 Mbit/s, 10 ms each way), with
+--policies rungs (today's: one rung for all, the lowest any receiver can take in time) and
+layered (``--rate adaptive``: a layered stream; the hub forwards each receiver the parts its
+own downlink carries in time, holoport.layers). Receivers take frames off the socket
+without drawing them. Records, one per receiver: case, policy, receiver, downlink_mbps,
+received_fps, layers_mean (parts per shown frame; 0 for rungs), mean_level (octree level
+of the frames shown), mean_y_psnr (each frame's quality at what was shown, from the
+qualities measured on the first frame: the ladder's rungs, or each prefix of the layered
+frame), p50_ms, p95_ms (capture to arrival of the frame's last part shown), sent_mbps.
+
 Run: python -m benchmarks.live_rate [--source PATH] --json live.json --markdown live.md --plot live.png
+     holoport bench live --case hetero --json live-hetero.json --markdown live-hetero.md
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ import numpy as np
 
 from benchmarks.common import add_output_arguments, emit, script_main
 
+HETERO_COLUMNS = ["policy", "receiver", "downlink_mbps", "received_fps", "layers_mean", "mean_level", "mean_y_psnr",
+                  "p50_ms", "p95_ms", "sent_mbps"]
 COLUMNS = ["policy", "uplink_mbps", "top_rung_mbps", "sent_fps", "received_fps", "p50_ms", "p95_ms",
            "sent_mbps", "mean_lod", "skipped"]
 
@@ -31,7 +45,14 @@ COLUMNS = ["policy", "uplink_mbps", "top_rung_mbps", "sent_fps", "received_fps",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mbps", type=float, nargs="*", default=[0.5, 1.0, 2.0, 4.0],
                         help="uplink capacities to run (default 0.5 1 2 4)")
-    parser.add_argument("--policies", nargs="*", default=["fixed", "adaptive"], choices=["fixed", "adaptive"])
+    parser.add_argument("--case", choices=["uplink", "hetero"], default="uplink",
+                        help="uplink: one sender through a thin uplink (default); hetero: three receivers "
+                             "behind different downlinks")
+    parser.add_argument("--policies", nargs="*", default=None, choices=["fixed", "adaptive", "rungs", "layered"],
+                        help="uplink case: fixed, adaptive (default both); hetero case: rungs, layered "
+                             "(default both)")
+    parser.add_argument("--downlinks", type=float, nargs="*", default=[50.0, 8.0, 2.0],
+                        help="hetero case: the receivers' downlinks, Mbit/s")
     parser.add_argument("--seconds", type=float, default=12.0, help="per run; the second half is measured")
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--source", default="synthetic",
@@ -108,6 +129,108 @@ def run_one(policy: str, mbps: float, seconds: float, fps: float, source: str = 
             "skipped": rate.skipped}
 
 
+def run_hetero(policy: str, downlinks: list[float], seconds: float, fps: float, source: str) -> list[dict]:
+    """One sender, one receiver per downlink (each behind its own relay); the second half
+    of the run is measured. See the module doc."""
+    from codec import for_meeting
+    from codec.layered import LayeredOctreeCodec
+    from codec.metrics import quality
+    from holoport.endpoints import free_tcp_endpoint
+    from holoport.hub import Hub
+    from holoport.link import Link, LinkConfig, Trace
+    from holoport.link.live import LayeredRate, LiveRate, RungEncoders, layered_codec, live_ladder
+    from holoport.link.relay import LinkRelay
+    from holoport.node import Node
+    from holoport.point_sources import open_points
+
+    points = open_points(source, realtime=False)
+    base = for_meeting("octree", color_step=8)
+    first = points.read()
+    if policy == "layered":
+        coder = layered_codec(base)
+        parts = coder.encode_layers(*first)
+        levels = parts.levels
+        psnr = []
+        for k in range(1, len(parts.parts) + 1):  # on the codec's grid, as the ladder's qualities
+            shown = LayeredOctreeCodec.decode_layers(parts.parts[:k])
+            psnr.append(quality(_grid(first[0], base), first[1], _grid(shown.positions, base), shown.colors,
+                                base.depth).y_psnr)
+        rate = LayeredRate(fps)
+    else:
+        ladder = live_ladder(*first, base)
+        rate, encoders = LiveRate(ladder, fps, "adaptive"), RungEncoders(ladder, base)
+    seen: list[dict] = [{} for _ in downlinks]  # per receiver: seq -> (arrival ms after capture, parts or rung)
+    with Hub(free_tcp_endpoint()) as hub:
+        relays = [LinkRelay("tcp://127.0.0.1:0", hub.endpoint, Link(Trace.constant(100.0), LinkConfig(delay_ms=10)),
+                            Link(Trace.constant(mbps), LinkConfig(delay_ms=10))).start() for mbps in downlinks]
+        try:
+            with closing(points), Node(hub.endpoint, "live", "sender") as a:
+                receivers = [Node(r.endpoint, "live", f"receiver-{i}", decode=False).start()
+                             for i, r in enumerate(relays)]
+                a.on_feedback = rate.on_feedback
+                start = next_tick = time.time()
+                half = start + seconds / 2
+                rung_of: dict[int, int] = {}
+                while time.time() < start + seconds:
+                    if time.time() >= next_tick:
+                        captured = time.time()
+                        positions, colors = points.read()
+                        if policy == "layered":
+                            frame = coder.encode_layers(positions, colors)
+                            n = rate.choose(captured, time.time(), [len(p) for p in frame.parts])
+                            if n:
+                                for head in a.send_layers(frame.parts[:n], frame.points, {"capture": captured}):
+                                    if (sent := a.sent_frame(head["seq"])) is not None:
+                                        rate.on_sent(head["seq"], *sent)
+                        else:
+                            rung = rate.choose(captured, time.time(), 0, False)
+                            if rung is not None:
+                                a.encoder = encoders.get(rung)
+                                head = a.send((positions, colors), ts={"capture": captured})
+                                rung_of[head["seq"]] = rung
+                                if (sent := a.sent_frame(head["seq"])) is not None:
+                                    rate.on_sent(head["seq"], *sent)
+                        next_tick += 1 / fps
+                        a.heartbeat()
+                    a.poll(0.0)
+                    for i, b in enumerate(receivers):
+                        for f in b.poll(0.002):
+                            if f.ts["capture"] >= half:
+                                seen[i][f.seq] = ((time.time() - f.ts["capture"]) * 1e3,
+                                                  f.layers if policy == "layered" else rung_of.get(f.seq, 0))
+                        b.heartbeat()
+                sent_mbps = a.counters.sent_bytes * 8 / seconds / 1e6
+                for b in receivers:
+                    b.close()
+        finally:
+            for r in relays:
+                r.stop()
+    records = []
+    for i, mbps in enumerate(downlinks):
+        got = list(seen[i].values())
+        lat = [ms for ms, _ in got]
+        if policy == "layered":
+            shown = [k for _, k in got]
+            level = [levels[k - 1] for k in shown]
+            y = [psnr[k - 1] for k in shown]
+        else:
+            shown = [0 for _ in got]
+            level = [base.depth - ladder.rungs[r].lod for _, r in got]
+            y = [ladder.rungs[r].y_psnr for _, r in got]
+        records.append({"case": "hetero", "source": source, "policy": policy, "receiver": i, "downlink_mbps": mbps,
+                        "received_fps": len(got) / (seconds / 2),
+                        "layers_mean": float(np.mean(shown)) if got else None,
+                        "mean_level": float(np.mean(level)) if got else None,
+                        "mean_y_psnr": float(np.mean(y)) if got else None,
+                        "p50_ms": float(np.percentile(lat, 50)) if lat else None,
+                        "p95_ms": float(np.percentile(lat, 95)) if lat else None, "sent_mbps": sent_mbps})
+    return records
+
+
+def _grid(positions: np.ndarray, base) -> np.ndarray:
+    return (np.asarray(positions, np.float64) - np.asarray(base.origin)) / base.cell
+
+
 def plot(records: list[dict], path: str) -> None:
     import matplotlib
 
@@ -141,6 +264,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import track
 
     logging.getLogger("holoport").setLevel(logging.WARNING)
+    if args.case == "hetero":
+        policies = args.policies or ["rungs", "layered"]
+        records = [r for p in track(policies, description="heterogeneous receivers")
+                   for r in run_hetero(p, args.downlinks, args.seconds, args.fps, args.source)]
+        emit(records, HETERO_COLUMNS, f"Live, three receivers: {args.source}, octree codec, {args.fps:g} fps, "
+             f"downlinks {', '.join(f'{m:g}' for m in args.downlinks)} Mbit/s", args)
+        return 0
+    args.policies = [p for p in (args.policies or ["fixed", "adaptive"]) if p in ("fixed", "adaptive")]
     configs = [(p, m) for m in args.mbps for p in args.policies]
     records = [run_one(p, m, args.seconds, args.fps, args.source)
                for p, m in track(configs, description="live runs through a relay")]

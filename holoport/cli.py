@@ -86,12 +86,13 @@ def _print_stats(stats: dict) -> None:
     console = wide_console()
     keys = ("members", "received", "forwarded", "stale_replaced", "dropped_full", "dropped_budget",
             "dropped_malformed", "control_dropped", "refused", "timed_out", "joins", "voice_in", "voice_forwarded",
-            "voice_dropped")
+            "voice_dropped", "layer_parts_forwarded", "layer_parts_dropped", "reports_contradicted")
     console.print("hub: " + ", ".join(f"{k.replace('_', ' ')} {stats.get(k, 0)}" for k in keys))
     for room, members in sorted(stats.get("rooms", {}).items()):
         table = Table(title=f"room {room}")
         for col in ("seat", "name", "fps in", "Mbit/s in", "frames out", "stale replaced",
-                    "hub p50 ms", "hub p99 ms", "credit wait p99 ms", "voice", "voice hub p99 ms"):
+                    "hub p50 ms", "hub p99 ms", "credit wait p99 ms", "voice", "voice hub p99 ms",
+                    "layers in", "downlink Mbit/s"):
             table.add_column(col, justify="left" if col == "name" else "right")
 
         def num(v, fmt=".1f"):
@@ -103,7 +104,8 @@ def _print_stats(stats: dict) -> None:
                           str(m.get("stale_replaced", 0)), num(m.get("hub_p50_ms"), ".2f"),
                           num(m.get("hub_p99_ms"), ".2f"), num(m.get("credit_wait_p99_ms"), ".2f"),
                           ("speaking" if m.get("speaking") else "on") if m.get("voice") else "-",
-                          num(m.get("voice_hub_p99_ms"), ".2f"))
+                          num(m.get("voice_hub_p99_ms"), ".2f"), num(m.get("layers_mean"), ".2f"),
+                          num(m.get("downlink_mbps")))
         console.print(table)
     if not stats.get("rooms"):
         console.print("no rooms: nobody has joined" if not stats.get("members") else
@@ -289,9 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "page has its own)")
     p.add_argument("--mute", action="store_true", help="listen without sending our voice")
     p.add_argument("--no-voice", action="store_true", help="hologram only: neither speak nor listen")
-    p.add_argument("--rate", default="fixed", choices=["fixed", "adaptive"],
-                   help="adaptive: level of detail and colour step follow what the receivers report "
-                   "(needs --codec octree; see docs/link.md); fixed: always --color-step at full detail")
+    p.add_argument("--rate", default="fixed", choices=["fixed", "adaptive", "rungs"],
+                   help="adaptive: a layered stream, as many parts as our uplink carries, and each receiver "
+                   "gets the parts its own downlink carries in time; rungs: one level of detail and colour step "
+                   "for everyone, the lowest any receiver can take (both need --codec octree; see docs/link.md); "
+                   "fixed: always --color-step at full detail")
     _add_link_options(p)
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
@@ -533,8 +537,12 @@ def _join(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{report['name']}: sent {report['frames_sent']}, received "
               f"{report['frames_received']} {report['received_by_sender']}")
-        if report.get("rate"):
-            print(f"rate: frames per rung {report['rate']['rungs']}, skipped {report['rate']['skipped']}")
+        rate = report.get("rate")
+        if rate and "rungs" in rate:
+            print(f"rate: frames per rung {rate['rungs']}, skipped {rate['skipped']}")
+        elif rate:
+            print(f"rate: layered, frames per parts sent {rate['parts_sent']}, skipped {rate['skipped']}; "
+                  f"parts per frame shown, per sender: {report.get('layers_by_sender')}")
         if relay is not None:
             print(f"link: {_LinkStatus(relay).line(whole_run=True)}")
     return 0

@@ -34,6 +34,7 @@ import msgpack
 import zmq
 
 from holoport import wire
+from holoport.layers import DEADLINE_S, ReceiverLayers
 from holoport.security import HubSecurity
 from holoport.stats import LatencyLog
 from holoport.wire import MAX_CREDIT, MessageType
@@ -58,6 +59,7 @@ class Drop:
     NO_FIELDS = "message without the fields its type needs"
     KEYFRAME_NOBODY = "keyframe request for nobody in the room"
     FEEDBACK_NOBODY = "feedback for nobody in the room"
+    FEEDBACK_CONTRADICTED = "feedback whose every report the hub's own stamps contradict"
     AUDIO_SIZE = "voice packet without exactly one payload part of at most MAX_AUDIO_BYTES"
     ATTACH_REFUSED = "a voice socket naming no member, or the wrong voice key"
     VOICE_ONLY = "a voice socket sent what only the main socket may"
@@ -93,6 +95,11 @@ class Member:
     voice_rate: VoiceRate = field(default_factory=lambda: VoiceRate())
     voice_over: int = 0  # its voice packets dropped for exceeding the rate one voice needs
     voice_ms: LatencyLog = field(default_factory=lambda: LatencyLog(keep=2000))  # voice packets' hub residence
+    # layered streams: as a receiver, which parts it is sent and what its downlink carries
+    # (holoport.layers); as a layered sender, the hub's arrival times of its parts, reported
+    # back to it ("up" feedback) so that it adapts to its own uplink only
+    layers: ReceiverLayers = field(default_factory=ReceiverLayers)
+    up_reports: list = field(default_factory=list)
 
 
 class VoiceRate:
@@ -168,6 +175,9 @@ class HubStats:
     voice_over_rate: int = 0  # voice packets beyond what one voice sends (VoiceRate): a flood
     voice_attached: int = 0
     stale_replaced: int = 0  # a held-back frame replaced by a newer one from the same sender
+    layer_parts_forwarded: int = 0  # enhancement parts of layered frames sent to receivers
+    layer_parts_dropped: int = 0  # not sent: late for that receiver, or its base never went
+    reports_contradicted: int = 0  # arrival reports the hub's own stamps contradict (dropped)
     keyframe_requests: int = 0
     keyframe_coalesced: int = 0  # requests folded into one already on its way to the sender
     keyframes_forgotten: int = 0  # cached keyframes dropped to keep within the byte budget
@@ -224,6 +234,7 @@ class Hub:
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
         self._cached: dict[tuple[int, int], Member] = {}  # (member id, stream) with a cached keyframe, oldest first
+        self._up_due: dict[int, Member] = {}  # layered senders with arrival reports to send back
         self._trim = False  # memory to hand back at the next sweep
         self._rejoin_told: dict[bytes, float] = {}  # when a stranger was last told to join again
         self._stop = threading.Event()
@@ -318,6 +329,8 @@ class Hub:
                         except Exception:  # a message we did not foresee: drop it, keep serving
                             log.exception("dropped a message that broke its handler")
                             self._drop(Drop.HANDLER)
+                if self._up_due:
+                    self._report_uplinks()
                 if self._pending:
                     self._flush_pending()
                 if time.monotonic() >= next_sweep:
@@ -384,6 +397,8 @@ class Hub:
                 return self._drop(Drop.NO_FIELDS)
             if head.get("points", 0) > self.max_points:
                 return self._drop(Drop.TOO_MANY_POINTS)
+            if head.get("layer", 0) > 0:
+                return self._forward_part(member, head, msg.payloads)
             self._forward(member, head, msg.payloads)
         elif kind == MessageType.AUDIO:  # a node without a voice connection may send on its main one
             self._voice_message(member, kind, head, msg.payloads, arrived)
@@ -408,7 +423,12 @@ class Hub:
             target = self._by_id.get(head.get("to"))
             if target is None or target.room != member.room or target is member or "r" not in head:
                 return self._drop(Drop.FEEDBACK_NOBODY)
-            self._control(target.identity, wire.header(MessageType.FEEDBACK, r=head["r"], **{"from": member.id}))
+            now = time.time()  # its reports steer what it is sent, once the hub's own stamps agree
+            kept = [r for r in head["r"] if member.layers.report(target.id, r[0], r[1], r[2], now)]
+            self.stats.reports_contradicted += len(head["r"]) - len(kept)
+            if not kept:
+                return self._drop(Drop.FEEDBACK_CONTRADICTED)
+            self._control(target.identity, wire.header(MessageType.FEEDBACK, r=kept, **{"from": member.id}))
         elif kind != MessageType.HEARTBEAT:
             self._drop(Drop.UNEXPECTED)
 
@@ -494,10 +514,12 @@ class Hub:
         head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=fields["seq"],
                            ts={**stamps, "hub_in": now}, key=fields.get("key", True),
                            points=fields.get("points", 0), stream=stream)
-        for optional in ("off", "fb"):
+        for optional in ("off", "fb", "layer"):
             if optional in fields:
                 head[optional] = fields[optional]
         size = sum(len(p) for p in payloads)
+        if "layer" in fields:
+            self._heard_part(sender, fields, now, size)
         t = sender.traffic
         t.frames_in += 1
         t.bytes_in += size
@@ -513,6 +535,56 @@ class Hub:
             if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
                 return
             self._offer(receiver, (sender.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
+
+    # -- layered streams -----------------------------------------------------------------
+    def _forward_part(self, sender: Member, fields: dict, payloads: list) -> None:
+        """An enhancement part: to each receiver that was sent the parts before it, if its
+        downlink carries it in time (``holoport.layers``); never held, never cached."""
+        if not wire.need(fields, "base"):
+            return self._drop(Drop.NO_FIELDS)
+        now = time.time()
+        size = _size(payloads)
+        stream, seq = fields.get("stream", 0), fields["seq"]
+        t = sender.traffic
+        t.bytes_in += size
+        t.last_in = now
+        self._heard_part(sender, fields, now, size)
+        stamps = {k: v for k, v in fields["ts"].items() if not k.startswith("hub_")}
+        if len(stamps) > wire.MAX_STAGES - 3:
+            return self._drop(Drop.STAGES)
+        for receiver in self._room(sender):
+            if not receiver.layers.offer((sender.id, stream), fields["base"], fields["layer"], size, now) \
+                    or receiver.identity in self._pending:
+                self.stats.layer_parts_dropped += 1
+                continue
+            head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=seq, stream=stream,
+                               ts={**stamps, "hub_in": now, "hub_out": time.time()}, key=True,
+                               points=fields.get("points", 0), layer=fields["layer"], base=fields["base"])
+            for optional in ("off", "fb"):
+                if optional in fields:
+                    head[optional] = fields[optional]
+            if not self._send(receiver.identity, wire.encode(head, payloads)):
+                self.stats.layer_parts_dropped += 1
+                continue
+            out = head["ts"]["hub_out"]
+            receiver.layers.sent((sender.id, stream), seq, size, out)
+            receiver.layers.log.add(sender.id, seq, out, size)
+            self.stats.layer_parts_forwarded += 1
+            self.stats.forwarded_bytes += size
+
+    def _heard_part(self, sender: Member, fields: dict, now: float, size: int) -> None:
+        """Note a layered part's arrival for the sender's uplink report."""
+        if fields.get("fb") is True:
+            sender.up_reports.append([fields["seq"], now, size])
+            self._up_due[sender.id] = sender
+
+    def _report_uplinks(self) -> None:
+        """Tell layered senders when their parts reached the hub (after each burst)."""
+        for sender in self._up_due.values():
+            if self.members.get(sender.identity) is sender and sender.up_reports:
+                reports, sender.up_reports = sender.up_reports[-wire.MAX_REPORTS:], []
+                self._control(sender.identity, wire.header(MessageType.FEEDBACK, r=reports, up=True))
+        self._up_due.clear()
 
     # -- voice ---------------------------------------------------------------------------
     def _attach(self, identity: bytes, head: dict, key: str | None) -> None:
@@ -612,6 +684,13 @@ class Hub:
         if not self._send(receiver.identity, wire.encode(head, payloads)):
             return False
         size = _size(payloads)
+        out = head["ts"]["hub_out"]
+        receiver.layers.log.add(head["src"], head["seq"], out, size)
+        if head.get("layer") == 0:  # a layered frame's base: its enhancement parts may follow
+            ts = head["ts"]  # its deadline runs from capture, on the hub's clock
+            captured = ts["capture"] + head["off"] if "capture" in ts and "off" in head else ts["hub_in"]
+            receiver.layers.on_base((head["src"], head.get("stream", 0)), head["seq"], captured + DEADLINE_S,
+                                    out, size)
         self.stats.forwarded += 1
         self.stats.forwarded_bytes += size
         receiver.credit -= 1
@@ -764,6 +843,7 @@ class Hub:
             self._voice.pop(member.voice, None)
             self._pending.pop(member.voice, None)
         self._pending.pop(member.identity, None)
+        self._up_due.pop(member.id, None)
         held = member.inflight_bytes + sum(_size(p) for _, p in member.slots.values())
         self._account(-held)
         self._forget_key(member)
@@ -774,6 +854,7 @@ class Hub:
         for other in self._room(member):
             for slot in [k for k in other.slots if k[0] == member.id]:  # nobody is shown a frame from someone who left
                 self._account(-_size(other.slots.pop(slot)[1]))
+            other.layers.forget(member.id)
             self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
         self._trim |= held > 16 * 1024 * 1024  # frames that big came from fresh pages: give them back
 
@@ -817,7 +898,7 @@ class Hub:
         rooms: dict[str, list] = {}
         for m in shown[page * STATS_PAGE:(page + 1) * STATS_PAGE]:
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict(),
-                                                 **_voice_stats(m)})
+                                                 **_voice_stats(m), **m.layers.as_dict()})
         body = {**self.stats.as_dict(), "members": len(self.members),
                 "room_count": len(self._rooms), "rooms": rooms}
         self._reply(identity, wire.header(MessageType.STATS, page=page, pages=pages),
@@ -828,7 +909,7 @@ class Hub:
         rooms: dict[str, list] = {}
         for m in self.members.values():
             rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
-                                                 **m.traffic.as_dict(), **_voice_stats(m)})
+                                                 **m.traffic.as_dict(), **_voice_stats(m), **m.layers.as_dict()})
         return {**self.stats.as_dict(), "members": len(self.members), "rooms": rooms}
 
 

@@ -28,7 +28,7 @@ import codec
 from holoport import wire
 from holoport.clock import ClockSync
 from holoport.credits import CreditWindow
-from holoport.receiver import Receivers, RemoteFrame, StreamKey, keyframe_request
+from holoport.receiver import LayeredFrames, Receivers, RemoteFrame, StreamKey, keyframe_request
 from holoport.security import NodeSecurity
 from holoport.sender import FeedbackCallback, Senders
 from holoport.session import JoinError, NodeCounters, Peer, Session
@@ -65,6 +65,7 @@ class Node(Session):
         self.decode = decode  # False: frames come back as payload sizes and stamps only (relays, load tests)
         self.senders = Senders(_stream_encoder(encoder))
         self.receivers = Receivers(self.counters)
+        self.layered = LayeredFrames()
 
     # -- what the session tells us ------------------------------------------------------
     def start(self) -> Node:
@@ -74,10 +75,12 @@ class Node(Session):
 
     def _membership(self, new: bool) -> None:
         self.receivers.forget()  # ids may be new (a restarted hub): streams start again
+        self.layered.forget()
         self.credits.reset()
 
     def _peer_left(self, peer_id: int) -> None:
         self.receivers.forget(peer_id)
+        self.layered.forget(peer_id)
 
     # -- the clock ------------------------------------------------------------------------
     @property
@@ -133,13 +136,24 @@ class Node(Session):
         ts["encoded"] = self.clock()
         return self.send_encoded(encoded.payload, encoded.points, ts, encoded.keyframe, stream)
 
+    def send_layers(self, parts: list[bytes], points: int, ts: dict | None = None, stream: int = 0) -> list[dict]:
+        """Send one frame of a layered stream (``codec.layered``), base first, each part its
+        own message: the hub sends each receiver as many parts as its downlink carries in
+        time. Returns the headers they went out with."""
+        if not 1 <= len(parts) <= wire.MAX_LAYERS:
+            raise ValueError(f"a layered frame has 1..{wire.MAX_LAYERS} parts, not {len(parts)}")
+        heads = [self.send_encoded(parts[0], points, ts, True, stream, layer=0)]
+        for i, part in enumerate(parts[1:], 1):
+            heads.append(self.send_encoded(part, points, ts, True, stream, layer=i, base=heads[0]["seq"]))
+        return heads
+
     def send_encoded(self, payload: bytes, points: int, ts: dict | None = None, key: bool = True,
-                     stream: int = 0) -> dict:
+                     stream: int = 0, **fields) -> dict:
         """Send a frame that is already a codec stream (a recording, a load test)."""
         ts = dict(ts or {})
         seq = self.senders.next_seq()
         head = wire.header(MessageType.FRAME, room=self.room, seq=seq, ts=ts, points=points, key=key,
-                           stream=stream)
+                           stream=stream, **fields)
         if self.offset is not None:
             head["off"] = self.offset
         if self.on_feedback is not None:
@@ -181,6 +195,7 @@ class Node(Session):
         most ``credit`` frames ahead and meanwhile keeps only each stream's newest: a node
         that stops polling holds up nobody and, when it polls again, gets fresh frames."""
         newest: dict[StreamKey, wire.Message] = {}
+        upgraded: set[StreamKey] = set()  # layered frames that gained parts
         self.credits.hand_back(self._send)
         if not self._sock.poll(int(timeout * 1000)):
             return []
@@ -204,8 +219,8 @@ class Node(Session):
             if msg.type != MessageType.FRAME:
                 self._control(msg)
                 continue
-            taken += 1
             head = msg.header
+            taken += head.get("layer", 0) == 0  # enhancement parts take no credit
             if not wire.need(head, "src", "seq", "ts") or len(msg.payloads) != 1:
                 self.counters.malformed += 1
                 continue
@@ -219,18 +234,28 @@ class Node(Session):
                 reports.setdefault(src, []).append(
                     [head["seq"], self.sync.to_hub(received), len(msg.payloads[0].buffer)])
             key = (src, head.get("stream", 0))
+            if head.get("layer", 0) > 0:
+                if self.layered.add(key, head, msg.payloads[0]):
+                    upgraded.add(key)
+                continue
             if key in newest:
                 self.counters.skipped_stale += 1
             newest[key] = msg
+            if "layer" in head:
+                self.layered.start(key, head, msg.payloads[0])
         self.credits.taken(taken)
         self.credits.hand_back(self._send)
         for src, r in reports.items():
             self._send(wire.header(MessageType.FEEDBACK, to=src, r=r[-wire.MAX_REPORTS:]))
         # a peer may have left, or lost its seat, after its frame came: such frames are not drawn
         # (nor decoded)
-        return [f for f in (self._decode(k, m) for k, m in newest.items() if k[0] in self.peers) if f is not None]
+        decoded = [self._decode(k, m) for k, m in newest.items() if k[0] in self.peers]
+        decoded += [self._decode_parts(k) for k in upgraded - set(newest) if k[0] in self.peers]
+        return [f for f in decoded if f is not None]
 
     def _decode(self, key: StreamKey, msg: wire.Message) -> RemoteFrame | None:
+        if "layer" in msg.header:
+            return self._decode_parts(key)
         payload = msg.payloads[0].buffer
         if not self.decode:
             return self._frame(key, msg.header, codec.Cloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)),
@@ -242,6 +267,23 @@ class Node(Session):
                 self._send(keyframe_request(key))
             return None
         return None if frame is None else self._frame(key, msg.header, frame, len(payload))
+
+    def _decode_parts(self, key: StreamKey) -> RemoteFrame | None:
+        """The newest layered frame of ``key`` at every part that has come so far."""
+        pending = self.layered.frames.get(key)
+        if pending is None:
+            return None
+        parts = pending.ready()
+        if not self.decode:
+            frame = codec.Cloud(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8))
+        else:
+            frame = self.receivers.decode_parts(key, parts, self.max_points)
+            if frame is None:
+                return None
+        pending.shown = len(parts)
+        out = self._frame(key, dict(pending.head, ts=dict(pending.head["ts"])), frame, sum(len(p) for p in parts))
+        out.layers = len(parts)
+        return out
 
     def _frame(self, key: StreamKey, head: dict, frame, nbytes: int) -> RemoteFrame:
         ts = head["ts"]

@@ -53,8 +53,10 @@ class ParticipantOptions:
     token: str | None = None  # the room's admission token
     codec: str = "baseline"  # a name from codec.available()
     codec_options: dict = field(default_factory=dict)  # its configuration beyond Codec.for_meeting's
-    rate: str = "fixed"  # "adaptive": level of detail and colour step follow the receivers'
-    #                      reports (octree codec; holoport.link.live)
+    rate: str = "fixed"  # "adaptive": a layered stream, as many parts as our uplink carries, and
+    #                      each receiver gets what its downlink carries (octree codec);
+    #                      "rungs": one level of detail and colour step for all receivers,
+    #                      the lowest any of them can take (holoport.link.live)
     view: bool = False  # a desktop window with the room, orbit and zoom (render.window)
     web: int | None = None  # serve the browser / headset viewer on this port (render.browser)
     web_host: str = "127.0.0.1"  # 0.0.0.0 to let a headset on the LAN in
@@ -82,15 +84,17 @@ class Participant:
         self.recv_dump: list[dict] = []
         self.last_view = None
         self.most_shown = 0
-        self.rate = None  # LiveRate when options.rate is adaptive
+        self.rate = None  # LayeredRate when options.rate is adaptive, LiveRate for rungs
+        self.layered = None  # the layered codec, with LayeredRate
+        self._layers: dict[str, dict[int, int]] = {}  # sender -> seq -> parts its frame was shown with
         self.voice = None  # holoport.voice.VoiceChannel once joined, when options.voice
         self.lip_sync = None  # holoport.voice.LipSync, with the voice
         self.frame_index = 0
         self._shown: dict[int, int] = {}  # peer -> seq of its frame last drawn
-        if options.rate not in ("fixed", "adaptive"):
-            raise ValueError(f"--rate is fixed or adaptive, not {options.rate!r}")
+        if options.rate not in ("fixed", "adaptive", "rungs"):
+            raise ValueError(f"--rate is fixed, adaptive or rungs, not {options.rate!r}")
         self.codec = codec.for_meeting(options.codec, **options.codec_options)
-        if options.rate == "adaptive":
+        if options.rate in ("adaptive", "rungs"):
             from holoport.link.live import ladder_codec
 
             ladder_codec(self.codec)  # before joining: a codec without levels of detail is an error now
@@ -117,7 +121,7 @@ class Participant:
                   insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
                   token=opt.token) as node:
             self.node = node
-            if opt.rate == "adaptive":
+            if opt.rate != "fixed":
                 self._start_rate(node)
             self.room = Room(node.seats)
             w, h = opt.view_size
@@ -225,8 +229,15 @@ class Participant:
                 viewer.stop()
 
     def _start_rate(self, node: Node) -> None:
-        """Measure the ladder on our first frame and let receivers' reports steer it."""
-        from holoport.link.live import LiveRate, RungEncoders, live_ladder
+        """Layered: the hub's reports of our uplink steer how many parts we send. Rungs:
+        measure the ladder on our first frame and let receivers' reports steer it."""
+        from holoport.link.live import LayeredRate, LiveRate, RungEncoders, layered_codec, live_ladder
+
+        if self.opt.rate == "adaptive":
+            self.layered = layered_codec(self.codec)
+            self.rate = LayeredRate(self.opt.fps)
+            node.on_feedback = self.rate.on_feedback
+            return
 
         positions, colors = self.source.read()
         ladder = live_ladder(positions, colors, self.codec)
@@ -238,6 +249,8 @@ class Participant:
         t0 = time.time()
         positions, colors = self.source.read()
         t1 = time.time()
+        if self.layered is not None:
+            return self._send_layers(node, positions, colors, t0, t1)
         if self.rate is not None:
             rung = self.rate.choose(t0, t1, self.frame_index, False)
             self.frame_index += 1
@@ -252,6 +265,20 @@ class Participant:
         if self._dumps(head["seq"], self.sent_dump):
             self.sent_dump.append({"seq": head["seq"], "positions": positions, "colors": colors})
 
+    def _send_layers(self, node: Node, positions: np.ndarray, colors: np.ndarray, t0: float, t1: float) -> None:
+        frame = self.layered.encode_layers(positions, colors)
+        t2 = time.time()
+        count = self.rate.choose(t0, t2, [len(p) for p in frame.parts])
+        if count == 0:  # even the base would arrive too late: skip it
+            return
+        heads = node.send_layers(frame.parts[:count], frame.points, {"capture": t0, "captured": t1, "encoded": t2})
+        for head in heads:
+            if (sent := node.sent_frame(head["seq"])) is not None:
+                self.rate.on_sent(head["seq"], *sent)
+        self.points_sent.append(len(positions))
+        if self._dumps(heads[0]["seq"], self.sent_dump):
+            self.sent_dump.append({"seq": heads[0]["seq"], "positions": positions, "colors": colors})
+
     def _dumps(self, seq: int, kept: list) -> bool:
         """Sender and receivers pick the same frames by sequence number alone, so the saved
         clouds can be compared after the meeting; at most MAX_DUMPS are kept in memory."""
@@ -261,8 +288,15 @@ class Participant:
         for f in frames:
             if f.stream != 0:  # each participant's hologram; further views are not drawn yet
                 continue
-            self.latency.frame_received(f.sender, f.name, f.seq, f.ts)  # stamped, waiting for a render
+            upgrade = f.sender in self.remote and self.remote[f.sender].seq == f.seq  # more parts came
+            if not upgrade:
+                self.latency.frame_received(f.sender, f.name, f.seq, f.ts)  # stamped, waiting for a render
             self.remote[f.sender] = f
+            if f.layers:
+                seen = self._layers.setdefault(f.name, {})
+                seen[f.seq] = f.layers
+                if len(seen) > 4096:
+                    seen.pop(next(iter(seen)))
             if self._dumps(f.seq, self.recv_dump):
                 self.recv_dump.append({"sender": f.name, "seq": f.seq, "positions": f.positions,
                                        "colors": f.colors})
@@ -333,6 +367,7 @@ class Participant:
             "frames_unshown": self.latency.unshown,  # decoded, but replaced or gone before a render
             "latency_per_frame": list(self.latency.frames),  # the latest frames shown: each one's stages, ms
             "rate": self.rate.summary() if self.rate is not None else None,
+            "layers_by_sender": {name: float(np.mean(list(seen.values()))) for name, seen in self._layers.items()},
             "voice": self._voice_report(),
             "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }

@@ -35,6 +35,7 @@ class RemoteFrame:
     ts: dict  # stage timestamps from the header, plus received and decoded
     nbytes: int
     stream: int = 0
+    layers: int = 0  # parts of a layered frame it was decoded from (0: not a layered stream)
 
     @property
     def positions(self) -> np.ndarray:
@@ -81,6 +82,19 @@ class Receivers:
             log.warning("dropped an undecodable frame from %s (stream %d): %s", key[0], key[1], exc)
             return None
 
+    def decode_parts(self, key: StreamKey, parts: list, max_points: int) -> Any | None:
+        """A layered frame from its base and the enhancement parts after it; None (counted)
+        when they cannot be decoded. Every layered frame stands alone: no references."""
+        try:
+            cls = codec.registry.class_of(parts[0])
+            if not hasattr(cls, "decode_layers"):
+                raise codec.CodecError(f"{cls.name} payloads are not layered")
+            return codec.Cloud(*validate_cloud(*cls.decode_layers(parts, max_points=max_points)))
+        except Exception as exc:  # a CodecError, or whatever a plug-in lets escape
+            self.counters.decode_errors += 1
+            log.warning("dropped an undecodable layered frame from %s (stream %d): %s", key[0], key[1], exc)
+            return None
+
     def should_ask(self, key: StreamKey) -> bool:
         """Whether to ask for a keyframe of this stream now (at most every KEYFRAME_ASK_S)."""
         if time.monotonic() - self._asked_key.get(key, -1.0) < KEYFRAME_ASK_S:
@@ -94,6 +108,48 @@ class Receivers:
             del self._decoders[key]
         for key in [k for k in self._asked_key if sender is None or k[0] == sender]:
             del self._asked_key[key]
+
+
+@dataclass
+class PendingFrame:
+    """The newest layered frame of a stream, part by part as they come."""
+
+    head: dict  # its base part's header
+    parts: dict  # layer -> payload
+    shown: int = 0  # parts it was last decoded with
+
+    def ready(self) -> list:
+        """The base and every part after it with none missing in between."""
+        out = []
+        while len(out) in self.parts:
+            out.append(self.parts[len(out)])
+        return out
+
+
+class LayeredFrames:
+    """Parts of each stream's newest layered frame: a part of an older frame, or of a frame
+    whose base never came, is dropped; a part that extends what was decoded asks for the
+    frame to be decoded again, with more detail."""
+
+    def __init__(self) -> None:
+        self.frames: dict[StreamKey, PendingFrame] = {}
+        self.parts_late = 0  # parts of a frame that a newer one had replaced
+
+    def start(self, key: StreamKey, head: dict, payload) -> None:
+        self.frames[key] = PendingFrame(head, {0: payload.buffer if hasattr(payload, "buffer") else payload})
+
+    def add(self, key: StreamKey, head: dict, payload) -> bool:
+        """Keep a part; True when the frame can now be decoded with more parts than before."""
+        pending = self.frames.get(key)
+        if pending is None or head.get("base") != pending.head["seq"] or head["layer"] in pending.parts:
+            self.parts_late += 1
+            return False
+        pending.parts[head["layer"]] = payload.buffer if hasattr(payload, "buffer") else payload
+        return len(pending.ready()) > pending.shown
+
+    def forget(self, sender: int | None = None) -> None:
+        for key in [k for k in self.frames if sender is None or k[0] == sender]:
+            del self.frames[key]
 
 
 def keyframe_request(key: StreamKey) -> dict:

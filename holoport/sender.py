@@ -12,6 +12,7 @@ from holoport.clock import ClockSync
 
 SENT_LOG = 512  # frames whose send time and size are kept for arrival reports
 
+UPLINK = 0  # the "receiver" of the hub's reports of our parts' arrival (no member has id 0)
 # receiver id, seq, sent, arrived, bytes; times on our clock
 FeedbackCallback = Callable[[int, int, float, float, int], None]
 
@@ -56,10 +57,16 @@ class Senders:
         return self._sent_log.get(seq)
 
     def feedback(self, h: dict, clock: ClockSync) -> None:
-        """A receiver's arrival reports of our frames, handed to ``on_feedback`` on our clock."""
-        if self.on_feedback is None or not wire.need(h, "from", "r"):
+        """A receiver's arrival reports of our frames (or the hub's, ``UPLINK``), handed to
+        ``on_feedback`` on our clock."""
+        if self.on_feedback is None or not wire.need(h, "r"):
             return
-        receiver = h["from"]
+        if h.get("up") is True:  # the hub's own arrival times: our uplink
+            receiver = UPLINK
+        elif "from" in h:
+            receiver = h["from"]
+        else:
+            return
         for r in h["r"]:
             if r[0] not in self._sent_log:
                 continue

@@ -17,6 +17,12 @@ and, as the type needs them:
     key   bool   on frames: decodes on its own (absent: treat as true)
     off   float  on frames: the sender's clock offset to the hub (hub - sender), so that a
                  receiver can put every stamp on its own clock (``Node`` does)
+    layer int    on frames of a layered stream (``codec.layered``): which part of the frame
+                 this message carries (0, the base, when absent); every part is its own
+                 message with its own ``seq``, and ``base`` names the seq of the frame's
+                 base part. The hub forwards to each receiver the base and as many
+                 enhancement parts, in order, as that receiver's downlink carries in time
+                 (``holoport.layers``); only base parts take credit
 
 Voice travels as "audio" messages (one Opus packet each, ``codec.opus``) on a second
 connection of the node's, which introduces itself with "attach" (the member's id and the
@@ -65,7 +71,8 @@ class MessageType:
     KEYFRAME = "keyframe"  # node -> hub: "of" id needs a keyframe; hub -> that node: "from" id
     TIME = "time"  # node -> hub: t0 (node clock); hub -> node: t0, t1 received, t2 sent (hub clock)
     FEEDBACK = "feedback"  # node -> hub: "to" id, "r" [[seq, arrived (hub clock), bytes], ...]
-    #                        of frames marked "fb"; hub -> that node: "from" id, "r"
+    #                        of frames marked "fb"; hub -> that node: "from" id, "r"; or, for
+    #                        a layered sender, "up": the hub's own arrival times of its frames
     AUDIO = "audio"  # node -> hub -> members: one voice packet (payload frame 1), on the voice socket
     ATTACH = "attach"  # a node's voice socket -> hub: id, vkey (from the welcome); hub -> it: id
 
@@ -188,6 +195,7 @@ MAX_SEATS = 16
 MAX_REPORTS = 64  # arrival reports per feedback message
 MAX_CREDIT = 64  # frames a receiver may have in flight, at most
 MAX_STREAMS = 8  # streams one participant may send (hologram views, voice); "stream" 0 if absent
+MAX_LAYERS = 8  # parts of one layered frame, at most
 _id, _seat, _name = _int(1, MAX_ID), _int(0, MAX_SEATS - 1), _str(0, 64)
 
 # per message type: field -> check. A field that is present must pass its check (else the
@@ -201,7 +209,8 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "joined": {"id": _id, "name": _name, "seat": _seat},
     "left": {"id": _id, "reason": _str(0, 200)},
     "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,
-              "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool, "stream": _int(0, MAX_STREAMS - 1)},
+              "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool, "stream": _int(0, MAX_STREAMS - 1),
+              "layer": _int(0, MAX_LAYERS - 1), "base": _int(0, MAX_ID)},
     "leave": {"room": _str(0, 64)},
     "heartbeat": {},
     "stats": {"page": _int(0, 1 << 20), "pages": _int(1, 1 << 20), "token": _str(0, 256), "room": _str(1, 64)},
@@ -209,7 +218,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "rejoin": {},
     "keyframe": {"of": _id, "from": _id, "stream": _int(0, MAX_STREAMS - 1)},
     "time": {"t0": _time, "t1": _time, "t2": _time},
-    "feedback": {"to": _id, "from": _id, "r": _reports},
+    "feedback": {"to": _id, "from": _id, "r": _reports, "up": _bool},
     # voice: seq counts the packets of one voice stream (a gap is a loss; a jump of "t" with
     # no gap is silence the sender did not send); "t" is the first sample's capture time on
     # the sender's clock and "off" that clock's offset to the hub's, as on frames

@@ -106,7 +106,7 @@ def test_a_live_sender_adapts_to_a_thin_uplink_and_keeps_frames_fresh(hub):
 
 
 def test_join_with_adaptive_rate_over_a_thin_link_as_a_real_process(tmp_path):
-    """`holoport join --codec octree --rate adaptive --link wired --link-trace` (1 Mbit/s):
+    """`holoport join --codec octree --rate rungs --link wired --link-trace` (1 Mbit/s):
     the participant measures its ladder, hears the receiver's reports and steps down."""
     import json
 
@@ -117,7 +117,7 @@ def test_join_with_adaptive_rate_over_a_thin_link_as_a_real_process(tmp_path):
     thin.write_text("".join(f"{t}\t1.0\n" for t in range(1, 31)))
     with Hub(free_tcp_endpoint(), seats=3) as hub:
         join = spawn("join", "--hub", hub.endpoint, "--link", "wired", "--link-trace", str(thin),
-                     "--codec", "octree", "--rate", "adaptive", "--name", "mobile", "--duration", "10",
+                     "--codec", "octree", "--rate", "rungs", "--name", "mobile", "--duration", "10",
                      "--out", str(tmp_path / "out"))
         with Node(hub.endpoint, "main", "desk") as desk:  # a receiver that reports arrivals
             deadline = time.monotonic() + 60

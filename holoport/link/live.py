@@ -1,6 +1,11 @@
 """Rate adaptation for a live sender: the simulated meeting's policies on a real node.
 
-A participant that joins with ``--rate adaptive`` measures a ladder on its own first frame
+With the octree codec, ``--rate adaptive`` sends a layered stream (``LayeredRate``): the
+sender fits the number of parts to its own uplink and the hub gives each receiver what its
+downlink carries (``holoport.layers``). ``--rate rungs`` is the older way, one rung for
+all receivers:
+
+A participant that joins with ``--rate rungs`` measures a ladder on its own first frame
 (the octree codec at levels of detail 0-3 and several colour steps: real sizes of *this*
 person on *this* camera), then for every captured frame asks :class:`LiveRate` for a rung
 or a skip. Receivers report each frame's arrival (``Node.on_feedback``, through the hub);
@@ -19,8 +24,9 @@ import numpy as np
 import codec
 from codec import OctreeCodec, OctreeEncoder
 from holoport.link.adapt import AdaptivePolicy, FixedPolicy, Policy
-from holoport.link.ladder import Ladder
+from holoport.link.ladder import Ladder, Rung
 from holoport.link.sim import measured_times
+from holoport.sender import UPLINK
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,71 @@ def _recorded_render_ms() -> float:
     except ValueError as e:  # not a checkout: no records to read
         log.warning("%s; the rate budget leaves no time for rendering", e)
         return 0.0
+
+
+def layered_codec(base: OctreeCodec):
+    """The layered stream (``codec.layered``) of the participant's octree codec: same grid,
+    same colour step (at least 2: lossless colour has no layers)."""
+    from codec.layered import LayeredOctreeCodec
+
+    return LayeredOctreeCodec(depth=base.depth, origin=base.origin, size=base.size,
+                              color_step=max(2, base.color_step))
+
+
+class LayeredRate:
+    """A layered sender's one decision: how many parts of each frame to send, from its
+    own uplink alone (the hub's arrival times of its parts, ``sender.UPLINK``); what each
+    receiver gets of them is the hub's choice (``holoport.layers``).
+
+    The uplink's controller is :class:`~holoport.link.adapt.AdaptivePolicy` (delay
+    gradient, delivered rate, deadline-aware skipping) over a ladder whose rungs are this
+    frame's prefixes: 1 part, 2 parts, ... at their real sizes."""
+
+    def __init__(self, fps: float, deadline_ms: float = 150.0, render_ms: float | None = None) -> None:
+        self.fps = fps
+        self.deadline = deadline_ms / 1e3
+        self.render = (_recorded_render_ms() if render_ms is None else render_ms) / 1e3
+        self.policy: AdaptivePolicy | None = None
+        self.skipped = 0
+        self.sent_parts: dict[int, int] = {}  # parts sent -> frames
+
+    def choose(self, captured: float, now: float, sizes: list[int]) -> int:
+        """Parts of this frame to send (0: skip it, it would arrive too late)."""
+        ladder = prefix_ladder(sizes)
+        if self.policy is None:
+            self.policy = AdaptivePolicy(ladder, self.fps, start_mbps=sum(sizes) * 8 * self.fps / 1e6)
+        else:  # the same controller, told of this frame's sizes
+            self.policy.ladder = ladder
+            self.policy._rates = [r.mbps(self.fps) * 1e6 for r in ladder.rungs]
+        rung = self.policy.choose(now, captured + self.deadline - self.render, 0, True)
+        if rung is None:
+            self.skipped += 1
+            return 0
+        self.sent_parts[rung + 1] = self.sent_parts.get(rung + 1, 0) + 1
+        return rung + 1
+
+    def on_sent(self, seq: int, at: float, nbytes: int) -> None:
+        if self.policy is not None:
+            self.policy.on_sent(seq, at, nbytes)
+
+    def on_feedback(self, receiver: int, seq: int, sent: float, arrived: float, nbytes: int) -> None:
+        if receiver == UPLINK and self.policy is not None:  # receivers steer only the hub
+            self.policy.on_feedback(time.time(), seq, sent, arrived, nbytes)
+
+    def summary(self) -> dict:
+        frames = sum(self.sent_parts.values())
+        return {"parts_sent": dict(sorted(self.sent_parts.items())), "skipped": self.skipped,
+                "parts_mean": sum(k * n for k, n in self.sent_parts.items()) / frames if frames else None,
+                "uplink_target_mbps": round(self.policy.target_bps / 1e6, 3) if self.policy else None}
+
+
+def prefix_ladder(sizes: list[int]) -> Ladder:
+    """A ladder of one frame's prefixes (1..k parts) at their cumulative sizes."""
+    total, rungs = 0, []
+    for i, n in enumerate(sizes):
+        total += n
+        rungs.append(Rung(i, 0, (total,), (total,), 0.0, 0.0, float(i), float(i)))
+    return Ladder(("live",), tuple(rungs))
 
 
 class LiveRate:
