@@ -81,10 +81,11 @@ def test_a_sender_ignores_reports_that_cannot_be_true(hub):
     with Node(hub.endpoint, "r", "a") as a, Node(hub.endpoint, "r", "b") as b:
         a.on_feedback = lambda *report: got.append(report)
         a.send(_cloud())
+        nbytes = a.sent_frame(1)[1]
         time.sleep(0.1)
         for arrived in (1e9, -1e9, time.time() + 3600):  # finite, but no clock is that wrong
-            b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, arrived, 10]]))
-        b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, time.time(), 10]]))
+            b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, arrived, nbytes]]))
+        b._send(wire.header(wire.MessageType.FEEDBACK, to=a.id, r=[[1, time.time(), nbytes]]))
         deadline = time.monotonic() + 2
         while not got and time.monotonic() < deadline:
             a.poll(0.05)
