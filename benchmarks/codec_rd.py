@@ -27,6 +27,14 @@ are to Draco level 7 on the same frame in this run: the command-line tools when 
 (draco_ref names which). A value that was not measured is null in JSON and "-" in tables.
 
 Run: holoport bench codec --json codec.json --markdown codec.md --plot codec.png
+
+With --layers it compares the layered stream (codec.layered, issue 17) with the single-layer
+octree stream instead: same depth (the frame's bits), same colour step, one slice; bytes of
+all parts together over the single stream's, Y-PSNR of both at full detail, each prefix's
+bytes and Y-PSNR, and times measured in turns as above. STEP_EXPONENT was tuned on
+TUNING_FRAMES; the other frames are validation (column "role").
+
+Run: holoport bench codec --layers --json codec-layers.json --markdown codec-layers.md
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import numpy as np
 from benchmarks import draco_cli
 from benchmarks.common import add_output_arguments, emit, script_main
 from capture.ply import read_ply
-from codec import BaselineCodec, OctreeCodec, container
+from codec import BaselineCodec, LayeredOctreeCodec, OctreeCodec, container
 from codec.metrics import estimate_normals, quality
 from holoport.data import data_root
 
@@ -69,6 +77,15 @@ GPCC_PUBLISHED = {
 }
 
 
+#: The layered stream's records (--layers).
+LAYER_FIELDS = ["frame", "role", "color_step", "points", "single_bytes", "layered_bytes", "ratio",
+                "y_psnr_single", "y_psnr_layered", "y_psnr_delta", "layers", "layer_bytes", "levels",
+                "prefix_y_psnr", "single_encode_ms", "encode_ms", "single_decode_ms", "decode_ms"]
+LAYER_STEPS = (4, 8, 16, 32)
+#: Frames that codec.layered.STEP_EXPONENT was tuned on; the others validate it.
+TUNING_FRAMES = ("andrew_8bit", "ricardo_8bit")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="folder of PLY frames (default: <data>/pointclouds/mvub)")
@@ -79,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
                         help="octree colour steps to run besides lossless (default 8 16 24 32 48)")
     parser.add_argument("--no-draco", action="store_true", help="skip Draco (both ways)")
+    parser.add_argument("--layers", action="store_true",
+                        help="compare the layered stream with the single-layer octree stream instead")
+    parser.add_argument("--layer-steps", type=int, nargs="*", default=list(LAYER_STEPS),
+                        help="colour steps of the --layers comparison (default 4 8 16 32)")
     parser.add_argument("--draco-bin", type=Path, default=None, metavar="DIR",
                         help="folder holding draco_encoder and draco_decoder (default: PATH)")
     add_output_arguments(parser)
@@ -233,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no PLY frames in {folder}; pass --data DIR or set HOLOPORT_DATA", file=sys.stderr)
         return 1
+    if args.layers:
+        return run_layers(args, paths)
     tools, dracopy = None, None
     if not args.no_draco:
         tools, found = draco_cli.find_tools(args.draco_bin)
@@ -284,6 +307,97 @@ def run(args: argparse.Namespace) -> int:
         table = Path(args.markdown).read_text()
         Path(args.markdown).write_text("\n\n".join(note) + "\n\n" + table)
     return 0
+
+
+def layer_cases(frame: Frame, step: int) -> tuple[Case, Case]:
+    """The single-layer octree stream and the layered one, same depth and colour step."""
+    grid = {"depth": frame.bits, "origin": (-0.5, -0.5, -0.5), "size": float(2**frame.bits),
+            "color_step": step}
+    single, layered = OctreeCodec(**grid, slices=1), LayeredOctreeCodec(**grid)
+    return (Case("octree", f"step={step} slices=1", lambda: single.encode(frame.positions, frame.colors),
+                 OctreeCodec.decode, lambda d: (0, len(d)), lambda out: out),
+            Case("octree-layered", f"step={step}", lambda: layered.encode_layers(frame.positions, frame.colors),
+                 lambda f: LayeredOctreeCodec.decode_layers(f.parts),
+                 lambda f: (0, sum(len(p) for p in f.parts)), lambda out: out))
+
+
+def layer_record(frame: Frame, step: int, single: dict, layered: dict, parts: list[bytes],
+                 levels: list[int]) -> dict:
+    """One --layers row: the two streams' records side by side, and each prefix's Y-PSNR."""
+    prefix = []
+    for k in range(1, len(parts) + 1):
+        pos, col = LayeredOctreeCodec.decode_layers(parts[:k])
+        prefix.append(_finite(quality(frame.positions, frame.colors, pos, col, frame.bits,
+                                      frame._normals).y_psnr))
+    single_bytes = round(single["total_bpp"] * frame.points / 8)
+    layered_bytes = sum(len(p) for p in parts)
+    delta = (None if single["y_psnr"] is None or layered["y_psnr"] is None
+             else round(layered["y_psnr"] - single["y_psnr"], 3))
+    return {"frame": frame.name, "role": "tuning" if frame.name in TUNING_FRAMES else "validation",
+            "color_step": step, "points": frame.points, "single_bytes": single_bytes,
+            "layered_bytes": layered_bytes, "ratio": round(layered_bytes / single_bytes, 4),
+            "y_psnr_single": single["y_psnr"], "y_psnr_layered": layered["y_psnr"], "y_psnr_delta": delta,
+            "layers": len(parts), "layer_bytes": [len(p) for p in parts], "levels": levels,
+            "prefix_y_psnr": prefix, "single_encode_ms": single["encode_ms"], "encode_ms": layered["encode_ms"],
+            "single_decode_ms": single["decode_ms"], "decode_ms": layered["decode_ms"]}
+
+
+def run_layers(args: argparse.Namespace, paths: list[Path]) -> int:
+    """--layers: the layered stream against the single-layer stream on every frame and step."""
+    from rich.progress import track
+
+    records = []
+    for path in track(paths, description="layered vs single-layer"):
+        frame = Frame(path)
+        for step in args.layer_steps:
+            cases = list(layer_cases(frame, step))
+            single, layered = measure(frame, cases, args.repeats, args.warmup)
+            f = cases[1].encode()
+            records.append(layer_record(frame, step, single, layered, f.parts, f.levels))
+    records.sort(key=lambda r: (r["role"] != "tuning", r["frame"], r["color_step"]))
+    shown = [{**r, **{k: "/".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in r[k])
+                      for k in ("layer_bytes", "levels", "prefix_y_psnr")}} for r in records]
+    emit(shown, LAYER_FIELDS, "Layered stream against the single-layer octree stream", args,
+         plot=lambda _, path: plot_layers(records, path), json_records=records)
+    note = [f"Times: median of {args.repeats} rounds after {args.warmup} warm-up rounds, the two streams "
+            "in turns, in memory. ratio = layered_bytes (every part, each a whole container) / "
+            "single_bytes (OctreeCodec, one slice, same depth and step); y_psnr_delta = layered - single, "
+            "full detail. prefix_y_psnr: Y-PSNR of the base, base + 1, ... against the original frame "
+            f"(levels: the octree level each prefix reaches). STEP_EXPONENT tuned on {', '.join(TUNING_FRAMES)}."]
+    print("\n".join(note))
+    if args.markdown:
+        Path(args.markdown).write_text("\n\n".join(note) + "\n\n" + Path(args.markdown).read_text())
+    return 0
+
+
+def plot_layers(records: list[dict], path: str) -> None:
+    """Each prefix's Y-PSNR against its cumulative bytes, a curve per colour step and frame;
+    the single-layer stream as a cross."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = sorted({r["frame"] for r in records})
+    cols = min(3, len(frames))
+    rows = math.ceil(len(frames) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, frame in zip(axes.flat, frames, strict=False):
+        for r in (r for r in records if r["frame"] == frame):
+            cum = np.cumsum(r["layer_bytes"]) * 8 / r["points"]
+            line = ax.plot(cum, [np.nan if v is None else v for v in r["prefix_y_psnr"]], "o-",
+                           label=f"layered, step {r['color_step']}")
+            ax.plot([r["single_bytes"] * 8 / r["points"]], [r["y_psnr_single"]], "x",
+                    color=line[0].get_color(), ms=9)
+        ax.set_title(f"{frame} (x = single layer)", fontsize=9)
+        ax.set_xlabel("bits per input point (prefix)")
+        ax.set_ylabel("Y-PSNR dB")
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(frames):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _note(args: argparse.Namespace, tools: draco_cli.DracoTools | None, dracopy: str | None,

@@ -14,6 +14,7 @@ from codec.allocator import keep_freed_memory
 from codec.base import Codec, Decoder, Encoded, Encoder
 from codec.baseline import BaselineCodec
 from codec.errors import CodecError, MissingReference
+from codec.layered import LayeredFrame, LayeredOctreeCodec, LayerInfo
 from codec.octree import OctreeCodec, OctreeDecoder, OctreeEncoder
 from codec.registry import (
                             available,
@@ -30,5 +31,6 @@ from codec.types import Cloud
 keep_freed_memory()  # frames reuse the previous frame's pages (see codec/allocator.py)
 
 __all__ = ["BaselineCodec", "Cloud", "Codec", "CodecError", "Decoder", "Encoded", "Encoder",
-           "MissingReference", "OctreeCodec", "OctreeDecoder", "OctreeEncoder", "available",
+           "LayerInfo", "LayeredFrame", "LayeredOctreeCodec", "MissingReference", "OctreeCodec",
+           "OctreeDecoder", "OctreeEncoder", "available",
            "codec_class", "decode", "decoder_for", "for_meeting", "from_config", "get_codec", "register_codec"]
