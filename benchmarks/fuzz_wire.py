@@ -295,6 +295,8 @@ VALID: dict[str, Callable[[Forge], Any]] = {
     "fb": lambda f: f.chance(0.5), "page": lambda f: 0, "pages": lambda f: 1, "n": lambda f: int(f.rng.integers(1, 65)),
     "of": Forge.some_id, "from": Forge.some_id, "to": Forge.some_id, "r": _reports,
     "t0": lambda f: time.time(), "t1": lambda f: time.time(), "t2": lambda f: time.time(),
+    "layer": lambda f: int(f.rng.integers(0, wire.MAX_LAYERS)), "base": lambda f: int(f.rng.integers(0, 1 << 40)),
+    "up": lambda f: f.chance(0.5),
 }
 
 
@@ -892,6 +894,9 @@ class ReceiverFuzz:
             now = time.time()
             head = f.header(T.FRAME, keep=1.0) | {"src": sender.id, "key": key,
                                                   "ts": {**_stamps(f), "hub_in": now, "hub_out": now}}
+            if not f.chance(0.2):  # mostly a plain stream; else parts of a layered frame (its codec is not)
+                head.pop("layer", None)
+                head.pop("base", None)
             if kind == "frame-header":
                 head = f.mutate(head, wire.SCHEMA[T.FRAME])
                 frames = [pack(head), stream]
