@@ -226,3 +226,28 @@ def test_join_with_adaptive_rate_sends_layers_and_stats_show_them(tmp_path):
     assert len(desk) >= 0.7 * 10 * 4 and len(phone) >= 0.6 * 10 * 4, (len(desk), len(phone))
     assert np.mean(desk) > np.mean(phone) >= 1, (np.mean(desk), np.mean(phone))
     assert np.mean(desk) >= report["rate"]["parts_mean"] - 0.3
+
+
+def test_the_hub_never_sends_a_part_without_its_base(hub):
+    """A receiver that stops reading: its credit runs out and the hub holds each sender's
+    newest base for it. The parts of those frames are dropped, not sent ahead of their
+    base: when it reads again, every part that comes follows the parts before it."""
+    reader = Node(hub.endpoint, "main", "sleepy", decode=False, credit=1).start()
+    sender = Node(hub.endpoint, "main", "sender").start()
+    try:
+        time.sleep(0.3)
+        for _ in range(20):  # the receiver reads nothing meanwhile
+            sender.send_layers([b"a" * 500, b"b" * 800, b"c" * 1200], 10, {"capture": time.time()})
+            time.sleep(0.02)
+        time.sleep(0.3)
+        frames = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            frames += reader.poll(0.05)
+        held = _member(hub, "sleepy")
+        assert held["layer_parts_dropped"] >= 2 * 18  # the parts of every frame whose base waited
+        assert frames and reader.layered.parts_late == 0
+        assert max(f.layers for f in frames) <= 3
+    finally:
+        sender.close()
+        reader.close()
