@@ -14,6 +14,10 @@ delayed by the way back, so a policy knows the link only as late as a real sende
   already in flight would make it arrive after its deadline.
 - ``OraclePolicy``: knows the links' future capacity and outages (it asks the link models
   themselves) and picks the best rung that would arrive in time: the ceiling.
+
+A layered sender uses the same two over its stream's prefixes (``LayeredStream.prefix_ladder``),
+fed with the hub's arrival times; the hub's per-receiver choice of layers is
+``holoport.link.select.LayerSelector``.
 """
 
 from __future__ import annotations
@@ -88,7 +92,9 @@ class AdaptivePolicy(Policy):
         self.probe_after = probe_after  # skipped frames in a row before the smallest goes anyway
         self._skipped = 0
         self.target_bps = start_mbps * 1e6
-        self._rates = [r.mbps(fps) * 1e6 for r in ladder.rungs]
+        # the rates (bit/s) the target may always grow to reach, past 1.5x the delivered rate:
+        # the rungs' (a hub's LayerSelector sets its own)
+        self.rates = [r.mbps(fps) * 1e6 for r in ladder.rungs]
         self._window = window
         self._threshold = threshold_ms  # adaptive, as GCC's gamma
         self._acc = 0.0  # accumulated delay variation (ms), smoothed
@@ -98,9 +104,10 @@ class AdaptivePolicy(Policy):
         self._acked: deque = deque()  # (arrived, bytes) over the last second
         self._in_flight: dict[int, Sent] = {}
         self._delays: deque = deque()  # (arrived, one-way delay, bytes) over the last 10 s
-        # (arrived, one-way delay, bytes, report delay) over the last 30 s: the base delay and
-        # the way back are their smallest; a window forgets a clock that jumped
-        self._minima: deque = deque()
+        # over the last 30 s: the base delay and the way back are their smallest reports'
+        # (a window forgets a clock that jumped)
+        self._minima: deque = deque()  # (arrived, one-way delay, bytes), the smallest delay first
+        self._backs: deque = deque()  # (arrived, report delay), the smallest first
         self._deltas = 0  # delay variations seen (GCC's gain grows with them, up to 60)
         self.forget_after = forget_after
         self._last_change = 0.0
@@ -126,9 +133,19 @@ class AdaptivePolicy(Policy):
         self._delays.append((arrived_at, arrived_at - sent_at, nbytes))
         while self._delays[0][0] < arrived_at - 10.0:
             self._delays.popleft()
-        self._minima.append((arrived_at, arrived_at - sent_at, nbytes, now - arrived_at))
+        # the window's minima, kept as monotone queues (the smallest first; of equal ones the
+        # oldest): one lookup per frame instead of a scan of 30 s of reports
+        delay, back = arrived_at - sent_at, now - arrived_at
+        while self._minima and self._minima[-1][1] > delay:
+            self._minima.pop()
+        self._minima.append((arrived_at, delay, nbytes))
         while self._minima[0][0] < arrived_at - 30.0:
             self._minima.popleft()
+        while self._backs and self._backs[-1][1] > back:
+            self._backs.pop()
+        self._backs.append((arrived_at, back))
+        while self._backs[0][0] < arrived_at - 30.0:
+            self._backs.popleft()
         self._deltas += 1
         self._acked.append((arrived_at, nbytes))
         while self._acked and self._acked[0][0] < arrived_at - 1.0:
@@ -141,6 +158,11 @@ class AdaptivePolicy(Policy):
         self._last = (sent_at, arrived_at)
         self._last_sent_reported = sent_at
         self._update(now)
+
+    @property
+    def in_flight(self) -> int:
+        """Frames sent and not yet reported (nor forgotten)."""
+        return len(self._in_flight)
 
     def delivered_bps(self) -> float | None:
         if len(self._acked) < 2:
@@ -169,7 +191,7 @@ class AdaptivePolicy(Policy):
             self._threshold = float(np.clip(self._threshold + k * dt * 1e3 * (abs(modified) - self._threshold),
                                             6.0, 600.0))
         delivered = self.delivered_bps()
-        recent = sorted(d for _, d, _ in list(self._delays)[-9:])
+        recent = sorted(self._delays[-k][1] for k in range(1, min(9, len(self._delays)) + 1))
         queued = recent[len(recent) // 2] - self._base_delay()[0] if recent else 0.0
         # overuse: the delay trend (GCC), or a standing queue that the trend misses when
         # skipping keeps the delay from growing steadily (median of the last 9 reports)
@@ -191,7 +213,7 @@ class AdaptivePolicy(Policy):
             if delivered:  # grow no further than 1.5x what was delivered (GCC), but always
                 # far enough to reach the next rung up (ours are up to 2x apart); the cap
                 # stops growth, it does not cut: skipped frames lower the delivered rate
-                above = [r for r in self._rates if r > 1.2 * delivered]
+                above = [r for r in self.rates if r > 1.2 * delivered]
                 grown = min(grown, max(1.5 * delivered, 1.01 * min(above, default=0.0)))
             self.target_bps = max(self.target_bps, grown)
         self.target_bps = max(self.target_bps, 0.05e6)
@@ -215,7 +237,7 @@ class AdaptivePolicy(Policy):
         expected = base + max(0, nbytes - (usual or nbytes)) * 8 / rate
         if self._in_flight:
             oldest = min(s.at for s in self._in_flight.values())
-            way_back = min((m[3] for m in self._minima), default=0.0)
+            way_back = self._backs[0][1] if self._backs else 0.0
             expected = max(expected, self.stall * (now - oldest - way_back))
         return expected
 
@@ -223,7 +245,7 @@ class AdaptivePolicy(Policy):
         """The smallest one-way delay of the last 30 s and the size of that frame."""
         if not self._minima:
             return 0.0, None
-        best = min(self._minima, key=lambda m: m[1])
+        best = self._minima[0]
         return best[1], best[2]
 
     def choose(self, now: float, deadline: float, frame: int, key: bool) -> int | None:

@@ -8,11 +8,17 @@ assumed instead.
 
 The Lumos5G traces are downlink measurements. Where one stands for an uplink it is scaled
 by ``uplink_ratio``: FIELD-NOTES' mmWave uplink medians over the matching downlink medians.
+
+The MN-Wild traces (``<data>/network/mn-wild-uplink``, ``direction="up"``) are measured
+uplinks: the ``uplink-*`` profiles replay them as they are, no ratio. A meeting participant
+takes its uplink from one profile and its downlink from another (``Profile.uplink``,
+``Profile.downlink``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,8 @@ class Profile:
     up: LinkConfig
     uplink_ratio: float
     ratio_source: str
-    traces: str | None = None  # glob under the Lumos5G folder; None: synthetic capacity
+    traces: str | None = None  # glob under the trace folder; None: synthetic capacity
+    direction: str = "down"  # what the traces measured: "down" (Lumos5G) or "up" (MN-Wild)
     median_mbps: float = 0.0  # synthetic capacity: median downlink
     sigma: float = 0.0  # synthetic capacity: log-normal spread per second
 
@@ -57,12 +64,27 @@ class Profile:
         """(uplink, downlink) for one participant. Handovers are drawn per direction,
         independently (a real one cuts both at once: the model is kinder there). ``downlink`` is the capacity trace (a
         Lumos5G file for trace-driven profiles); the uplink is it times ``uplink_ratio``.
-        The two directions draw their delay, loss and outages independently."""
-        down = downlink if downlink is not None else self.synthetic_trace(seed)
-        up = down.scaled(self.uplink_ratio, f"{down.name} x{self.uplink_ratio:g} (uplink)")
-        return Link(up, self.up, seed=2 * seed + 1), Link(down, self.down, seed=2 * seed + 2)
+        The two directions draw their delay, loss and outages independently. A measured
+        uplink profile (``direction`` "up") takes the trace as the uplink, as it is, and,
+        having no downlink figure, the same trace as the downlink."""
+        trace = downlink if downlink is not None else self.synthetic_trace(seed)
+        return self.uplink(trace, seed), self.downlink(trace, seed)
+
+    def uplink(self, trace: Trace, seed: int = 0, make: Callable[..., Link] = Link) -> Link:
+        """The uplink on ``trace``: as measured (``direction`` "up"), else the downlink
+        trace times ``uplink_ratio``. ``make`` builds it (``Link``, or a subclass such as
+        ``holoport.link.sim.HeldDelayLink``)."""
+        if self.direction != "up":
+            trace = trace.scaled(self.uplink_ratio, f"{trace.name} x{self.uplink_ratio:g} (uplink)")
+        return make(trace, self.up, seed=2 * seed + 1)
+
+    def downlink(self, trace: Trace, seed: int = 0, make: Callable[..., Link] = Link) -> Link:
+        """The downlink on ``trace``, as it is."""
+        return make(trace, self.down, seed=2 * seed + 2)
 
     def describe(self) -> str:
+        if self.direction == "up":
+            return f"{self.name}: {self.summary}; measured uplink, as it is ({self.ratio_source})"
         return f"{self.name}: {self.summary}; uplink = downlink x {self.uplink_ratio:g} ({self.ratio_source})"
 
 
@@ -105,10 +127,32 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
         uplink_ratio=0.30, ratio_source="assumed: FIELD-NOTES has no LTE uplink figure, the "
         "mmWave ratio is used", traces="4g/*"),
     Profile(
+        "uplink-verizon-mmwave", "MN-Wild measured uplinks, Verizon mmWave, walking (median 37-73 "
+        "Mbit/s); delay and handovers as mmwave-walking",
+        down=_mmwave(7.0, 63.5, 19.0), up=_mmwave(7.0, 63.5, 19.0), uplink_ratio=1.0,
+        ratio_source="FIELD-NOTES: MN-Wild iPerf uploads", traces="uplink-verizon-mmwave-run*", direction="up"),
+    Profile(
+        "uplink-tmobile-sa", "MN-Wild measured uplinks, T-Mobile stand-alone low-band 5G, walking "
+        "(median 24-27 Mbit/s, long runs at 0); RTT assumed as lte (40 ms median, 120 ms p99)",
+        down=LinkConfig(20.0, 60.0), up=LinkConfig(20.0, 60.0), uplink_ratio=1.0,
+        ratio_source="FIELD-NOTES: MN-Wild iPerf uploads; no delay figure", traces="uplink-tmobile-sa-run*",
+        direction="up"),
+    Profile(
+        "uplink-tmobile-nsa", "MN-Wild measured uplinks, T-Mobile 5G NSA + LTE, walking (median 59-72 "
+        "Mbit/s); RTT assumed as lte (40 ms median, 120 ms p99)",
+        down=LinkConfig(20.0, 60.0), up=LinkConfig(20.0, 60.0), uplink_ratio=1.0,
+        ratio_source="FIELD-NOTES: MN-Wild iPerf uploads; no delay figure", traces="uplink-tmobile-nsa-run*",
+        direction="up"),
+    Profile(
         "wired", "1 Gbit/s Ethernet to the hub: 0.5 ms, no loss",
         down=LinkConfig(0.5), up=LinkConfig(0.5), uplink_ratio=1.0, ratio_source="symmetric",
         median_mbps=1000.0, sigma=0.0),
 ]}
+
+
+def trace_folder(profile: Profile, lumos5g: Path, uplinks: Path) -> Path:
+    """Where ``profile``'s traces are: the measured uplinks' folder or the Lumos5G one."""
+    return uplinks if profile.direction == "up" else lumos5g
 
 
 def get_profile(name: str) -> Profile:
