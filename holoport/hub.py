@@ -531,9 +531,16 @@ class Hub:
                 sender.last_key[stream] = ({**head, "ts": dict(head["ts"])}, payloads)
                 self._account(size)
                 self._cached[(sender.id, stream)] = sender
+        layered = fields.get("layer") == 0
+        if layered:  # a layered frame's base: each receiver's selector plans its parts
+            head["sizes"] = fields.get("sizes", [size])
+            captured = stamps["capture"] + fields["off"] if "capture" in stamps and "off" in fields else now
+            fps = t.as_dict()["fps_in"]
         for receiver in self._room(sender):
             if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
                 return
+            if layered:
+                receiver.layers.plan((sender.id, stream), fields["seq"], head["sizes"], captured + DEADLINE_S, now, fps)
             self._offer(receiver, (sender.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
 
     # -- layered streams -----------------------------------------------------------------
@@ -553,8 +560,8 @@ class Hub:
         if len(stamps) > wire.MAX_STAGES - 3:
             return self._drop(Drop.STAGES)
         for receiver in self._room(sender):
-            if not receiver.layers.offer((sender.id, stream), fields["base"], fields["layer"], size, now) \
-                    or receiver.identity in self._pending:
+            if receiver.identity in self._pending or not receiver.layers.offer(
+                    (sender.id, stream), fields["base"], fields["layer"], now):
                 self.stats.layer_parts_dropped += 1
                 continue
             head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=seq, stream=stream,
@@ -567,8 +574,8 @@ class Hub:
                 self.stats.layer_parts_dropped += 1
                 continue
             out = head["ts"]["hub_out"]
+            receiver.layers.log.add(sender.id, seq, out, size, fields["layer"])
             receiver.layers.sent((sender.id, stream), seq, size, out)
-            receiver.layers.log.add(sender.id, seq, out, size)
             self.stats.layer_parts_forwarded += 1
             self.stats.forwarded_bytes += size
 
@@ -687,10 +694,7 @@ class Hub:
         out = head["ts"]["hub_out"]
         receiver.layers.log.add(head["src"], head["seq"], out, size)
         if head.get("layer") == 0:  # a layered frame's base: its enhancement parts may follow
-            ts = head["ts"]  # its deadline runs from capture, on the hub's clock
-            captured = ts["capture"] + head["off"] if "capture" in ts and "off" in head else ts["hub_in"]
-            receiver.layers.on_base((head["src"], head.get("stream", 0)), head["seq"], captured + DEADLINE_S,
-                                    out, size)
+            receiver.layers.on_base((head["src"], head.get("stream", 0)), head["seq"], out, size)
         self.stats.forwarded += 1
         self.stats.forwarded_bytes += size
         receiver.credit -= 1

@@ -2,116 +2,53 @@
 out, and what that receiver's arrival reports are worth.
 
 A layered sender (``codec.layered``) sends every frame as a base part and enhancement
-parts, each its own message (``wire``: ``layer``, ``base``). The hub sends every receiver
-the base, under credit as any frame, and then each enhancement part, in order, only when
-that receiver's downlink will carry it before the frame's deadline: the decision is the
-receiver's own :class:`DownlinkEstimate`, fed by the arrival reports that receiver sends
-anyway (``feedback``). A late part is dropped, never held: the frame
-still shows at the parts that came.
+parts, each its own message (``wire``: ``layer``, ``base``; the base also lists every
+part's size, ``sizes``). Per receiver, the hub asks that receiver's
+:class:`~holoport.link.select.LayerSelector` (the one the simulated meeting runs,
+``holoport.link.sim.simulate_meeting``) how many parts of the frame arrive in time: when
+the base comes, and again as each part comes. The base goes out under credit as any
+frame (the simulated hub also drops a base it expects late: the live one leaves that to
+credit); a part goes out only right after the parts before it, and is dropped, never
+held, when it would be late. The
+selector learns the receiver's downlink from the arrival reports that receiver sends
+anyway (``feedback``).
 
 Reports are untrusted. The hub keeps what it sent each receiver (``SentLog``: when, how
-many bytes) and drops a report its own stamps contradict: a part it never sent that
-receiver, another size, or an arrival before it left the hub or after the report itself
-came in (beyond the clocks' ``CLOCK_SLACK_S``). So a receiver's reports steer only what
-that receiver gets, and a forged "2.5 s late" cannot be told before 2.5 s have passed.
+many bytes, which part) and drops a report its own stamps contradict: a part it never
+sent that receiver, another size, or an arrival before it left the hub or after the
+report itself came in (beyond the clocks' ``CLOCK_SLACK_S``). So a receiver's reports
+steer only what that receiver gets, and a forged "2.5 s late" cannot be told before
+2.5 s have passed.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-SENT_LOG = 2048  # parts per receiver whose send time and size the hub remembers
+from holoport.link.select import LayerSelector
+
+SENT_LOG = 2048  # messages per receiver whose send time, size and part the hub remembers
 CLOCK_SLACK_S = 0.05  # how far a receiver's hub-clock stamps may stray (its clock sync's error)
 DEADLINE_S = 0.15  # glass to glass, as holoport.link.sim.Pipeline's deadline
-RENDER_S = 0.02  # of that, what the receiver needs after the last part arrives (decode, draw)
-
-
-class DownlinkEstimate:
-    """How fast one receiver's downlink drains, from the hub's sends and its reports.
-
-    A delay-based rate in the style of WebRTC's GCC, per receiver: the smallest one-way
-    delay of the last 10 s is the path's base; a report whose delay stands more than
-    ``overuse_s`` above it means a queue is building, and the rate drops to 0.85 of what was
-    delivered over the last second; while delays stay within ``calm_s`` of the base it grows
-    by ``recover`` per second back to the rate it had before the cut (a dip is over; that
-    level halves every 10 s), then
-    by ``increase`` per second (never past twice the delivered rate, so it cannot run away
-    while little is sent). Every part sent occupies a virtual queue at that rate; a part
-    fits when the queue would have it there by the deadline."""
-
-    def __init__(self, start_bps: float = 20e6, increase: float = 1.5, recover: float = 4.0,
-                 overuse_s: float = 0.04, calm_s: float = 0.01) -> None:
-        self.rate = start_bps
-        self.increase = increase
-        self.recover = recover
-        self._before_cut = 0.0
-        self.overuse_s = overuse_s
-        self.calm_s = calm_s
-        self._busy = 0.0  # when the virtual queue empties (hub clock)
-        self._delays: deque = deque()  # (arrived, one-way delay) over the last 10 s
-        self._acked: deque = deque()  # (arrived, bytes) over the last second
-        self._last_cut = -1e9
-        self._last_update: float | None = None
-
-    def on_sent(self, sender: int, seq: int, layer: int, nbytes: int, at: float) -> None:
-        self._busy = max(self._busy, at) + nbytes * 8 / self.rate
-
-    def fits(self, now: float, nbytes: int, deadline: float) -> bool:
-        return max(self._busy, now) + nbytes * 8 / self.rate + self.base_delay() <= deadline
-
-    def base_delay(self) -> float:
-        return min((d for _, d in self._delays), default=0.0)
-
-    def rate_bps(self) -> float | None:
-        return self.rate if self._delays else None
-
-    def delivered_bps(self) -> float | None:
-        if len(self._acked) < 2:
-            return None
-        span = self._acked[-1][0] - self._acked[0][0]
-        return sum(b for _, b in list(self._acked)[1:]) * 8 / span if span > 0 else None
-
-    def on_report(self, now: float, sent_at: float, arrived: float, nbytes: int) -> None:
-        delay = arrived - sent_at
-        self._delays.append((arrived, delay))
-        while self._delays[0][0] < arrived - 10.0:
-            self._delays.popleft()
-        self._acked.append((arrived, nbytes))
-        while self._acked[0][0] < arrived - 1.0:
-            self._acked.popleft()
-        dt = 0.0 if self._last_update is None else min(1.0, max(0.0, now - self._last_update))
-        self._last_update = now
-        queued = delay - self.base_delay()
-        delivered = self.delivered_bps()
-        if queued > self.overuse_s:
-            if delivered and now - self._last_cut > 0.2:  # once per response time
-                self._before_cut = max(self._before_cut, self.rate)  # where the dip started
-                self.rate = max(0.2e6, min(self.rate, 0.85 * delivered))
-                self._last_cut = now
-                self._busy = max(self._busy, now + queued - self.overuse_s)  # let it drain
-        elif queued < self.calm_s:
-            if self.rate < 0.85 * self._before_cut:  # back to where the dip started, fast
-                self.rate = min(self.rate * self.recover ** dt, self._before_cut)
-            else:  # probing beyond: slower, and not far past what gets through
-                grown = self.rate * self.increase ** dt
-                self.rate = min(grown, max(2.0 * delivered, self.rate)) if delivered else grown
-        self._before_cut *= 0.5 ** (dt / 10.0)  # an old dip's level is less and less a promise
+RECEIVER_S = 0.03  # of that, what the receiver needs after a part arrives: decode (a 250k-point
+#                    frame's ~22 ms, docs/bench/codec-layers.json) and draw (~7 ms, render.json)
+FPS = 30.0  # the selector's frame rate until a sender's own is known
 
 
 @dataclass
 class SentLog:
-    """What the hub sent one receiver: (sender id, seq) -> (left the hub, bytes)."""
+    """What the hub sent one receiver: (sender id, seq) -> (left the hub, bytes, part)."""
 
     entries: OrderedDict = field(default_factory=OrderedDict)
 
-    def add(self, src: int, seq: int, at: float, nbytes: int) -> None:
-        self.entries[(src, seq)] = (at, nbytes)
+    def add(self, src: int, seq: int, at: float, nbytes: int, layer: int = 0) -> None:
+        self.entries[(src, seq)] = (at, nbytes, layer)
         if len(self.entries) > SENT_LOG:
             self.entries.popitem(last=False)
 
-    def check(self, src: int, seq: int, arrived: float, nbytes: int, now: float) -> tuple[float, int] | None:
-        """(sent at, bytes) when the report agrees with what the hub sent, else None."""
+    def check(self, src: int, seq: int, arrived: float, nbytes: int, now: float) -> tuple | None:
+        """(sent at, bytes, part) when the report agrees with what the hub sent, else None."""
         sent = self.entries.get((src, seq))
         if sent is None or sent[1] != nbytes:
             return None
@@ -122,48 +59,68 @@ class SentLog:
 
 @dataclass
 class LayerState:
-    """One receiver's view of one sender's layered stream."""
+    """One receiver's view of one sender's current layered frame."""
 
-    base: int = -1  # seq of the frame whose base went out to it
-    sent: int = 0  # parts of that frame sent to it (base included)
-    deadline: float = 0.0  # when that frame must be there (hub clock)
+    base: int  # seq of the frame's base part
+    sizes: list  # every part's bytes, as the base announced
+    deadline: float  # when its parts must have arrived (hub clock)
+    planned: int  # parts the selector expects to forward
+    sent: int = 0  # parts sent so far (base included)
 
 
 @dataclass
 class ReceiverLayers:
     """Everything the hub keeps per receiver for layered streams."""
 
-    selector: DownlinkEstimate = field(default_factory=DownlinkEstimate)
+    selector: LayerSelector = field(default_factory=lambda: LayerSelector(FPS))
     log: SentLog = field(default_factory=SentLog)
     streams: dict = field(default_factory=dict)  # (sender id, stream) -> LayerState
     parts_sent: int = 0  # enhancement parts sent
     parts_dropped: int = 0  # enhancement parts not sent: late, or their base never went
+    bases_late: int = 0  # bases sent though the selector expected them late
     frames: int = 0  # layered frames whose base went out
     layers_total: int = 0  # parts of those frames sent, for the mean
     reports_dropped: int = 0  # reports the hub's stamps contradicted
 
-    def on_base(self, key: tuple[int, int], seq: int, deadline: float, at: float, nbytes: int) -> None:
+    def plan(self, key: tuple[int, int], seq: int, sizes: list, deadline: float, now: float, fps: float) -> None:
+        """A layered frame's base reached the hub: how many of its parts this receiver should
+        get. Its base goes whatever the answer, under credit as any frame: credit is what
+        holds bases back from a receiver that cannot take them, and a frame that may come
+        a little late still shows the person moving, where a skipped one shows nothing."""
         self._close(key)
-        self.streams[key] = LayerState(seq, 1, deadline)
+        self._set_fps(fps)
+        planned = self.selector.layers_for(now, sizes, deadline - RECEIVER_S, sender=key[0])
+        self.streams[key] = LayerState(seq, sizes, deadline - RECEIVER_S, max(planned, 1))
+        if planned == 0:
+            self.bases_late += 1
+
+    def on_base(self, key: tuple[int, int], seq: int, at: float, nbytes: int) -> None:
+        """The base went out (at once, or later when credit came back)."""
+        state = self.streams.get(key)
+        if state is None or state.base != seq:  # held, and a newer frame was planned meanwhile
+            self.streams[key] = state = LayerState(seq, [nbytes], at, 1)
+        state.sent = 1
         self.selector.on_sent(key[0], seq, 0, nbytes, at)
 
-    def offer(self, key: tuple[int, int], base: int, layer: int, nbytes: int, now: float) -> bool:
+    def offer(self, key: tuple[int, int], base: int, layer: int, now: float) -> bool:
         """Whether enhancement part ``layer`` of frame ``base`` goes to this receiver now:
-        only right after its predecessors, and only if it arrives in time."""
+        only right after its predecessors, and only if it still arrives in time."""
         state = self.streams.get(key)
-        if state is None or state.base != base or state.sent != layer:
+        if (state is None or state.base != base or state.sent != layer or layer >= len(state.sizes)
+                or state.planned <= layer):
             self.parts_dropped += 1
             return False
-        if not self.selector.fits(now, nbytes, state.deadline - RENDER_S):
+        if self.selector.layers_for(now, state.sizes, state.deadline, have=layer, sender=key[0]) <= layer:
+            state.planned = layer  # late: dropped, with the parts above it
             self.parts_dropped += 1
             return False
         return True
 
     def sent(self, key: tuple[int, int], seq: int, nbytes: int, at: float) -> None:
         state = self.streams[key]
+        self.selector.on_sent(key[0], seq, state.sent, nbytes, at)
         state.sent += 1
         self.parts_sent += 1
-        self.selector.on_sent(key[0], seq, state.sent - 1, nbytes, at)
 
     def report(self, src: int, seq: int, arrived: float, nbytes: int, now: float) -> bool:
         """Take one arrival report; False (counted) when the hub's stamps contradict it."""
@@ -171,7 +128,7 @@ class ReceiverLayers:
         if sent is None:
             self.reports_dropped += 1
             return False
-        self.selector.on_report(now, sent[0], arrived, nbytes)
+        self.selector.on_report(now, src, seq, sent[2], arrived, nbytes)
         return True
 
     def forget(self, sender: int) -> None:
@@ -181,12 +138,20 @@ class ReceiverLayers:
 
     def _close(self, key: tuple[int, int]) -> None:
         old = self.streams.get(key)
-        if old is not None:
+        if old is not None and old.sent:
             self.frames += 1
             self.layers_total += old.sent
 
+    def _set_fps(self, fps: float) -> None:
+        """The selector's frame interval follows the fastest sender this receiver takes."""
+        sel = self.selector
+        if fps > 0 and abs(fps - sel.fps) > 0.5:
+            sel.backlog_s *= sel.fps / fps
+            sel.fps = fps
+
     def as_dict(self) -> dict:
+        rate = self.selector.rate() if self.frames else None
         return {"layers_mean": self.layers_total / self.frames if self.frames else None,
                 "layer_parts_sent": self.parts_sent, "layer_parts_dropped": self.parts_dropped,
-                "reports_dropped": self.reports_dropped,
-                "downlink_mbps": round(self.selector.rate_bps() / 1e6, 3) if self.selector.rate_bps() else None}
+                "layer_bases_late": self.bases_late, "reports_dropped": self.reports_dropped,
+                "downlink_mbps": round(rate / 1e6, 3) if rate else None}

@@ -142,7 +142,7 @@ class Node(Session):
         time. Returns the headers they went out with."""
         if not 1 <= len(parts) <= wire.MAX_LAYERS:
             raise ValueError(f"a layered frame has 1..{wire.MAX_LAYERS} parts, not {len(parts)}")
-        heads = [self.send_encoded(parts[0], points, ts, True, stream, layer=0)]
+        heads = [self.send_encoded(parts[0], points, ts, True, stream, layer=0, sizes=[len(p) for p in parts])]
         for i, part in enumerate(parts[1:], 1):
             heads.append(self.send_encoded(part, points, ts, True, stream, layer=i, base=heads[0]["seq"]))
         return heads

@@ -20,9 +20,10 @@ and, as the type needs them:
     layer int    on frames of a layered stream (``codec.layered``): which part of the frame
                  this message carries (0, the base, when absent); every part is its own
                  message with its own ``seq``, and ``base`` names the seq of the frame's
-                 base part. The hub forwards to each receiver the base and as many
-                 enhancement parts, in order, as that receiver's downlink carries in time
-                 (``holoport.layers``); only base parts take credit
+                 base part, and the base lists every part's bytes in ``sizes``. The hub
+                 forwards to each receiver the base and as many enhancement parts, in
+                 order, as that receiver's downlink carries in time (``holoport.layers``);
+                 only base parts take credit
 
 Voice travels as "audio" messages (one Opus packet each, ``codec.opus``) on a second
 connection of the node's, which introduces itself with "attach" (the member's id and the
@@ -180,6 +181,13 @@ def _reports(v: Any) -> list[list]:
     return out
 
 
+def _sizes(v: Any) -> list[int]:
+    if not isinstance(v, list) or not 0 < len(v) <= MAX_LAYERS:
+        raise ValueError(f"a list of 1..{MAX_LAYERS} part sizes")
+    size = _int(0, 1 << 31)
+    return [size(n) for n in v]
+
+
 def _members(v: Any) -> list[dict]:
     if not isinstance(v, list) or len(v) > MAX_SEATS:
         raise ValueError(f"a list of at most {MAX_SEATS} members")
@@ -210,7 +218,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "left": {"id": _id, "reason": _str(0, 200)},
     "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,
               "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool, "stream": _int(0, MAX_STREAMS - 1),
-              "layer": _int(0, MAX_LAYERS - 1), "base": _int(0, MAX_ID)},
+              "layer": _int(0, MAX_LAYERS - 1), "base": _int(0, MAX_ID), "sizes": _sizes},
     "leave": {"room": _str(0, 64)},
     "heartbeat": {},
     "stats": {"page": _int(0, 1 << 20), "pages": _int(1, 1 << 20), "token": _str(0, 256), "room": _str(1, 64)},

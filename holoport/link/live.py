@@ -25,7 +25,7 @@ import codec
 from codec import OctreeCodec, OctreeEncoder
 from holoport.link.adapt import AdaptivePolicy, FixedPolicy, Policy
 from holoport.link.ladder import Ladder, Rung
-from holoport.link.sim import measured_times
+from holoport.link.sim import LAYERED_HOP_S, layered_sender, measured_times
 from holoport.sender import UPLINK
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,10 @@ class LayeredRate:
     own uplink alone (the hub's arrival times of its parts, ``sender.UPLINK``); what each
     receiver gets of them is the hub's choice (``holoport.layers``).
 
-    The uplink's controller is :class:`~holoport.link.adapt.AdaptivePolicy` (delay
-    gradient, delivered rate, deadline-aware skipping) over a ladder whose rungs are this
-    frame's prefixes: 1 part, 2 parts, ... at their real sizes."""
+    The controller is the simulated meeting's (``holoport.link.sim.layered_sender``:
+    ``AdaptivePolicy`` over the frame's prefixes, 1 part, 2 parts, ... at their real
+    sizes), told of each frame once it is whole at the hub, and it leaves
+    ``LAYERED_HOP_S`` of the deadline for the hop to the receivers, as in the simulation."""
 
     def __init__(self, fps: float, deadline_ms: float = 150.0, render_ms: float | None = None) -> None:
         self.fps = fps
@@ -117,29 +118,36 @@ class LayeredRate:
         self.policy: AdaptivePolicy | None = None
         self.skipped = 0
         self.sent_parts: dict[int, int] = {}  # parts sent -> frames
+        self._frames: dict[int, tuple[int, float, int]] = {}  # last part's seq -> (base seq, sent, bytes)
 
     def choose(self, captured: float, now: float, sizes: list[int]) -> int:
         """Parts of this frame to send (0: skip it, it would arrive too late)."""
         ladder = prefix_ladder(sizes)
         if self.policy is None:
-            self.policy = AdaptivePolicy(ladder, self.fps, start_mbps=sum(sizes) * 8 * self.fps / 1e6)
+            self.policy = layered_sender(ladder, self.fps)
+            self.policy.target_bps = sum(sizes) * 8 * self.fps
         else:  # the same controller, told of this frame's sizes
             self.policy.ladder = ladder
             self.policy._rates = [r.mbps(self.fps) * 1e6 for r in ladder.rungs]
-        rung = self.policy.choose(now, captured + self.deadline - self.render, 0, True)
+        rung = self.policy.choose(now, captured + self.deadline - self.render - LAYERED_HOP_S, 0, True)
         if rung is None:
             self.skipped += 1
             return 0
         self.sent_parts[rung + 1] = self.sent_parts.get(rung + 1, 0) + 1
         return rung + 1
 
-    def on_sent(self, seq: int, at: float, nbytes: int) -> None:
-        if self.policy is not None:
-            self.policy.on_sent(seq, at, nbytes)
+    def on_sent(self, seqs: list[int], at: float, nbytes: int) -> None:
+        """A frame's parts went out (``seqs``, base first) at ``at``, ``nbytes`` in all."""
+        if self.policy is not None and seqs:
+            self.policy.on_sent(seqs[0], at, nbytes)
+            self._frames[seqs[-1]] = (seqs[0], at, nbytes)
+            while len(self._frames) > 256:
+                self._frames.pop(next(iter(self._frames)))
 
     def on_feedback(self, receiver: int, seq: int, sent: float, arrived: float, nbytes: int) -> None:
-        if receiver == UPLINK and self.policy is not None:  # receivers steer only the hub
-            self.policy.on_feedback(time.time(), seq, sent, arrived, nbytes)
+        frame = self._frames.pop(seq, None) if receiver == UPLINK else None  # receivers steer only the hub
+        if frame is not None and self.policy is not None:  # the frame's last part reached the hub
+            self.policy.on_feedback(time.time(), frame[0], frame[1], arrived, frame[2])
 
     def summary(self) -> dict:
         frames = sum(self.sent_parts.values())
