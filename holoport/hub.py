@@ -256,9 +256,10 @@ class Hub:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full -> an error we count
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        # frames are credit-limited (<= MAX_CREDIT per member): the rest of the queue is
-        # room for control messages, which must not be lost behind frames
-        sock.setsockopt(zmq.SNDHWM, 4 * MAX_CREDIT)
+        # frames are credit-limited (<= MAX_CREDIT per member, each with at most MAX_LAYERS - 1
+        # enhancement parts after it): the rest of the queue is room for control messages,
+        # which must not be lost behind frames
+        sock.setsockopt(zmq.SNDHWM, (wire.MAX_LAYERS + 3) * MAX_CREDIT)
         sock.setsockopt(zmq.RCVHWM, 1000)
         # a connection that never completes its handshake, or a peer that vanished without a
         # FIN, is closed by libzmq instead of holding a descriptor for good
@@ -533,7 +534,7 @@ class Hub:
                 self._cached[(sender.id, stream)] = sender
         layered = fields.get("layer") == 0
         if layered:  # a layered frame's base: each receiver's selector plans its parts
-            head["sizes"] = fields.get("sizes", [size])
+            head["sizes"] = [size, *fields.get("sizes", [size])[1:]]  # the base's own size, not its word
             captured = stamps["capture"] + fields["off"] if "capture" in stamps and "off" in fields else now
             fps = t.as_dict()["fps_in"]
         for receiver in self._room(sender):
@@ -561,7 +562,7 @@ class Hub:
             return self._drop(Drop.STAGES)
         for receiver in self._room(sender):
             if receiver.identity in self._pending or not receiver.layers.offer(
-                    (sender.id, stream), fields["base"], fields["layer"], now):
+                    (sender.id, stream), fields["base"], fields["layer"], size, now):
                 self.stats.layer_parts_dropped += 1
                 continue
             head = wire.header(MessageType.FRAME, room=sender.room, src=sender.id, seq=seq, stream=stream,
@@ -587,11 +588,11 @@ class Hub:
 
     def _report_uplinks(self) -> None:
         """Tell layered senders when their parts reached the hub (after each burst)."""
-        for sender in self._up_due.values():
+        due, self._up_due = self._up_due, {}  # a send may remove a sender that left meanwhile
+        for sender in due.values():
             if self.members.get(sender.identity) is sender and sender.up_reports:
                 reports, sender.up_reports = sender.up_reports[-wire.MAX_REPORTS:], []
                 self._control(sender.identity, wire.header(MessageType.FEEDBACK, r=reports, up=True))
-        self._up_due.clear()
 
     # -- voice ---------------------------------------------------------------------------
     def _attach(self, identity: bytes, head: dict, key: str | None) -> None:

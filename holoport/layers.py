@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from holoport.link.select import LayerSelector
 
 SENT_LOG = 2048  # messages per receiver whose send time, size and part the hub remembers
-CLOCK_SLACK_S = 0.05  # how far a receiver's hub-clock stamps may stray (its clock sync's error)
+CLOCK_SLACK_S = 0.25  # how far a receiver's hub-clock stamps may stray (its clock sync's error, up
+#                       to half a round trip on a slow link)
 DEADLINE_S = 0.15  # glass to glass, as holoport.link.sim.Pipeline's deadline
 RECEIVER_S = 0.03  # of that, what the receiver needs after a part arrives: decode (a 250k-point
 #                    frame's ~22 ms, docs/bench/codec-layers.json) and draw (~7 ms, render.json)
 FPS = 30.0  # the selector's frame rate until a sender's own is known
+FPS_RANGE = (10.0, 30.0)  # the frame rates a sender's may set it to: one sender's rate is every
+#                           sender's frame interval at that receiver, so none may push it far
 
 
 @dataclass
@@ -102,12 +105,13 @@ class ReceiverLayers:
         state.sent = 1
         self.selector.on_sent(key[0], seq, 0, nbytes, at)
 
-    def offer(self, key: tuple[int, int], base: int, layer: int, now: float) -> bool:
+    def offer(self, key: tuple[int, int], base: int, layer: int, nbytes: int, now: float) -> bool:
         """Whether enhancement part ``layer`` of frame ``base`` goes to this receiver now:
-        only right after its predecessors, and only if it still arrives in time."""
+        only right after its predecessors, only the size its base announced, and only if it
+        still arrives in time."""
         state = self.streams.get(key)
         if (state is None or state.base != base or state.sent != layer or layer >= len(state.sizes)
-                or state.planned <= layer):
+                or state.sizes[layer] != nbytes or state.planned <= layer):
             self.parts_dropped += 1
             return False
         if self.selector.layers_for(now, state.sizes, state.deadline, have=layer, sender=key[0]) <= layer:
@@ -135,6 +139,7 @@ class ReceiverLayers:
         for key in [k for k in self.streams if k[0] == sender]:
             self._close(key)
             del self.streams[key]
+        self.selector.forget(sender)
 
     def _close(self, key: tuple[int, int]) -> None:
         old = self.streams.get(key)
@@ -145,7 +150,8 @@ class ReceiverLayers:
     def _set_fps(self, fps: float) -> None:
         """The selector's frame interval follows the fastest sender this receiver takes."""
         sel = self.selector
-        if fps > 0 and abs(fps - sel.fps) > 0.5:
+        fps = min(max(fps, FPS_RANGE[0]), FPS_RANGE[1])
+        if abs(fps - sel.fps) > 0.5:
             sel.backlog_s *= sel.fps / fps
             sel.fps = fps
 

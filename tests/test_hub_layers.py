@@ -252,3 +252,48 @@ def test_the_hub_never_sends_a_part_without_its_base(hub):
     finally:
         sender.close()
         reader.close()
+
+
+def test_a_part_larger_than_its_base_announced_is_dropped(hub):
+    """The base lists its parts' sizes and each receiver's selector plans by them: a part
+    of another size is dropped, so a sender cannot slip 2 MB in where it announced 100 bytes."""
+    sender = Node(hub.endpoint, "main", "sender").start()
+    reader = Node(hub.endpoint, "main", "reader", decode=False).start()
+    try:
+        time.sleep(0.3)
+        base = sender.send_encoded(b"a" * 100, 10, {"capture": time.time()}, layer=0, sizes=[100, 100])
+        sender.send_encoded(b"b" * 2_000_000, 10, {"capture": time.time()}, layer=1, base=base["seq"])
+        frames = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            frames += reader.poll(0.05)
+        assert frames and max(f.layers for f in frames) == 1
+        assert _member(hub, "reader")["layer_parts_dropped"] == 1
+    finally:
+        sender.close()
+        reader.close()
+
+
+def test_a_layered_sender_gone_before_its_uplink_report_is_removed_cleanly():
+    """The hub reports a layered sender's part arrivals back to it after each burst; a
+    sender gone meanwhile (its identity unroutable) is removed while the reports go out,
+    and that must not break the loop that sends them (it ran outside the per-message
+    guard: the hub stopped)."""
+    import zmq
+
+    from holoport.hub import Member
+
+    class Unroutable:
+        def send_multipart(self, *args, **kwargs):
+            raise zmq.ZMQError(zmq.EHOSTUNREACH)
+
+    hub = Hub("tcp://127.0.0.1:0")
+    hub._sock = Unroutable()
+    members = [Member(f"m{i}".encode(), i, f"m{i}", "main", i, time.monotonic()) for i in (1, 2)]
+    for m in members:
+        hub.members[m.identity] = m
+        hub._by_id[m.id] = m
+        hub._rooms.setdefault("main", {})[m.id] = m
+        hub._heard_part(m, {"seq": 5, "fb": True}, time.time(), 100)
+    hub._report_uplinks()
+    assert hub.members == {} and hub._up_due == {}

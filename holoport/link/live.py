@@ -128,7 +128,7 @@ class LayeredRate:
             self.policy.target_bps = sum(sizes) * 8 * self.fps
         else:  # the same controller, told of this frame's sizes
             self.policy.ladder = ladder
-            self.policy._rates = [r.mbps(self.fps) * 1e6 for r in ladder.rungs]
+            self.policy.rates = [r.mbps(self.fps) * 1e6 for r in ladder.rungs]
         rung = self.policy.choose(now, captured + self.deadline - self.render - LAYERED_HOP_S, 0, True)
         if rung is None:
             self.skipped += 1

@@ -142,6 +142,11 @@ class LayerSelector:
         self._last_from[sender] = at
         self._tokens[sender] = self._bucket(sender, at) - nbytes
 
+    def forget(self, sender) -> None:
+        """A sender left: its share no longer counts."""
+        for kept in (self._last_from, self._tokens, self._filled):
+            kept.pop(sender, None)
+
     def on_report(self, now: float, sender, seq: int, layer: int, arrived: float, nbytes: int | None = None) -> None:
         """The receiver got that part at ``arrived`` (hub clock); the hub learnt it at ``now``."""
         burst = self._sent.pop((sender, seq, layer), None)
