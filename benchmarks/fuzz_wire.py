@@ -297,6 +297,7 @@ VALID: dict[str, Callable[[Forge], Any]] = {
     "t0": lambda f: time.time(), "t1": lambda f: time.time(), "t2": lambda f: time.time(),
     "layer": lambda f: int(f.rng.integers(0, wire.MAX_LAYERS)), "base": lambda f: int(f.rng.integers(0, 1 << 40)),
     "up": lambda f: f.chance(0.5),
+    "sizes": lambda f: [int(f.rng.integers(0, 100_000)) for _ in range(int(f.rng.integers(1, wire.MAX_LAYERS + 1)))],
 }
 
 
@@ -897,6 +898,7 @@ class ReceiverFuzz:
             if not f.chance(0.2):  # mostly a plain stream; else parts of a layered frame (its codec is not)
                 head.pop("layer", None)
                 head.pop("base", None)
+                head.pop("sizes", None)
             if kind == "frame-header":
                 head = f.mutate(head, wire.SCHEMA[T.FRAME])
                 frames = [pack(head), stream]

@@ -590,9 +590,12 @@ class Hub:
         """Tell layered senders when their parts reached the hub (after each burst)."""
         due, self._up_due = self._up_due, {}  # a send may remove a sender that left meanwhile
         for sender in due.values():
-            if self.members.get(sender.identity) is sender and sender.up_reports:
-                reports, sender.up_reports = sender.up_reports[-wire.MAX_REPORTS:], []
-                self._control(sender.identity, wire.header(MessageType.FEEDBACK, r=reports, up=True))
+            reports, sender.up_reports = sender.up_reports, []
+            for at in range(0, len(reports), wire.MAX_REPORTS):  # every one, in order
+                if self.members.get(sender.identity) is not sender:
+                    break
+                self._control(sender.identity, wire.header(MessageType.FEEDBACK, r=reports[at: at + wire.MAX_REPORTS],
+                                                           up=True))
 
     # -- voice ---------------------------------------------------------------------------
     def _attach(self, identity: bytes, head: dict, key: str | None) -> None:

@@ -594,8 +594,10 @@ def test_a_burst_of_keyframe_requests_reaches_the_sender_once():
 
 def test_control_messages_to_a_full_queue_wait_in_order_and_a_peer_that_never_reads_is_cut_off():
     """Before, a control message that met a full queue was dropped like a frame, leaving a hole.
-    Here a member floods another, which reads nothing, with feedback (each one a control
-    message to it) carrying a counter."""
+    Here a member that reads nothing sends a flood of layered frames asking for reports:
+    the hub answers with its arrival times of every one (``feedback`` with ``up``, control
+    messages to it, in order). (Reports one member sends of another's frames no longer
+    make a flood: the hub relays only those its own log of what it sent confirms.)"""
     with Hub(free_tcp_endpoint(), seats=4, heartbeat_timeout=60) as hub:
         receiver = zmq.Context.instance().socket(zmq.DEALER)
         receiver.setsockopt(zmq.LINGER, 0)
@@ -603,21 +605,22 @@ def test_control_messages_to_a_full_queue_wait_in_order_and_a_peer_that_never_re
         receiver.setsockopt(zmq.RCVBUF, 2048)
         receiver.connect(hub.endpoint)
         _send(receiver, {"type": "join", "room": "r", "name": "rx", "credit": 64})
-        target = _recv_until(receiver, "welcome")["id"]
+        _recv_until(receiver, "welcome")
         flooder, _ = _join_raw(hub.endpoint, "r", "flooder")
 
         def flood(n: int) -> list[int]:
-            """n feedback messages to the receiver, which reads them all only afterwards."""
+            """n frames from the receiver, whose reports it reads only afterwards."""
             start = hub.stats.received
             for i in range(n):
-                _send(flooder, {"type": "feedback", "to": target, "r": [[i, 1.0, 100]]})
+                _send(receiver, {"type": "frame", "room": "r", "seq": i, "ts": {"capture": time.time()}, "layer": 0,
+                                 "fb": True}, b"x")
             deadline = time.monotonic() + 20
             while hub.stats.received < start + n and time.monotonic() < deadline:
                 time.sleep(0.05)
             got = []
             while receiver.poll(500):
                 head = msgpack.unpackb(receiver.recv_multipart()[0])
-                got += [head["r"][0][0]] if head["type"] == "feedback" else []
+                got += [r[0] for r in head["r"]] if head["type"] == "feedback" else []
             return got
 
         assert flood(450) == list(range(450))  # about its queue's size: all came, in order
