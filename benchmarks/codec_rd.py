@@ -370,6 +370,17 @@ def run_layers(args: argparse.Namespace, paths: list[Path]) -> int:
     return 0
 
 
+def _frame_panels(plt, records: list[dict]) -> tuple:
+    """A figure with one panel per frame of ``records`` (three to a row): (figure, [(axes, frame)])."""
+    frames = sorted({r["frame"] for r in records})
+    cols = min(3, len(frames))
+    rows = math.ceil(len(frames) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax in list(axes.flat)[len(frames):]:  # a last row not full
+        ax.axis("off")
+    return fig, list(zip(axes.flat, frames, strict=False))
+
+
 def plot_layers(records: list[dict], path: str) -> None:
     """Each prefix's Y-PSNR against its cumulative bytes, a curve per colour step and frame;
     the single-layer stream as a cross."""
@@ -378,11 +389,8 @@ def plot_layers(records: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = sorted({r["frame"] for r in records})
-    cols = min(3, len(frames))
-    rows = math.ceil(len(frames) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, frame in zip(axes.flat, frames, strict=False):
+    fig, panels = _frame_panels(plt, records)
+    for ax, frame in panels:
         for r in (r for r in records if r["frame"] == frame):
             cum = np.cumsum(r["layer_bytes"]) * 8 / r["points"]
             line = ax.plot(cum, [np.nan if v is None else v for v in r["prefix_y_psnr"]], "o-",
@@ -394,8 +402,6 @@ def plot_layers(records: list[dict], path: str) -> None:
         ax.set_ylabel("Y-PSNR dB")
         ax.set_xscale("log")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(frames):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -449,11 +455,8 @@ def plot(records: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    frames = sorted({r["frame"] for r in records})
-    cols = min(3, len(frames))
-    rows = math.ceil(len(frames) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, frame in zip(axes.flat, frames, strict=False):
+    fig, panels = _frame_panels(plt, records)
+    for ax, frame in panels:
         mine = [r for r in records if r["frame"] == frame]
         top = max([r["y_psnr"] for r in mine if r["y_psnr"] is not None] + [40]) + 4
         for label in sorted({_curve(r) for r in mine}):
@@ -471,8 +474,6 @@ def plot(records: list[dict], path: str) -> None:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(frames):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -179,10 +179,7 @@ def run_hetero(policy: str, downlinks: list[float], seconds: float, fps: float, 
                             frame = coder.encode_layers(positions, colors)
                             n = rate.choose(captured, time.time(), [len(p) for p in frame.parts])
                             if n:
-                                heads = a.send_layers(frame.parts[:n], frame.points, {"capture": captured})
-                                sent = [(h["seq"], s) for h in heads if (s := a.sent_frame(h["seq"])) is not None]
-                                if sent:
-                                    rate.on_sent([q for q, _ in sent], sent[0][1][0], sum(s[1] for _, s in sent))
+                                rate.on_sent(a, a.send_layers(frame.parts[:n], frame.points, {"capture": captured}))
                         else:
                             rung = rate.choose(captured, time.time(), 0, False)
                             if rung is not None:

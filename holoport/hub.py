@@ -575,7 +575,8 @@ class Hub:
                 self.stats.layer_parts_dropped += 1
                 continue
             out = head["ts"]["hub_out"]
-            receiver.layers.log.add(sender.id, seq, out, size, fields["layer"])
+            if fields.get("fb") is True:
+                receiver.layers.log.add(sender.id, seq, out, size, fields["layer"])
             receiver.layers.sent((sender.id, stream), seq, size, out)
             self.stats.layer_parts_forwarded += 1
             self.stats.forwarded_bytes += size
@@ -696,7 +697,8 @@ class Hub:
             return False
         size = _size(payloads)
         out = head["ts"]["hub_out"]
-        receiver.layers.log.add(head["src"], head["seq"], out, size)
+        if head.get("fb") is True:  # only frames that ask for reports are reported on
+            receiver.layers.log.add(head["src"], head["seq"], out, size)
         if head.get("layer") == 0:  # a layered frame's base: its enhancement parts may follow
             receiver.layers.on_base((head["src"], head.get("stream", 0)), head["seq"], out, size)
         self.stats.forwarded += 1

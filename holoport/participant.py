@@ -272,17 +272,10 @@ class Participant:
         if count == 0:  # even the base would arrive too late: skip it
             return
         heads = node.send_layers(frame.parts[:count], frame.points, {"capture": t0, "captured": t1, "encoded": t2})
-        self._layers_sent(node, heads)
+        self.rate.on_sent(node, heads)
         self.points_sent.append(len(positions))
         if self._dumps(heads[0]["seq"], self.sent_dump):
             self.sent_dump.append({"seq": heads[0]["seq"], "positions": positions, "colors": colors})
-
-    def _layers_sent(self, node: Node, heads: list[dict]) -> None:
-        """Tell the uplink's controller of the parts that left (those the node's full queue
-        dropped did not)."""
-        sent = [(h["seq"], s) for h in heads if (s := node.sent_frame(h["seq"])) is not None]
-        if sent:
-            self.rate.on_sent([q for q, _ in sent], sent[0][1][0], sum(s[1] for _, s in sent))
 
     def _dumps(self, seq: int, kept: list) -> bool:
         """Sender and receivers pick the same frames by sequence number alone, so the saved

@@ -136,13 +136,17 @@ class LayeredRate:
         self.sent_parts[rung + 1] = self.sent_parts.get(rung + 1, 0) + 1
         return rung + 1
 
-    def on_sent(self, seqs: list[int], at: float, nbytes: int) -> None:
-        """A frame's parts went out (``seqs``, base first) at ``at``, ``nbytes`` in all."""
-        if self.policy is not None and seqs:
-            self.policy.on_sent(seqs[0], at, nbytes)
-            self._frames[seqs[-1]] = (seqs[0], at, nbytes)
-            while len(self._frames) > 256:
-                self._frames.pop(next(iter(self._frames)))
+    def on_sent(self, node, heads: list[dict]) -> None:
+        """A frame's parts went out through ``node`` (``Node.send_layers``'s headers): those
+        its full queue dropped did not, and are not counted."""
+        sent = [(h["seq"], s) for h in heads if (s := node.sent_frame(h["seq"])) is not None]
+        if self.policy is None or not sent:
+            return
+        base, at, nbytes = sent[0][0], sent[0][1][0], sum(s[1] for _, s in sent)
+        self.policy.on_sent(base, at, nbytes)
+        self._frames[sent[-1][0]] = (base, at, nbytes)
+        while len(self._frames) > 256:
+            self._frames.pop(next(iter(self._frames)))
 
     def on_feedback(self, receiver: int, seq: int, sent: float, arrived: float, nbytes: int) -> None:
         frame = self._frames.pop(seq, None) if receiver == UPLINK else None  # receivers steer only the hub
