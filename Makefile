@@ -54,15 +54,16 @@ system-deps:
 	  fi
 
 # What only the tests need: headless Chromium for the browser viewer, Xvfb and xdotool for
-# the desktop window, Draco's command-line tools for the codec benchmark's peer. Installed
-# with apt when we are root (or have passwordless sudo); otherwise the tests that need them
-# are skipped, with the reason.
+# the desktop window, Draco's command-line tools for the codec benchmark's peer, Redis for
+# the hub cluster tests. Installed with apt when we are root (or have passwordless sudo);
+# otherwise the tests that need them are skipped, with the reason.
 test-deps:
 	@missing=""; \
 	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing=" chromium"; \
 	  command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
 	  command -v xdotool >/dev/null || missing="$$missing xdotool"; \
 	  command -v draco_encoder >/dev/null || missing="$$missing draco"; \
+	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
 	    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then SUDO="sudo"; \

@@ -13,7 +13,10 @@ sender's latest keyframe waits for late joiners; keyframe requests go to the sen
 node the hub does not know (after a restart) is told to join again. Voice comes on a
 member's second connection (attached with the welcome's secret) and goes out at once, in
 order, to every member's voice connection: never credit-held, replaced or cached.
-docs/design.md has the whole protocol.
+In a cluster (``cluster``: docs/cluster.md) the hub also links to the other hubs that serve
+its rooms (``holoport.cascade``): their members are seated here as ``remote`` members, and
+its own members' streams go to each of those hubs once, through a stand-in member per
+(hub, room) flagged ``link``. docs/design.md has the whole protocol.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import msgpack
 import zmq
 
 from holoport import wire
+from holoport.cascade import Cascade, CascadeConfig
 from holoport.layers import DEADLINE_S, ReceiverLayers
 from holoport.security import HubSecurity
 from holoport.stats import LatencyLog
@@ -100,6 +104,12 @@ class Member:
     # back to it ("up" feedback) so that it adapts to its own uplink only
     layers: ReceiverLayers = field(default_factory=ReceiverLayers)
     up_reports: list = field(default_factory=list)
+    # in a cluster (holoport.cascade): a member of another hub, seated here, is ``remote`` (the
+    # link it came over); another hub that takes this room from us is a stand-in member whose
+    # ``link`` is its identity on our cascade socket. Neither is a participant of this hub.
+    joined_at: float = field(default_factory=time.time)  # wall clock: the earlier join keeps a contested seat
+    remote: object = None
+    link: bytes | None = None
 
 
 class VoiceRate:
@@ -151,11 +161,12 @@ class Traffic:
         span = self.last_in - self.first_in
         p50, p99 = self.hub_ms.percentiles("hub", (50, 99))
         (wait99,) = self.hub_ms.percentiles("credit_wait", (99,))
-        return {"frames_in": self.frames_in, "frames_out": self.frames_out,
+        c50, c99 = self.hub_ms.percentiles("cascade", (50, 99))
+        return {"frames_in": self.frames_in, "frames_out": self.frames_out, "bytes_in": self.bytes_in,
                 "fps_in": (self.frames_in - 1) / span if span > 0 else 0.0,
                 "mbps_in": self.bytes_in * 8 / span / 1e6 if span > 0 else 0.0,
                 "stale_replaced": self.stale_replaced, "hub_p50_ms": p50, "hub_p99_ms": p99,
-                "credit_wait_p99_ms": wait99}
+                "credit_wait_p99_ms": wait99, "cascade_p50_ms": c50, "cascade_p99_ms": c99}
 
 
 @dataclass
@@ -208,6 +219,7 @@ class Hub:
         member_queue_bytes: int = 64 * 1024 * 1024,
         max_queued_bytes: int = 1024 * 1024 * 1024,
         handshake_timeout: float = 5.0,
+        cluster: CascadeConfig | None = None,
     ) -> None:
         if not 2 <= seats <= wire.MAX_SEATS:
             raise ValueError(f"seats must be in 2..{wire.MAX_SEATS}, got {seats}")
@@ -230,7 +242,13 @@ class Hub:
         self._rooms: dict[str, dict[int, Member]] = {}  # room -> its members by id (seats, names)
         self._by_key: dict[str, Member] = {}  # CURVE key -> its member: one key joins once
         self._voice: dict[bytes, Member] = {}  # voice connection identity -> its member
-        self._next_id = 1
+        # in a cluster, member ids carry the hub's number: unique across hubs without asking anyone
+        self._next_id = (cluster.hub_no << 32 if cluster is not None else 0) + 1
+        self.cascade = Cascade(self, cluster) if cluster is not None else None
+        self._routes: dict[bytes, tuple[zmq.Socket, bytes]] = {}  # stand-in identity -> (socket, peer)
+        self._foreign = 0  # remote members and stand-ins among ``members``: not this hub's participants
+        self._load: dict = {"members": 0, "mbps": 0.0, "rooms": {}}  # for the cluster's directory
+        self._load_at = (time.monotonic(), 0)
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
         self._cached: dict[tuple[int, int], Member] = {}  # (member id, stream) with a cached keyframe, oldest first
@@ -280,6 +298,13 @@ class Hub:
                 time.sleep(0.05)
         self._sock = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.cascade is not None:
+            try:
+                self.cascade.open()
+            except zmq.ZMQError:
+                sock.close(0)
+                self._sock = None
+                raise
         log.info("hub listening on %s (%d seats per room, %s)", self.endpoint, self.seats,
                  f"CURVE, {self.security.allowed()} keys allowed" if self.security else "unencrypted")
         return self.endpoint
@@ -308,18 +333,25 @@ class Hub:
         if self._sock is None:
             self.open()
         sock = self._sock
+        cascade = self.cascade
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         next_sweep = time.monotonic() + 0.5
+        next_tick = time.monotonic()
         last_turn = time.monotonic()
         try:
             while not self._stop.is_set():
-                ready = poller.poll(10 if self._pending else 100)
+                if cascade is not None and cascade.dirty:  # links came or went
+                    cascade.dirty = False
+                    poller = zmq.Poller()
+                    for s in (sock, *cascade.sockets()):
+                        poller.register(s, zmq.POLLIN)
+                ready = dict(poller.poll(10 if self._pending else 100))
                 now = time.monotonic()
                 if now - last_turn > 1.0:  # the hub itself did not run (SIGSTOP, starved CPU):
                     self._excuse(now - last_turn)  # nobody could be heard meanwhile
                 last_turn = now
-                if ready:
+                if sock in ready:
                     for _ in range(256):  # drain a burst, then sweep timeouts
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -330,12 +362,28 @@ class Hub:
                         except Exception:  # a message we did not foresee: drop it, keep serving
                             log.exception("dropped a message that broke its handler")
                             self._drop(Drop.HANDLER)
+                if cascade is not None:
+                    try:
+                        for s in ready:
+                            if s is cascade.router:
+                                cascade.on_router()
+                            elif s is cascade.monitor:
+                                cascade.on_monitor()
+                            elif s is not sock:
+                                cascade.on_link(s)
+                        if now >= next_tick:
+                            next_tick = now + 0.1
+                            cascade.tick(now)
+                    except Exception:  # a fault of ours in the links: keep serving our own members
+                        log.exception("the cascade failed a turn")
+                        self._drop(Drop.HANDLER)
                 if self._up_due:
                     self._report_uplinks()
                 if self._pending:
                     self._flush_pending()
                 if time.monotonic() >= next_sweep:
                     self._expire_silent()
+                    self._update_load()
                     if self._trim:
                         self._trim = False
                         trim_memory()
@@ -343,6 +391,8 @@ class Hub:
         finally:
             sock.close(0)
             self._sock = None
+            if cascade is not None:
+                cascade.close()
             if self.security is not None:
                 self.security.close()
             self._ctx.destroy(linger=0)
@@ -382,6 +432,8 @@ class Hub:
                 self._reply(identity, wire.header(MessageType.TIME, t0=head["t0"], t1=arrived, t2=time.time()))
         elif kind == MessageType.STATS:
             self._stats_reply(identity, head, member, self._peer_key(frames))
+        elif kind == MessageType.HUBS:
+            self._hubs_reply(identity, head)
         elif member is None:
             if kind not in (MessageType.LEAVE, MessageType.HEARTBEAT, MessageType.CREDIT):
                 self._drop(Drop.NOT_JOINED)
@@ -419,6 +471,8 @@ class Hub:
                 self.stats.keyframe_coalesced += 1
                 return
             source.key_asked[stream] = now
+            if source.remote is not None:  # its own hub asks it
+                return self.cascade.keyframe(source, member.id, stream)
             self._control(source.identity, wire.header(MessageType.KEYFRAME, stream=stream, **{"from": member.id}))
         elif kind == MessageType.FEEDBACK:  # a receiver's arrival reports, for the sender's rate
             target = self._by_id.get(head.get("to"))
@@ -429,6 +483,8 @@ class Hub:
             self.stats.reports_contradicted += len(head["r"]) - len(kept)
             if not kept:
                 return self._drop(Drop.FEEDBACK_CONTRADICTED)
+            if target.remote is not None:
+                return self.cascade.feedback(target, member.id, kept)
             self._control(target.identity, wire.header(MessageType.FEEDBACK, r=kept, **{"from": member.id}))
         elif kind != MessageType.HEARTBEAT:
             self._drop(Drop.UNEXPECTED)
@@ -458,7 +514,10 @@ class Hub:
             if refusal:
                 return self._refuse(identity, *refusal)
             taken = {m.seat for m in self._rooms.get(room, {}).values()}
-            free = [s for s in range(self.seats) if s not in taken]
+            # in a cluster each hub fills seats from its own place on: two hubs seating
+            # newcomers of one room at once rarely pick the same seat (see _remote_joined)
+            start = (self._next_id >> 32) % self.seats
+            free = [s for s in [*range(start, self.seats), *range(start)] if s not in taken]
             if not free:
                 return self._refuse(identity, f"room {room!r} is full ({self.seats} seats)")
             member = Member(identity, self._next_id, name or f"guest-{self._next_id}", room,
@@ -466,31 +525,47 @@ class Hub:
             self._next_id += 1
             self.members[identity] = member
             self._by_id[member.id] = member
+            new_room = room not in self._rooms
             self._rooms.setdefault(room, {})[member.id] = member
             if key is not None:
                 self._by_key[key] = member
             self._rejoin_told.pop(identity, None)
             self.stats.joins += 1
             log.info("%s joined room %r at seat %d (id %d)", member.name, room, member.seat, member.id)
-            for other in self._room(member):
-                self._control(other.identity, wire.header(
-                    MessageType.JOINED, id=member.id, name=member.name, seat=member.seat))
+            for other in self._listeners(member):
+                self._control(other.identity, self._joined(member))
             joining = True
+            if self.cascade is not None and (new_room or not self.local_rooms().get(room)):
+                self._update_load()
+                self.cascade.rooms_changed()
         else:
             joining = False
-        members = [{"id": m.id, "name": m.name, "seat": m.seat} for m in self._room(member)]
+        members = [{"id": m.id, "name": m.name, "seat": m.seat} for m in self._room(member) if m.link is None]
         self._control(identity, wire.header(
             MessageType.WELCOME, room=room, id=member.id, name=member.name, seat=member.seat,
             seats=self.seats, members=members, max_points=self.max_points, vkey=member.vkey))
-        if joining:  # a late joiner sees everyone at once: their latest keyframes
-            for other in self._room(member):
-                for stream, (head, payloads) in list(other.last_key.items()):
-                    self._offer(member, (other.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
+        if joining:
+            self._late_join(member)
+
+    def _late_join(self, member: Member) -> None:
+        """A late joiner (or another hub taking the room) sees everyone at once: their latest
+        keyframes (another hub is sent only ours: it has the rest from their own hubs)."""
+        for other in self._room(member):
+            if member.link is not None and other.remote is not None:
+                continue
+            for stream, (head, payloads) in list(other.last_key.items()):
+                self._offer(member, (other.id, stream), {**head, "ts": dict(head["ts"])}, payloads)
+
+    @staticmethod
+    def _joined(member: Member) -> dict:
+        """The news of an arrival (room and time only matter to other hubs: nodes ignore them)."""
+        return wire.header(MessageType.JOINED, id=member.id, name=member.name, seat=member.seat,
+                           room=member.room, at=member.joined_at)
 
     def _admission(self, room: str, name: str, key: str | None, token: str | None) -> tuple[str, bool] | None:
         """Why a newcomer may not join ``room``, and whether that may pass by itself (a
         member of the same key or name that is about to time out); None: it may join."""
-        if len(self.members) >= self.max_members:
+        if len(self.members) - self._foreign >= self.max_members:
             return f"the hub serves its limit of {self.max_members} members: try again later or another hub", False
         needed = self.room_tokens.get(room)
         if needed is not None and not (isinstance(token, str) and hmac.compare_digest(token.encode(), needed.encode())):
@@ -508,7 +583,7 @@ class Hub:
         """Rebuild the header from the sender's validated fields and the hub's own, and offer
         the frame to every other member of the room."""
         now = time.time()
-        stamps = {k: t for k, t in fields["ts"].items() if not k.startswith("hub_")}  # ours alone
+        stamps = _own_stamps(sender, fields["ts"])
         if len(stamps) > wire.MAX_STAGES - 3:  # room for hub_in, hub_held, hub_out
             return self._drop(Drop.STAGES)
         stream = fields.get("stream", 0)
@@ -537,7 +612,7 @@ class Hub:
             head["sizes"] = [size, *fields.get("sizes", [size])[1:]]  # the base's own size, not its word
             captured = stamps["capture"] + fields["off"] if "capture" in stamps and "off" in fields else now
             fps = t.as_dict()["fps_in"]
-        for receiver in self._room(sender):
+        for receiver in self._listeners(sender):
             if self.members.get(sender.identity) is not sender:  # removed meanwhile: its frame goes nowhere
                 return
             if layered:
@@ -557,10 +632,10 @@ class Hub:
         t.bytes_in += size
         t.last_in = now
         self._heard_part(sender, fields, now, size)
-        stamps = {k: v for k, v in fields["ts"].items() if not k.startswith("hub_")}
+        stamps = _own_stamps(sender, fields["ts"])
         if len(stamps) > wire.MAX_STAGES - 3:
             return self._drop(Drop.STAGES)
-        for receiver in self._room(sender):
+        for receiver in self._listeners(sender):
             if receiver.identity in self._pending or not receiver.layers.offer(
                     (sender.id, stream), fields["base"], fields["layer"], size, now):
                 self.stats.layer_parts_dropped += 1
@@ -580,10 +655,12 @@ class Hub:
             receiver.layers.sent((sender.id, stream), seq, size, out)
             self.stats.layer_parts_forwarded += 1
             self.stats.forwarded_bytes += size
+            if receiver.link is not None:
+                self.cascade.stats["bytes_out"] += size
 
     def _heard_part(self, sender: Member, fields: dict, now: float, size: int) -> None:
-        """Note a layered part's arrival for the sender's uplink report."""
-        if fields.get("fb") is True:
+        """Note a layered part's arrival for the sender's uplink report (its own hub's)."""
+        if fields.get("fb") is True and sender.remote is None:
             sender.up_reports.append([fields["seq"], now, size])
             self._up_due[sender.id] = sender
 
@@ -640,16 +717,17 @@ class Hub:
                           vad=member.speaking, stream=head.get("stream", 0), hin=arrived)
         if "off" in head:
             out["off"] = head["off"]
-        for receiver in self._room(member):
-            if receiver.voice is None:
+        for receiver in self._listeners(member):
+            target = receiver.identity if receiver.link is not None else receiver.voice  # another hub: its link
+            if target is None:
                 continue
             out["hout"] = time.time()
-            if self._send(receiver.voice, wire.encode(out, payloads)):
+            if self._send(target, wire.encode(out, payloads)):
                 self.stats.voice_forwarded += 1
                 member.voice_ms.add("voice", (out["hout"] - arrived) * 1e3)
             else:
                 self.stats.voice_dropped += 1
-                if self._gone:  # that voice connection closed: it attaches again if it comes back
+                if self._gone and receiver.link is None:  # that voice connection closed: it attaches again
                     self._voice.pop(receiver.voice, None)
                     receiver.voice = None
 
@@ -708,12 +786,18 @@ class Hub:
         receiver.inflight_bytes += size
         self._account(size)
         receiver.traffic.frames_out += 1
+        if receiver.link is not None:
+            self.cascade.stats["frames_out"] += 1
+            self.cascade.stats["bytes_out"] += size
         sender = self._by_id.get(head.get("src"))
         if sender is not None:  # the hub's own time: up to the send, or to holding it
             ts = head["ts"]
-            sender.traffic.hub_ms.add("hub", (ts.get("hub_held", ts["hub_out"]) - ts["hub_in"]) * 1e3)
+            sent = ts.get("hub_held", ts["hub_out"])
+            sender.traffic.hub_ms.add("hub", (sent - ts["hub_in"]) * 1e3)
             if "hub_held" in ts:
                 sender.traffic.hub_ms.add("credit_wait", (ts["hub_out"] - ts["hub_held"]) * 1e3)
+            if "up_out" in ts:  # from its own hub's send to ours: the cascade hop
+                sender.traffic.hub_ms.add("cascade", (sent - ts["up_out"]) * 1e3)
         return True
 
     def _credit(self, member: Member, n: int) -> None:
@@ -760,8 +844,9 @@ class Hub:
         """Queue one message for a peer without blocking; False when its queue is full or
         it is gone (then ``_gone`` is set, and a member gone without a goodbye is removed)."""
         self._gone = False
+        sock, peer = self._routes.get(identity) or (self._sock, identity)
         try:
-            self._sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            sock.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:
             return False
@@ -842,7 +927,15 @@ class Hub:
     def _remove(self, member: Member, why: str) -> None:
         if self.members.pop(member.identity, None) is None:
             return
-        self._by_id.pop(member.id, None)
+        if member.link is not None or member.remote is not None:
+            self._foreign -= 1
+        if member.link is not None:
+            self._routes.pop(member.identity, None)
+            self.cascade.stand_in_gone(member.link, member.room)
+        else:
+            self._by_id.pop(member.id, None)
+        if member.remote is not None:
+            member.remote.members.pop(member.id, None)
         room = self._rooms.get(member.room, {})
         room.pop(member.id, None)
         if not room:
@@ -861,16 +954,23 @@ class Hub:
         member.inflight.clear()
         member.inflight_bytes = 0
         log.info("%s (id %d) %s room %r", member.name, member.id, why, member.room)
-        for other in self._room(member):
-            for slot in [k for k in other.slots if k[0] == member.id]:  # nobody is shown a frame from someone who left
-                self._account(-_size(other.slots.pop(slot)[1]))
-            other.layers.forget(member.id)
-            self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why))
+        if member.link is None:
+            for other in self._room(member):
+                # nobody is shown a frame from someone who left
+                for slot in [k for k in other.slots if k[0] == member.id]:
+                    self._account(-_size(other.slots.pop(slot)[1]))
+                other.layers.forget(member.id)
+            for other in self._listeners(member):
+                self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why, room=member.room))
         self._trim |= held > 16 * 1024 * 1024  # frames that big came from fresh pages: give them back
+        if self.cascade is not None and member.link is None and member.remote is None \
+                and not self.local_rooms().get(member.room):
+            self._update_load()
+            self.cascade.rooms_changed()
 
     def _expire_silent(self) -> None:
         deadline = time.monotonic() - self.heartbeat_timeout
-        for member in [m for m in self.members.values() if m.last_seen < deadline]:
+        for member in [m for m in self.members.values() if m.last_seen < deadline and m.remote is None]:
             self.stats.timed_out += 1
             self._remove(member, "timed out of")
 
@@ -882,8 +982,110 @@ class Hub:
             m.last_seen = min(m.last_seen + gap, now)
 
     def _room(self, member: Member) -> list[Member]:
-        """The other members of ``member``'s room."""
+        """The other members of ``member``'s room (remote ones and other hubs' stand-ins included)."""
         return [m for m in self._rooms.get(member.room, {}).values() if m is not member]
+
+    def _listeners(self, member: Member) -> list[Member]:
+        """Who is sent ``member``'s frames, voice and comings and goings: this hub's own
+        participants, and the other hubs that take the room when ``member`` is ours (what came
+        from another hub never goes on to a third: every hub links to every other one)."""
+        return [m for m in self._rooms.get(member.room, {}).values()
+                if m is not member and m.remote is None and (m.link is None or member.remote is None)]
+
+    # -- the cluster (holoport.cascade calls these) -------------------------------------
+    def local_rooms(self) -> dict[str, int]:
+        """Room -> this hub's own participants in it."""
+        return self._load["rooms"]
+
+    def _update_load(self) -> None:
+        rooms: dict[str, int] = {}
+        for m in self.members.values():
+            if m.remote is None and m.link is None:
+                rooms[m.room] = rooms.get(m.room, 0) + 1
+        now, sent = time.monotonic(), self.stats.forwarded_bytes
+        then, before = self._load_at
+        mbps = (sent - before) * 8 / (now - then) / 1e6 if now - then >= 0.25 else self._load["mbps"]
+        if now - then >= 0.25:
+            self._load_at = (now, sent)
+        self._load = {"members": sum(rooms.values()), "mbps": round(mbps, 3), "rooms": rooms}
+
+    def cluster_load(self) -> dict:
+        """What the directory says of this hub (read by ClusterAgent's thread: a dict swapped whole)."""
+        return self._load
+
+    def _add_stand_in(self, sock: zmq.Socket, ident: bytes, room: str, stand_in_id: int, credit: int) -> Member:
+        """Another hub takes ``room`` from us: a member of the room that is sent what our own
+        members send, over our cascade socket."""
+        identity = b"\x00L" + ident + room.encode()  # a zero byte first: no peer may choose such an id
+        member = Member(identity, stand_in_id, "", room, -1, time.monotonic(), credit, link=ident,
+                        layers=ReceiverLayers(whole=True))
+        self.members[identity] = member
+        self._rooms.setdefault(room, {})[member.id] = member
+        self._routes[identity] = (sock, ident)
+        self._foreign += 1
+        return member
+
+    def _local_roster(self, room: str) -> list[dict]:
+        return [{"id": m.id, "name": m.name, "seat": m.seat, "at": m.joined_at}
+                for m in self._rooms.get(room, {}).values() if m.remote is None and m.link is None]
+
+    def _remote_joined(self, link, room: str, member_id: int, name: str, seat: int, at: float) -> Member | None:
+        """A member of another hub, seated in our room. Two hubs that seated someone in the
+        same seat at once settle it alike: the earlier join (then the lower id) keeps it; one
+        of ours that loses is asked to join again, and gets a free seat."""
+        if member_id in self._by_id or room not in self._rooms or seat >= self.seats:
+            return None
+        rival = next((m for m in self._rooms[room].values() if m.seat == seat and m.link is None), None)
+        if rival is not None:
+            self.cascade.stats["seat_conflicts"] += 1
+            if (rival.joined_at, rival.id) < (at, member_id):
+                return None  # theirs moves, and its hub tells us it left
+            self._remove(rival, "gave its seat to an earlier join on another hub")
+            if rival.remote is None:
+                self._control(rival.identity, wire.header(MessageType.REJOIN))
+        identity = b"\x00R" + member_id.to_bytes(8, "big")
+        member = Member(identity, member_id, name, room, seat, time.monotonic(), remote=link, joined_at=at)
+        self.members[identity] = member
+        self._by_id[member_id] = member
+        self._rooms.setdefault(room, {})[member_id] = member
+        self._foreign += 1
+        log.info("%s (id %d, hub %d) is in room %r at seat %d", name, member_id, link.hub, room, seat)
+        for other in self._listeners(member):
+            self._control(other.identity, self._joined(member))
+        return member
+
+    def _remote_frame(self, sender: Member, head: dict, payloads: list) -> None:
+        """A frame or part of another hub's member, for our own members."""
+        if head.get("points", 0) > self.max_points:
+            return self._drop(Drop.TOO_MANY_POINTS)
+        if head.get("layer", 0) > 0:
+            return self._forward_part(sender, head, payloads)
+        self._forward(sender, head, payloads)
+
+    def _remote_keyframe(self, head: dict) -> None:
+        """Another hub's receiver needs a keyframe of one of ours."""
+        source = self._by_id.get(head.get("of"))
+        if source is None or source.remote is not None or not wire.need(head, "from"):
+            return self._drop(Drop.KEYFRAME_NOBODY)
+        self._control(source.identity, wire.header(MessageType.KEYFRAME, stream=head.get("stream", 0),
+                                                   **{"from": head["from"]}))
+
+    def _remote_feedback(self, head: dict) -> None:
+        """Another hub's receiver's reports on one of ours (that hub checked them against its log)."""
+        target = self._by_id.get(head.get("to"))
+        if target is None or target.remote is not None or not wire.need(head, "from", "r"):
+            return self._drop(Drop.FEEDBACK_NOBODY)
+        self._control(target.identity, wire.header(MessageType.FEEDBACK, r=head["r"], **{"from": head["from"]}))
+
+    def _hubs_reply(self, identity: bytes, head: dict) -> None:
+        """The cluster's live hubs as the directory last listed them (none outside a cluster):
+        the asker measures its round trip to each and picks (holoport.hub_choice)."""
+        view = self.cascade.view() if self.cascade is not None else None
+        room = head.get("room", "")
+        hubs = [] if view is None else sorted(view.hubs, key=lambda r: not r.serves(room))[:wire.MAX_HUBS]
+        self._reply(identity, wire.header(MessageType.HUBS, room=room, hubs=[
+            {"id": r.id, "site": r.site[:64], "endpoint": r.endpoint, "key": r.key, "members": r.members,
+             "mbps": r.mbps, "cpu": r.cpu, "room": r.serves(room)} for r in hubs]))
 
     # -- statistics ----------------------------------------------------------------------
     def _stats_reply(self, identity: bytes, head: dict, asker: Member | None, key: str | None) -> None:
@@ -902,15 +1104,17 @@ class Hub:
             return head.get("room") == room and isinstance(token, str) and hmac.compare_digest(
                 token.encode(), needed.encode())
 
-        shown = [m for m in sorted(self.members.values(), key=lambda m: (m.room, m.id)) if visible(m.room)]
+        shown = [m for m in sorted(self.members.values(), key=lambda m: (m.room, m.id))
+                 if m.link is None and visible(m.room)]
         pages = max(1, -(-len(shown) // STATS_PAGE))
         page = min(head.get("page", 0), pages - 1)
         rooms: dict[str, list] = {}
         for m in shown[page * STATS_PAGE:(page + 1) * STATS_PAGE]:
-            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat, **m.traffic.as_dict(),
-                                                 **_voice_stats(m), **m.layers.as_dict()})
-        body = {**self.stats.as_dict(), "members": len(self.members),
+            rooms.setdefault(m.room, []).append(_member_stats(m))
+        body = {**self.stats.as_dict(), "members": len(self.members) - self._foreign,
                 "room_count": len(self._rooms), "rooms": rooms}
+        if self.cascade is not None:
+            body["cascade"] = self.cascade.as_dict()
         self._reply(identity, wire.header(MessageType.STATS, page=page, pages=pages),
                     [msgpack.packb(body, use_bin_type=True)])
 
@@ -918,9 +1122,24 @@ class Hub:
         """Every counter and every member's traffic (in this process: no visibility rules)."""
         rooms: dict[str, list] = {}
         for m in self.members.values():
-            rooms.setdefault(m.room, []).append({"id": m.id, "name": m.name, "seat": m.seat,
-                                                 **m.traffic.as_dict(), **_voice_stats(m), **m.layers.as_dict()})
-        return {**self.stats.as_dict(), "members": len(self.members), "rooms": rooms}
+            if m.link is None:
+                rooms.setdefault(m.room, []).append(_member_stats(m))
+        out = {**self.stats.as_dict(), "members": len(self.members) - self._foreign, "rooms": rooms}
+        if self.cascade is not None:
+            out["cascade"] = self.cascade.as_dict()
+        return out
+
+
+def _member_stats(m: Member) -> dict:
+    return {"id": m.id, "name": m.name, "seat": m.seat, "hub": m.remote.hub if m.remote is not None else None,
+            **m.traffic.as_dict(), **_voice_stats(m), **m.layers.as_dict()}
+
+
+def _own_stamps(sender: Member, ts: dict) -> dict:
+    """A frame's stamps less the hubs' (ours are added afresh): a participant's word on a
+    hub's times is not taken; a remote member's own hub's, moved onto our clock, are kept."""
+    theirs = ("hub_",) if sender.remote is not None else ("hub_", "up_")
+    return {k: t for k, t in ts.items() if not k.startswith(theirs)}
 
 
 def _voice_stats(m: Member) -> dict:

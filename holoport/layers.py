@@ -84,6 +84,8 @@ class ReceiverLayers:
     frames: int = 0  # layered frames whose base went out
     layers_total: int = 0  # parts of those frames sent, for the mean
     reports_dropped: int = 0  # reports the hub's stamps contradicted
+    whole: bool = False  # another hub of a cluster (holoport.cascade): every part, in order; that
+    #                      hub chooses for each of its own receivers
 
     def plan(self, key: tuple[int, int], seq: int, sizes: list, deadline: float, now: float, fps: float) -> None:
         """A layered frame's base reached the hub: how many of its parts this receiver should
@@ -91,6 +93,9 @@ class ReceiverLayers:
         holds bases back from a receiver that cannot take them, and a frame that may come
         a little late still shows the person moving, where a skipped one shows nothing."""
         self._close(key)
+        if self.whole:
+            self.streams[key] = LayerState(seq, sizes, deadline - RECEIVER_S, len(sizes))
+            return
         self._set_fps(fps)
         planned = self.selector.layers_for(now, sizes, deadline - RECEIVER_S, sender=key[0])
         self.streams[key] = LayerState(seq, sizes, deadline - RECEIVER_S, max(planned, 1))
@@ -114,7 +119,8 @@ class ReceiverLayers:
                 or state.sizes[layer] != nbytes or state.planned <= layer):
             self.parts_dropped += 1
             return False
-        if self.selector.layers_for(now, state.sizes, state.deadline, have=layer, sender=key[0]) <= layer:
+        if not self.whole and self.selector.layers_for(now, state.sizes, state.deadline, have=layer,
+                                                       sender=key[0]) <= layer:
             state.planned = layer  # late: dropped, with the parts above it
             self.parts_dropped += 1
             return False

@@ -13,7 +13,8 @@ and, as the type needs them:
                  hologram, when absent; a second camera view or voice are others), so a
                  receiver keeps one decoder per (sender, stream)
     ts    map    wall-clock seconds (time.time()) of each stage a frame passed:
-                 capture, captured, encoded, sent, hub_in, hub_out
+                 capture, captured, encoded, sent, hub_in, hub_out; a frame that came
+                 from another hub of a cluster also carries that hub's as up_in, up_out
     key   bool   on frames: decodes on its own (absent: treat as true)
     off   float  on frames: the sender's clock offset to the hub (hub - sender), so that a
                  receiver can put every stamp on its own clock (``Node`` does)
@@ -76,9 +77,14 @@ class MessageType:
     #                        a layered sender, "up": the hub's own arrival times of its frames
     AUDIO = "audio"  # node -> hub -> members: one voice packet (payload frame 1), on the voice socket
     ATTACH = "attach"  # a node's voice socket -> hub: id, vkey (from the welcome); hub -> it: id
+    HUBS = "hubs"  # anyone -> hub: room; hub -> asker: the cluster's live hubs (docs/cluster.md)
+    # hub <-> hub, on the cascade socket (docs/cluster.md):
+    LINK = "link"  # subscriber -> publisher: room, hub, cascade, credit
+    LINKED = "linked"  # publisher -> subscriber: room, hub, members (with "at", when each joined)
+    UNLINK = "unlink"  # subscriber -> publisher: room
 
     ALL = frozenset({JOIN, WELCOME, REFUSED, JOINED, LEFT, FRAME, LEAVE, HEARTBEAT, STATS, CREDIT,
-                       REJOIN, TIME, KEYFRAME, FEEDBACK, AUDIO, ATTACH})
+                       REJOIN, TIME, KEYFRAME, FEEDBACK, AUDIO, ATTACH, HUBS, LINK, LINKED, UNLINK})
 
 
 class WireError(ValueError):
@@ -199,7 +205,37 @@ def _members(v: Any) -> list[dict]:
     return out
 
 
+def _linked_members(v: Any) -> list[dict]:
+    if not isinstance(v, list) or len(v) > MAX_SEATS:
+        raise ValueError(f"a list of at most {MAX_SEATS} members")
+    out = []
+    for m in v:
+        if not isinstance(m, dict):
+            raise ValueError("members as maps of id, name, seat, at")
+        out.append({"id": _id(m.get("id")), "name": _name(m.get("name")), "seat": _seat(m.get("seat")),
+                    "at": _time(m.get("at"))})
+    return out
+
+
+def _hub_list(v: Any) -> list[dict]:
+    if not isinstance(v, list) or len(v) > MAX_HUBS:
+        raise ValueError(f"a list of at most {MAX_HUBS} hubs")
+    out = []
+    for h in v:
+        if not isinstance(h, dict):
+            raise ValueError("hubs as maps of id, site, endpoint, key, members, mbps, cpu, room")
+        out.append({"id": _hub_no(h.get("id")), "site": _str(0, 64)(h.get("site")),
+                    "endpoint": _endpoint(h.get("endpoint")), "key": _str(0, 64)(h.get("key", "")),
+                    "members": _int(0, 1 << 31)(h.get("members", 0)), "mbps": _float(1e9)(h.get("mbps", 0.0)),
+                    "cpu": _float(1e6)(h.get("cpu", 0.0)), "room": _bool(h.get("room", False))})
+    return out
+
+
 MAX_SEATS = 16
+MAX_HUBS = 64  # hubs one "hubs" answer lists, at most
+MAX_HUB_NO = (1 << 21) - 1  # a cluster's hub numbers: member ids are hub << 32 | k, within MAX_ID
+_hub_no = _int(0, MAX_HUB_NO)
+_endpoint = _str(6, 256)
 MAX_REPORTS = 64  # arrival reports per feedback message
 MAX_CREDIT = 64  # frames a receiver may have in flight, at most
 MAX_STREAMS = 8  # streams one participant may send (hologram views, voice); "stream" 0 if absent
@@ -214,15 +250,16 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "welcome": {"room": _str(1, 64), "id": _id, "name": _name, "seat": _seat, "seats": _int(2, MAX_SEATS),
                 "members": _members, "max_points": _int(1, 1 << 26), "vkey": _str(16, 64)},
     "refused": {"reason": _str(0, 1000), "retry": _bool},  # retry: it may pass in a few seconds
-    "joined": {"id": _id, "name": _name, "seat": _seat},
-    "left": {"id": _id, "reason": _str(0, 200)},
+    # "room" and "at" (when it joined, hub clock) only between hubs, where one link carries many rooms
+    "joined": {"id": _id, "name": _name, "seat": _seat, "room": _str(1, 64), "at": _time},
+    "left": {"id": _id, "reason": _str(0, 200), "room": _str(1, 64)},
     "frame": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "ts": _stamps, "key": _bool,
               "points": _int(0, 1 << 26), "off": _float(1e6), "fb": _bool, "stream": _int(0, MAX_STREAMS - 1),
               "layer": _int(0, MAX_LAYERS - 1), "base": _int(0, MAX_ID), "sizes": _sizes},
     "leave": {"room": _str(0, 64)},
     "heartbeat": {},
     "stats": {"page": _int(0, 1 << 20), "pages": _int(1, 1 << 20), "token": _str(0, 256), "room": _str(1, 64)},
-    "credit": {"n": _int(1, MAX_CREDIT)},
+    "credit": {"n": _int(1, MAX_CREDIT), "room": _str(1, 64)},
     "rejoin": {},
     "keyframe": {"of": _id, "from": _id, "stream": _int(0, MAX_STREAMS - 1)},
     "time": {"t0": _time, "t1": _time, "t2": _time},
@@ -233,6 +270,10 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "audio": {"room": _str(1, 64), "src": _id, "seq": _int(0, MAX_ID), "t": _time, "off": _float(1e6),
               "vad": _bool, "stream": _int(0, MAX_STREAMS - 1), "hin": _time, "hout": _time},
     "attach": {"id": _id, "vkey": _str(16, 64)},
+    "hubs": {"room": _str(1, 64), "hubs": _hub_list},
+    "link": {"room": _str(1, 64), "hub": _hub_no, "cascade": _endpoint, "credit": _int(1, MAX_CREDIT)},
+    "linked": {"room": _str(1, 64), "hub": _hub_no, "members": _linked_members},
+    "unlink": {"room": _str(1, 64)},
 }
 MAX_AUDIO_BYTES = 4000  # one voice packet: Opus's largest 20 ms frame (1275 bytes) three times over
 
