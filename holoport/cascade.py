@@ -299,6 +299,14 @@ class Cascade:
                 self._router_send(sub.ident, wire.header(MessageType.HEARTBEAT))
         self.stats["refused"] = self._refusals + (self._check.refused if self._check is not None else 0)
 
+    def excuse(self, gap: float) -> None:
+        """The hub did not run for ``gap`` s: the other hubs' silence meanwhile is not theirs."""
+        for link in self.links.values():
+            if link.last_heard:
+                link.last_heard += gap
+        for sub in self.subscribers.values():
+            sub.last_seen += gap
+
     def _unsubscribe(self, link: Link, room: str) -> None:
         link.rooms.pop(room, None)
         link.linked.discard(room)
@@ -368,10 +376,12 @@ class Cascade:
                 return self._dropped("link without room, hub or cascade")
             if head["hub"] == self.hub_no:
                 return self._dropped("a link from ourselves")
+            room = head["room"]
+            if room not in hub.local_rooms():  # nothing to send: it asks again while the directory lists us
+                return self._dropped("a link for a room we do not serve")
             if sub is None:
                 sub = self.subscribers[ident] = Subscriber(ident, head["hub"], head["cascade"])
             sub.last_seen = now
-            room = head["room"]
             stand_in = sub.rooms.get(room)
             if stand_in is None:
                 stand_in = sub.rooms[room] = hub._add_stand_in(self.router, ident, room, self._next_stand_in,
@@ -384,6 +394,9 @@ class Cascade:
             # answered in kind: we take the room from them too, without waiting for the directory
             endpoint, rooms = self.reverse.get(sub.hub, (sub.endpoint, set()))
             self.reverse[sub.hub] = (head["cascade"], rooms | {room})
+            link = self.links.get(sub.hub)
+            if link is not None and room not in link.linked:
+                link.rooms[room] = -RESUBSCRIBE_S  # ask at the next tick, not a second later
             return
         if sub is None:
             return self._dropped("a message from a hub that has not linked")

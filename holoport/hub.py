@@ -977,6 +977,8 @@ class Hub:
     def _excuse(self, gap: float) -> None:
         """The hub was not running for ``gap`` s: members' silence meanwhile is not theirs."""
         self.stats.paused_s += gap
+        if self.cascade is not None:
+            self.cascade.excuse(gap)
         now = time.monotonic()
         for m in self.members.values():
             m.last_seen = min(m.last_seen + gap, now)

@@ -267,3 +267,50 @@ def test_a_hub_that_cannot_reach_redis_does_not_start(tmp_path, redis_server):
     proc = spawn("hub", "--bind", f"tcp://127.0.0.1:{free_port()}", "--cluster", "redis://:secret@127.0.0.1:1")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "never the command line" in out, out
+
+
+def test_voice_feedback_and_keyframe_requests_cross_the_link(hubs):
+    import zmq
+
+    from holoport import wire
+    from holoport.wire import MessageType
+
+    a, b = hubs(2)
+    ana = Node(a.endpoint, room="r", name="ana").start()
+    ben = Node(b.endpoint, room="r", name="ben").start()
+    voice = zmq.Context.instance().socket(zmq.DEALER)
+    voice.setsockopt(zmq.LINGER, 0)
+    try:
+        _pump([ana, ben], 5.0, until=lambda: _converged([ana, ben]), send=False)
+        # ben's receivers' arrival reports reach ana, on ana's clock
+        reports = []
+        ana.on_feedback = lambda *r: reports.append(r)
+        _pump([ana, ben], 2.0, until=lambda: len(reports) >= 5)
+        assert len(reports) >= 5 and {r[0] for r in reports} == {ben.id}, reports
+        for _, _, sent, arrived, _ in reports:
+            assert 0 <= arrived - sent < 1.0, reports
+        # ben asks ana for a keyframe through both hubs
+        asked = ana.counters.keyframe_requests
+        ben._send(wire.header(MessageType.KEYFRAME, of=ana.id, stream=0))
+        _pump([ana, ben], 2.0, until=lambda: ana.counters.keyframe_requests > asked, send=False)
+        assert ana.counters.keyframe_requests == asked + 1
+        # ana's voice reaches ben's voice connection on the other hub
+        voice.connect(b.endpoint)
+        voice.send_multipart(wire.encode(wire.header(MessageType.ATTACH, id=ben.id, vkey=ben.vkey)))
+        assert voice.poll(3000) and wire.decode(voice.recv_multipart()).type == MessageType.ATTACH
+        heard = []
+        deadline = time.monotonic() + 3.0
+        seq = 0
+        while not heard and time.monotonic() < deadline:
+            ana._send(wire.header(MessageType.AUDIO, seq=seq, t=time.time(), vad=True), [b"\x01" * 60])
+            seq += 1
+            _pump([ana, ben], 0.05, send=False)
+            while voice.poll(0):
+                msg = wire.decode(voice.recv_multipart())
+                if msg.type == MessageType.AUDIO:
+                    heard.append(msg.header)
+        assert heard and heard[0]["src"] == ana.id, heard
+    finally:
+        voice.close(0)
+        ana.stop()
+        ben.stop()
