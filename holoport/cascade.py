@@ -93,6 +93,11 @@ class Link:
     def up(self) -> bool:
         return self.last_heard > 0 and time.monotonic() - self.last_heard < SILENCE_S
 
+    @property
+    def quiet(self) -> bool:
+        """Missed its last heartbeat: the hub may be dead (``up`` until SILENCE_S says it is)."""
+        return not self.last_heard or time.monotonic() - self.last_heard > 1.5 * HEARTBEAT_S
+
 
 @dataclass
 class Subscriber:

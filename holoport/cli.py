@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from holoport import __version__
@@ -124,6 +125,13 @@ def _room_token(text: str) -> tuple[str, str]:
 def _add_process_options(p: argparse.ArgumentParser, insecure_help: str) -> None:
     p.add_argument("--insecure", action="store_true", help=insecure_help)
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def _add_cluster_options(p: argparse.ArgumentParser, cluster_help: str) -> None:
+    """``join`` and ``stats``: the cluster's directory (docs/cluster.md)."""
+    p.add_argument("--cluster", default=None, metavar="redis://HOST:PORT", help=cluster_help)
+    p.add_argument("--redis-password-file", default=None, metavar="FILE",
+                   help="Redis's password (or HOLOPORT_REDIS_PASSWORD; never on the command line)")
 
 
 def _profiles() -> dict:
@@ -254,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="members the hub serves at once, all rooms together (default 4000)")
     p.add_argument("--max-queued-mb", type=_positive, default=1024.0,
                    help="frame bytes the hub may hold or have in flight, all members together (default 1024)")
+    g = p.add_argument_group("cluster", "serve rooms together with other hubs (docs/cluster.md)")
+    g.add_argument("--cluster", default=None, metavar="redis://HOST:PORT",
+                   help="the cluster's Redis: register there, link to the other hubs serving our rooms")
+    g.add_argument("--site", default="default", help="this hub's site, e.g. the 5G edge it serves (default: default)")
+    g.add_argument("--advertise", default=None, metavar="tcp://HOST:PORT",
+                   help="where participants reach this hub (default: --bind, when it names a host)")
+    g.add_argument("--cascade-bind", default=None, metavar="ENDPOINT",
+                   help="the socket other hubs link to (default: --bind's host, a free port)")
+    g.add_argument("--cluster-key", default=None, metavar="SECRET",
+                   help="the cluster's secret key file, the same on every hub (`holoport keys cluster`): "
+                        "hub-to-hub links are CURVE-encrypted and admit only it")
+    g.add_argument("--redis-password-file", default=None, metavar="FILE",
+                   help="Redis's password (or HOLOPORT_REDIS_PASSWORD; never on the command line)")
     _add_process_options(p, "allow binding to a non-loopback address without encryption")
 
     p = sub.add_parser("join", help="take part in a meeting", description="Join a room on a hub "
@@ -297,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "for everyone, the lowest any receiver can take (both need --codec octree; see docs/link.md); "
                    "fixed: always --color-step at full detail")
     _add_link_options(p)
+    _add_cluster_options(p, "choose a hub of the cluster whose directory is this Redis: the nearest (measured round "
+                         "trip), the least loaded of those about as near; when it dies, join the next (--hub is then "
+                         "not used; a --hub in a cluster does the same by itself)")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("record", help="save a source to a Holoport recording",
@@ -390,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room", default=None, help="a room protected by a token, with --token")
     p.add_argument("--token", default=None, help="that room's token: shows its members")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the statistics as JSON")
+    _add_cluster_options(p, "list the cluster's hubs from its directory in this Redis instead: sites, endpoints, "
+                         "members, load and rooms (--hub is then not used)")
     _add_process_options(p, "allow an unencrypted connection to a hub on another machine")
 
     p = sub.add_parser("keys", help="make a CURVE key pair", description="Write NAME.key (the "
@@ -493,6 +519,10 @@ def _join(args: argparse.Namespace) -> int:
         raise ValueError("--dump needs --out to know where to write the clouds")
     if (args.link_trace or args.link_seed or args.link_fair) and not args.link:
         raise ValueError("--link-trace, --link-seed and --link-fair go with --link PROFILE")
+    if args.link and args.cluster:
+        raise ValueError("--link puts a relay in front of one hub: it goes with --hub, not --cluster")
+    if args.redis_password_file and not args.cluster:
+        raise ValueError("--redis-password-file goes with --cluster redis://HOST:PORT")
     options = ParticipantOptions(
         hub=args.hub, room=args.room, name=args.name, source=args.source, cameras=args.cameras, crop=args.crop,
         body=args.body,
@@ -500,7 +530,9 @@ def _join(args: argparse.Namespace) -> int:
         duration=args.duration, out=args.out, view_size=args.view_size, dump=args.dump,
         insecure=args.insecure, codec=args.codec, codec_options=_codec_settings(args),
         key=args.key, hub_key=args.hub_key, token=args.token, rate=args.rate, view=args.view, web=args.web,
-        web_host=args.web_host, voice=not args.no_voice, mic=args.mic, speaker=args.speaker, mute=args.mute)
+        web_host=args.web_host, voice=not args.no_voice, mic=args.mic, speaker=args.speaker, mute=args.mute,
+        cluster=args.cluster, redis_password_file=args.redis_password_file,
+        pick_hub=not args.link)  # a relay emulates the link to --hub: stay on it, cluster or not
     if args.view:
         from render.window import DesktopWindow
 
@@ -737,6 +769,134 @@ def _relay_until(args: argparse.Namespace, uplink, downlink, stop, log) -> int:
     return 0
 
 
+def _hub(args: argparse.Namespace) -> int:
+    import zmq
+
+    from holoport.endpoints import require_loopback
+    from holoport.hub import Hub
+
+    security = None
+    if args.key or args.allow:
+        from holoport.security import HubSecurity, KeyPair
+
+        if not (args.key and args.allow):
+            raise ValueError("encryption needs both --key (the hub's secret) and --allow "
+                             "(the folder of participants' public keys)")
+        security = HubSecurity(KeyPair.load(args.key), args.allow, admin=args.admin)
+    elif args.admin:
+        raise ValueError("--admin names keys, which need encryption: pass --key and --allow too")
+    require_loopback(args.bind, args.insecure, "hub", encrypted=security is not None)
+    cluster = _hub_cluster(args) if args.cluster else None
+    if cluster is None and (args.cluster_key or args.cascade_bind or args.advertise):
+        raise ValueError("--cluster-key, --cascade-bind and --advertise go with --cluster redis://HOST:PORT")
+    registry, config = cluster or (None, None)
+    hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout,
+              security=security, room_tokens=dict(args.token), max_points=args.max_points,
+              max_members=args.max_members, max_queued_bytes=int(args.max_queued_mb * 1024 * 1024),
+              cluster=config)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: hub.stop())
+    try:
+        hub.open()
+    except zmq.ZMQError as exc:
+        raise RuntimeError(f"cannot listen on {args.bind} (or its cascade socket): {exc}; "
+                           "is another hub running there?") from None
+    if registry is None:
+        hub.run()
+        return 0
+    from holoport.cluster import ClusterAgent, HubRecord
+
+    record = HubRecord(id=config.hub_no, site=args.site, endpoint=args.advertise or hub.endpoint,
+                       cascade=hub.cascade.endpoint, key=security.keys.public.decode() if security else "",
+                       seats=args.seats, started=time.time())
+    agent = ClusterAgent(registry, record, load=hub.cluster_load)
+    config.view = lambda: agent.view
+    config.on_rooms = agent.publish_now
+    agent.start()
+    print(f"hub {config.hub_no} of the cluster at {args.cluster} (site {args.site}): participants at "
+          f"{record.endpoint}, hubs at {record.cascade}", flush=True)
+    try:
+        hub.run()
+    finally:
+        agent.stop(withdraw=True)
+        registry.close()
+    return 0
+
+
+def _hub_cluster(args: argparse.Namespace):
+    """The cluster's directory (checked: a hub that cannot reach it does not start) and how
+    this hub links to the others."""
+    from urllib.parse import urlsplit
+
+    from holoport.cascade import CascadeConfig
+    from holoport.cluster import Registry
+    from holoport.endpoints import is_loopback
+    from holoport.security import KeyPair
+
+    host = urlsplit(args.bind).hostname
+    if args.advertise is None and host in (None, "", "*", "0.0.0.0", "::"):
+        raise ValueError(f"--bind {args.bind} names no host that others can reach: give --advertise tcp://HOST:PORT")
+    if args.advertise is not None and not args.advertise.startswith("tcp://"):
+        raise ValueError(f"--advertise must be tcp://HOST:PORT, not {args.advertise!r}")
+    keys = KeyPair.load(args.cluster_key) if args.cluster_key else None
+    cascade_bind = args.cascade_bind or f"tcp://{host if host not in (None, '', '*') else '0.0.0.0'}:0"
+    if keys is None and not args.insecure and not is_loopback(cascade_bind):
+        raise ValueError(f"hub-to-hub links on {cascade_bind} would leave this machine unencrypted: give "
+                         "--cluster-key (`holoport keys cluster`, the same files on every hub) or --insecure")
+    registry = Registry.from_options(args.cluster, args.redis_password_file)
+    registry.check()
+    advertise_host = urlsplit(args.advertise).hostname if args.advertise else None
+    return registry, CascadeConfig(registry.next_hub_id(), cascade_bind, advertise_host, keys)
+
+
+def _cluster_stats(args: argparse.Namespace) -> int:
+    """``holoport stats --cluster``: the directory's live hubs, and each room's members on each."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from holoport.cluster import ClusterError, Registry
+    from holoport.console import wide_console
+
+    registry = Registry.from_options(args.cluster, password_file=args.redis_password_file)
+    try:
+        records = registry.hubs()
+    except ClusterError as exc:
+        print(f"holoport stats: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        registry.close()
+    now = time.time()
+    console = wide_console()
+    table = Table(title=f"hubs of the cluster at {args.cluster}")
+    for col in ("hub", "site", "endpoint", "encrypted", "seats", "members", "Mbit/s", "CPU", "up s", "rooms"):
+        table.add_column(col, justify="left" if col in ("site", "endpoint") else "right")
+    for r in records:
+        table.add_row(str(r.id), r.site, r.endpoint, "yes" if r.key else "no", str(r.seats), str(r.members),
+                      f"{r.mbps:.1f}", f"{r.cpu:.2f}", f"{now - r.started:.0f}" if r.started else "-",
+                      str(len(r.rooms)))
+    console.print(table)
+    rooms: dict[str, dict[int, int]] = {}
+    for r in records:
+        for room, members in r.rooms.items():
+            rooms.setdefault(room, {})[r.id] = members
+    if rooms:
+        table = Table(title="rooms")
+        for col in ("room", "members", "hubs (members on each)"):
+            table.add_column(col, justify="left" if col != "members" else "right")
+        for room, on in sorted(rooms.items()):
+            table.add_row(room, str(sum(on.values())), ", ".join(f"{h}: {n}" for h, n in sorted(on.items())))
+        console.print(table)
+    else:
+        console.print("no rooms: nobody has joined" if records else
+                      "no live hub in the directory: start one with `holoport hub --cluster`")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cluster": args.cluster, "hubs": [asdict(r) for r in records],
+                                               "rooms": {room: {str(h): n for h, n in on.items()}
+                                                         for room, on in rooms.items()}}, indent=2))
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from holoport.demo import run_demo
@@ -747,33 +907,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         return 130 if interrupted else 1
     if args.command == "hub":
-        import zmq
-
-        from holoport.endpoints import require_loopback
-        from holoport.hub import Hub
-
-        security = None
-        if args.key or args.allow:
-            from holoport.security import HubSecurity, KeyPair
-
-            if not (args.key and args.allow):
-                raise ValueError("encryption needs both --key (the hub's secret) and --allow "
-                                 "(the folder of participants' public keys)")
-            security = HubSecurity(KeyPair.load(args.key), args.allow, admin=args.admin)
-        elif args.admin:
-            raise ValueError("--admin names keys, which need encryption: pass --key and --allow too")
-        require_loopback(args.bind, args.insecure, "hub", encrypted=security is not None)
-        hub = Hub(args.bind, seats=args.seats, heartbeat_timeout=args.heartbeat_timeout,
-                  security=security, room_tokens=dict(args.token), max_points=args.max_points,
-                  max_members=args.max_members, max_queued_bytes=int(args.max_queued_mb * 1024 * 1024))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: hub.stop())
-        try:
-            hub.open()
-        except zmq.ZMQError as exc:
-            raise RuntimeError(f"cannot listen on {args.bind}: {exc}; is another hub running there?") from None
-        hub.run()
-        return 0
+        return _hub(args)
     if args.command == "join":
         return _join(args)
     if args.command == "link":
@@ -792,7 +926,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _record(args)
     if args.command == "play":
         return _play(args)
+    if args.command == "stats" and args.cluster:
+        return _cluster_stats(args)
     if args.command == "stats":
+        if args.redis_password_file:
+            raise ValueError("--redis-password-file goes with --cluster redis://HOST:PORT")
         from holoport.hubstats import query_stats
         from holoport.node import JoinError
         from holoport.security import node_security

@@ -510,13 +510,14 @@ class Hub:
                 if name is None:
                     return self._refuse(identity, "this key may ask for statistics but not join: "
                                                   "put its NAME.key in the hub's --allow folder")
+            moved = self._moved_here(room, name, head.get("token"))
             refusal = self._admission(room, name, key, head.get("token"))
             if refusal:
                 return self._refuse(identity, *refusal)
             taken = {m.seat for m in self._rooms.get(room, {}).values()}
             # in a cluster each hub fills seats from its own place on: two hubs seating
             # newcomers of one room at once rarely pick the same seat (see _remote_joined)
-            start = (self._next_id >> 32) % self.seats
+            start = moved if moved is not None else (self._next_id >> 32) % self.seats
             free = [s for s in [*range(start, self.seats), *range(start)] if s not in taken]
             if not free:
                 return self._refuse(identity, f"room {room!r} is full ({self.seats} seats)")
@@ -561,6 +562,19 @@ class Hub:
         """The news of an arrival (room and time only matter to other hubs: nodes ignore them)."""
         return wire.header(MessageType.JOINED, id=member.id, name=member.name, seat=member.seat,
                            room=member.room, at=member.joined_at)
+
+    def _moved_here(self, room: str, name: str, token: str | None) -> int | None:
+        """A participant whose hub died joins here under its name while that hub's link has
+        not yet timed out: its old self, seated here as a remote member of a link gone quiet,
+        gives way (and its seat, which it takes back). Returns that seat."""
+        if not name or self.cascade is None or self._admission(room, "", None, token) is not None:
+            return None
+        old = next((m for m in self._rooms.get(room, {}).values()
+                    if m.name == name and m.remote is not None and m.remote.quiet), None)
+        if old is None:
+            return None
+        self._remove(old, "moved to another hub")
+        return old.seat
 
     def _admission(self, room: str, name: str, key: str | None, token: str | None) -> tuple[str, bool] | None:
         """Why a newcomer may not join ``room``, and whether that may pass by itself (a
@@ -963,9 +977,9 @@ class Hub:
             for other in self._listeners(member):
                 self._control(other.identity, wire.header(MessageType.LEFT, id=member.id, reason=why, room=member.room))
         self._trim |= held > 16 * 1024 * 1024  # frames that big came from fresh pages: give them back
-        if self.cascade is not None and member.link is None and member.remote is None \
-                and not self.local_rooms().get(member.room):
-            self._update_load()
+        if self.cascade is not None and member.link is None and member.remote is None and not any(
+                m.remote is None and m.link is None for m in self._rooms.get(member.room, {}).values()):
+            self._update_load()  # our last member of the room left: the others may stop sending it
             self.cascade.rooms_changed()
 
     def _expire_silent(self) -> None:

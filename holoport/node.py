@@ -18,6 +18,7 @@ to decode is counted and dropped.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -62,6 +63,8 @@ class Node(Session):
                          credit, token)
         self.clock = clock  # wall clock, seconds; stamps from elsewhere are converted to it
         self.sync = ClockSync(clock)
+        self.time_every = 2.0  # s between time requests; shorter where the answers also tell the hub is alive
+        self._time_asked = -math.inf
         self.decode = decode  # False: frames come back as payload sizes and stamps only (relays, load tests)
         self.senders = Senders(_stream_encoder(encoder))
         self.receivers = Receivers(self.counters)
@@ -92,14 +95,26 @@ class Node(Session):
     def rtt(self) -> float | None:
         return self.sync.rtt
 
-    def sync_clock(self, every: float = 2.0) -> None:
-        """Ask the hub for the time (at most every ``every`` s); the reply arrives through ``poll``."""
-        if (request := self.sync.request(every)) is not None:
-            self._send(request)
+    def sync_clock(self, every: float | None = None) -> None:
+        """Ask the hub for the time (at most every ``every`` s, default ``time_every``); the
+        reply arrives through ``poll``, and until anything does the hub owes us one
+        (``silent_for``): also when the question could not be queued, for a queue that stays
+        full is a connection where nothing leaves (a dead hub's, once it has filled)."""
+        now = time.monotonic()
+        if now - self._time_asked < (self.time_every if every is None else every):
+            return
+        self._time_asked = now
+        self._send(self.sync.request(every=0.0))
+        self._asked()
 
     def heartbeat(self, interval: float = 1.0) -> None:
         super().heartbeat(interval)
         self.sync_clock()
+
+    def move_to(self, hub: str, security: NodeSecurity | None, join_timeout: float | None = None) -> None:
+        self.sync = ClockSync(self.clock)  # another hub, maybe another machine: its clock anew
+        self._time_asked = -math.inf
+        super().move_to(hub, security, join_timeout)
 
     # -- sending -------------------------------------------------------------------------
     @property
@@ -207,6 +222,7 @@ class Node(Session):
             except zmq.Again:
                 break
             received = self.clock()
+            self._heard()
             try:
                 msg = wire.decode(frames)
             except wire.FieldError as exc:

@@ -4,11 +4,16 @@ This is what ``holoport join`` and each of the demo's participants run. It paces
 at a set frame rate, renders the room from the participant's own seat whenever something
 new arrived, and at the end writes its view (PNG), an animation (GIF) and its statistics
 (JSON) into the output folder.
+
+In a hub cluster (docs/cluster.md: ``cluster``, a Redis URL, or a ``hub`` that answers with
+the cluster's hubs) it joins the best-ranked hub that admits it (``holoport.hub_choice``)
+and, when that hub dies, the best of the others, capturing all along.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 import time
@@ -21,14 +26,29 @@ import numpy as np
 
 import codec
 from codec import Cloud
-from holoport.node import Node, RemoteFrame
+from holoport.hub_choice import HubChooser
+from holoport.node import JoinError, Node, RemoteFrame
 from holoport.point_sources import open_points
-from holoport.security import node_security
+from holoport.security import KeyPair, NodeSecurity, node_security
 from holoport.stats import LatencyLog
 from render import PlacedCloud, Renderer, Room
 from render.markers import speaker_marker
 
 MAX_DUMPS = 60
+# A hub of a cluster is asked the time every TIME_EVERY s, which it always answers: when
+# DEAD_AFTER s pass after a question with nothing at all from it, it is taken for dead and
+# we fail over. A second is four questions missed, beyond any pause of a live hub seen in
+# the tests (a loaded two-core machine), and leaves most of the issue's 3 s (kill to frames
+# flowing again) to ranking the others (<= 0.3 s) and joining one (a round trip). A socket
+# monitor would see a SIGKILL's reset sooner, but not a hub behind a dead link, and one
+# kept for the whole meeting can hang libzmq's I/O thread (libzmq #3575, holoport.session).
+TIME_EVERY = 0.25
+DEAD_AFTER = 1.0
+FAILOVER_JOIN_TIMEOUT = 2.0  # s a hub ranked during a failover has to welcome us (one that did not
+#                              answer the ranking's round trips: a second)
+RANK_AGAIN_EVERY = 0.5  # s between rankings while no hub of the cluster admits us
+
+log = logging.getLogger("holoport.participant")
 
 
 @dataclass
@@ -66,11 +86,17 @@ class ParticipantOptions:
     speaker: str | None = None  # DEVICE, a .wav path, "file" (seatN.wav in out); None: the default device
     mute: bool = False  # listen without sending our voice
     speech: tuple[str, dict] | None = None  # synthetic speech (text, espeak voice options) as the microphone
+    cluster: str | None = None  # redis://HOST:PORT: choose among the cluster's hubs (hub is then not used)
+    redis_password_file: str | None = None  # the cluster's Redis password (else HOLOPORT_REDIS_PASSWORD)
+    pick_hub: bool = True  # False: stay on hub even when it is in a cluster (a link relay in front of it)
 
 
 class Participant:
-    def __init__(self, options: ParticipantOptions) -> None:
+    def __init__(self, options: ParticipantOptions, hubs: HubChooser | None = None) -> None:
+        """``hubs``: where to choose a hub from, when not from ``options`` (a given list)."""
         self.opt = options
+        self.hubs = hubs  # the cluster's hubs once joined through one; None: one hub, as ever
+        self.failovers: list[float] = []  # s from finding our hub dead to the new hub's welcome
         self.source = open_points(options.source, options.body, cameras=options.cameras, crop=options.crop)
         self.renderer = Renderer()
         self.latency = LatencyLog()
@@ -110,6 +136,8 @@ class Participant:
             return self._run()
         finally:
             self._stop_voice()  # also when joining failed
+            if self.hubs is not None:
+                self.hubs.close()
 
     def _stop_voice(self) -> None:
         if self.voice is not None and not self.voice.stopped:
@@ -117,15 +145,11 @@ class Participant:
 
     def _run(self) -> dict:
         opt = self.opt
-        with Node(opt.hub, opt.room, opt.name, encoder=self.codec,
-                  insecure=opt.insecure, security=node_security(opt.key, opt.hub_key),
-                  token=opt.token) as node:
-            self.node = node
+        node = self.node = self._join()
+        try:
             if opt.rate != "fixed":
                 self._start_rate(node)
-            self.room = Room(node.seats)
-            w, h = opt.view_size
-            self.view_camera = self.room.seat_camera(node.seat, w, h)
+            self._seated(node)
             try:
                 self._open_viewers()
                 period = 1.0 / opt.fps
@@ -154,12 +178,76 @@ class Participant:
                         self._render()
                     elif self.window is not None:  # nothing new, but the user may be orbiting
                         self._update_window(self._placed())
+                    # after poll, which takes whatever the hub said while we were busy
+                    if self.hubs is not None and node.silent_for() >= DEAD_AFTER \
+                            and not self._fail_over(node, started + opt.duration if opt.duration else None):
+                        break
                 elapsed = time.monotonic() - started
             finally:
                 self.source.close()
                 self._stop_voice()
                 self._close_viewers()
+        finally:
+            node.stop()
         return self._finish(elapsed)
+
+    def _node(self, hub: str, security: NodeSecurity | None, join_timeout: float = 5.0) -> Node:
+        opt = self.opt
+        return Node(hub, opt.room, opt.name, encoder=self.codec, insecure=opt.insecure, security=security,
+                    token=opt.token, join_timeout=join_timeout)
+
+    def _join(self) -> Node:
+        """Joined: to ``hub``, or in a cluster to the best-ranked hub that admits us."""
+        opt = self.opt
+        security = node_security(opt.key, opt.hub_key)
+        if self.hubs is None and (opt.cluster or opt.pick_hub):
+            keys = KeyPair.load(opt.key) if opt.key else None
+            self.hubs = (HubChooser(opt.room, keys, opt.insecure, cluster=opt.cluster,
+                                    password_file=opt.redis_password_file) if opt.cluster else
+                         HubChooser(opt.room, keys, opt.insecure, hub=opt.hub, hub_security=security))
+        ranking = self.hubs.first() if self.hubs is not None else []
+        if not ranking:  # one hub, outside any cluster (or silent: joining it says why)
+            self.hubs = None
+            return self._node(opt.hub, security).start()
+        refusals = []
+        for c in ranking:
+            try:  # a hub just measured answers at once; one that did not gets a second
+                return self._node(c.endpoint, self.hubs.security(c), 5.0 if c.rtt is not None else 1.0).start()
+            except JoinError as exc:
+                refusals.append(f"hub {c.id} at {c.endpoint}: {exc}")
+        raise JoinError("no hub of the cluster admitted us: " + "; ".join(refusals))
+
+    def _fail_over(self, node: Node, until: float | None) -> bool:
+        """Our hub fell silent: join the best of the cluster's other hubs. False when the
+        meeting ended (or was stopped) before any admitted us."""
+        detected, dead = time.monotonic(), node.hub
+        log.warning("the hub at %s is silent for %.1f s: joining another hub of the cluster", dead,
+                    node.silent_for())
+        exclude: str | None = dead  # this round only: a hub restarted in place may take us back later
+        while not self.stop_event.is_set() and (until is None or time.monotonic() < until):
+            for c in self.hubs.again(exclude):
+                try:
+                    node.move_to(c.endpoint, self.hubs.security(c), FAILOVER_JOIN_TIMEOUT if c.rtt is not None else 1.0)
+                except JoinError as exc:
+                    log.warning("hub %s at %s: %s", c.id, c.endpoint, exc)
+                    continue
+                node.time_every = TIME_EVERY
+                self.failovers.append(time.monotonic() - detected)
+                log.warning("now on hub %s at %s, %.2f s after finding %s dead", c.id, c.endpoint,
+                            self.failovers[-1], dead)
+                self._seated(node)
+                return True
+            exclude = None
+            self.stop_event.wait(RANK_AGAIN_EVERY)
+        return False
+
+    def _seated(self, node: Node) -> None:
+        """The room as our (new) seat sees it; and, in a cluster, the hub's liveness watched."""
+        self.room = Room(node.seats)
+        w, h = self.opt.view_size
+        self.view_camera = self.room.seat_camera(node.seat, w, h)
+        if self.hubs is not None:
+            node.time_every = TIME_EVERY
 
     def _open_viewers(self) -> None:
         if self.window is not None:
@@ -206,7 +294,7 @@ class Participant:
             if no_speaker is not None and (no_mic is not None or opt.mute):  # nothing to say or hear with
                 print(f"holoport: joining without voice: {no_mic or 'muted'}; {no_speaker}", flush=True)
                 return
-        spec = VoiceSpec(opt.hub, opt.room, opt.key, opt.hub_key, mic=mic, speech=speech, mute=opt.mute,
+        spec = VoiceSpec(opt.hub, opt.room, opt.key, mic=mic, speech=speech, mute=opt.mute,
                          speaker=speaker, blocks=opt.web is not None, mic_origin=origin)
         self.voice = VoiceProcess(spec).start()
         self.voice.listeners.append(self._voice_block)
@@ -367,6 +455,9 @@ class Participant:
             "rate": self.rate.summary() if self.rate is not None else None,
             "layers_by_sender": {name: float(np.mean(list(seen.values()))) for name, seen in self._layers.items()},
             "voice": self._voice_report(),
+            "hub": self.node.hub,  # the last one, in a cluster
+            "failovers": len(self.failovers),  # hubs that died under us, each replaced by another
+            "failover_s": self.failovers,  # for each: s from finding the hub silent to the new hub's welcome
             "options": {k: v for k, v in asdict(self.opt).items() if k not in ("insecure", "key", "token")},
         }
         if self.opt.out:

@@ -82,9 +82,11 @@ class Session:
                  token: str | None) -> None:
         require_loopback(hub, insecure, "hub", encrypted=security is not None)
         self.hub = hub
+        self.insecure = insecure
         self.room = room
         self.name = name
         self.join_timeout = join_timeout
+        self.join_every = 1.0  # s between joins sent while no welcome comes
         self.max_message_bytes = max_message_bytes
         self.security = security
         self.credit = credit  # frames the hub may have on their way to us at once
@@ -100,6 +102,7 @@ class Session:
         self._awaiting_welcome: float | None = None  # when we last asked to join, until welcomed
         self._forgotten = False  # the hub told us it no longer knows us: the next welcome is a new membership
         self._last_sent = 0.0
+        self._owed: float | None = None  # since when the hub owes us an answer (silent_for)
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
 
@@ -152,7 +155,7 @@ class Session:
         poller.register(self._sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         while (left := deadline - time.monotonic()) > 0:
-            if time.monotonic() - asked >= 1.0:  # a join, or its welcome, can be lost: ask again
+            if time.monotonic() - asked >= self.join_every:  # a join, or its welcome, can be lost: ask again
                 asked = time.monotonic()
                 self.counters.join_resent += 1
                 self._send(self._join_header())
@@ -182,6 +185,7 @@ class Session:
             if msg.type == MessageType.WELCOME:
                 self._welcome(msg.header)
                 if self.id is not None:
+                    self._heard()
                     return
         if last_refusal is not None:
             raise JoinError(last_refusal)
@@ -217,6 +221,28 @@ class Session:
         self._membership(new=True)
         log.info("joined room %r as %s, seat %d of %d", self.room, self.name, self.seat, self.seats)
 
+    def move_to(self, hub: str, security: NodeSecurity | None, join_timeout: float | None = None) -> None:
+        """Leave this hub (a goodbye, should it still hear one) and join the room on ``hub``:
+        a new membership, with a new id and seat, for a participant whose hub died
+        (docs/cluster.md). Raises JoinError as :meth:`start` does, and then holds no
+        connection: another ``move_to`` may follow.
+
+        The join is sent again every quarter second, not every second: the new hub may
+        still seat us as a member of the dead one (its cascade link not yet timed out), and
+        refuses our name, with a retry, until it has let that membership go."""
+        require_loopback(hub, self.insecure, "hub", encrypted=security is not None)
+        self.stop()
+        self.id = self.seat = self.seats = self.vkey = None
+        self.peers = {}
+        self._awaiting_welcome, self._forgotten, self._owed = None, False, None
+        self.hub, self.security = hub, security
+        kept = self.join_timeout, self.join_every
+        self.join_timeout, self.join_every = join_timeout or self.join_timeout, 0.25
+        try:
+            self.start()
+        finally:
+            self.join_timeout, self.join_every = kept
+
     def stop(self) -> None:
         if self._sock is not None and self.id is not None:
             with contextlib.suppress(zmq.ZMQError):
@@ -235,6 +261,20 @@ class Session:
         self.stop()
 
     # -- staying joined --------------------------------------------------------------------
+    def silent_for(self) -> float:
+        """Seconds since the hub began to owe us an answer (we asked it the time, which it
+        always answers) with nothing at all heard from it since; 0 while it owes us nothing.
+        Counted from the question, not from the last message heard, so that a stall of our
+        own (a slow frame, a paused process, an empty room) never passes for a dead hub."""
+        return 0.0 if self._owed is None else time.monotonic() - self._owed
+
+    def _asked(self) -> None:
+        if self._owed is None:
+            self._owed = time.monotonic()
+
+    def _heard(self) -> None:
+        self._owed = None
+
     def _send(self, head: dict, payloads: list | tuple = ()) -> bool:
         """Queue one message for the hub without blocking; False when the queue is full
         (the hub is not keeping up: the caller drops it, never blocking capture)."""

@@ -18,7 +18,8 @@ for credit nor replaced). It attaches to the node's membership with the welcome'
   (:meth:`set_video_delay`): audio waits for the picture, never the picture for audio.
 
 The node's own thread never touches the voice socket; the voice threads read the node's
-roster, seat and clock offset (plain attribute reads).
+roster, seat and clock offset (plain attribute reads), and its hub: when a node fails over
+to another hub of a cluster (docs/cluster.md), the voice connection follows it.
 """
 
 from __future__ import annotations
@@ -111,28 +112,34 @@ class VoiceChannel:
         self._ctx = zmq.Context.instance()
         self._inproc = f"inproc://holoport-voice-{id(self)}"
         self._lock = threading.Lock()  # the buffers: read by others (playout_time, stats)
+        self._hub: tuple = (None, None)  # the (endpoint, security) our socket is connected with
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> VoiceChannel:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.RCVHWM, 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
-        sock.setsockopt(zmq.SNDBUF, 32 * 1024)  # a small kernel queue: stale speech is worthless
-        if self.node.security is not None:
-            self.node.security.apply(sock)
-        sock.connect(self.node.hub)
         pull = self._ctx.socket(zmq.PAIR)
         pull.setsockopt(zmq.LINGER, 0)
         pull.bind(self._inproc)
-        self._sock, self._pull = sock, pull
+        self._sock, self._pull = self._connect(), pull
         self._threads = [threading.Thread(target=self._serve, name="holoport-voice", daemon=True)]
         if self.source is not None:
             self._threads.append(threading.Thread(target=self._capture, name="holoport-mic", daemon=True))
         for t in self._threads:
             t.start()
         return self
+
+    def _connect(self) -> zmq.Socket:
+        """A connection to the node's hub (again when the node moved to another hub)."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        sock.setsockopt(zmq.RCVHWM, 1000)
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        sock.setsockopt(zmq.SNDBUF, 32 * 1024)  # a small kernel queue: stale speech is worthless
+        self._hub = (self.node.hub, self.node.security)
+        if self.node.security is not None:
+            self.node.security.apply(sock)
+        sock.connect(self.node.hub)
+        return sock
 
     def stop(self) -> None:
         self._stop.set()
@@ -207,6 +214,12 @@ class VoiceChannel:
         self.playout_start = next_play = time.time()
         try:
             while not self._stop.is_set():
+                if (self.node.hub, self.node.security) != self._hub:  # the node failed over to another hub
+                    poller.unregister(self._sock)
+                    self._sock.close(0)
+                    self._sock = self._connect()
+                    poller.register(self._sock, zmq.POLLIN)
+                    self.attached, attached_with, attach_sent = False, None, 0.0
                 vkey = self.node.vkey
                 since = time.monotonic() - attach_sent
                 # attach when the membership is new (a re-join), and again now and then: the hub

@@ -7,7 +7,7 @@ three-person demo on two cores), and its jitter buffer grew to a second to cover
 So, as browsers run audio apart from rendering, the participant runs its
 :class:`~holoport.voice.VoiceChannel` in a child process with its own interpreter: the
 child has its own connection to the hub, the microphone and the speaker; the parent
-tells it what it learns of the membership (id, voice key, roster, seat, clock offset) and
+tells it what it learns of the membership (hub, id, voice key, roster, seat, clock offset) and
 of each speaker's picture delay (lip sync), and hears back each speaker's playout delay,
 who is speaking, the blocks it played (for the browser page) and, at the end, its
 statistics. Messages go over a ``multiprocessing`` pipe; the child is spawned (never
@@ -42,8 +42,7 @@ class VoiceSpec:
 
     hub: str
     room: str
-    key: str | None = None  # our secret key file (CURVE), as the participant has it
-    hub_key: str | None = None
+    key: str | None = None  # our secret key file (CURVE); the hub's public key comes with the membership
     mic: str | None = None  # capture.audio.open_microphone's spec
     speech: tuple[str, dict] | None = None  # synthetic speech instead of a microphone
     mute: bool = False
@@ -69,8 +68,11 @@ class NodeView:
 
 
 def node_state(node) -> tuple:
-    return (node.id, node.vkey, tuple(sorted((p.id, p.name, p.seat) for p in node.peers.values())),
-            node.seats, node.seat, None if node.offset is None else round(node.offset, 4))
+    """What the child mirrors of the node: its hub (which changes when the node fails over
+    to another hub of a cluster) and that hub's public key first, then the membership."""
+    return (node.hub, None if node.security is None else node.security.hub_public, node.id, node.vkey,
+            tuple(sorted((p.id, p.name, p.seat) for p in node.peers.values())), node.seats, node.seat,
+            None if node.offset is None else round(node.offset, 4))
 
 
 class VoiceProcess:
@@ -178,9 +180,10 @@ def _child(spec: VoiceSpec, conn) -> None:
     # network and playout, each needing it for a moment every 20 ms) sooner than every 5 ms
     sys.setswitchinterval(0.0005)
     import holoport.voice  # noqa: F401  (the slow imports, while the parent joins)
-    from holoport.security import node_security
+    from holoport.security import KeyPair, NodeSecurity
 
-    node = NodeView(spec.hub, spec.room, security=node_security(spec.key, spec.hub_key))
+    keys = KeyPair.load(spec.key) if spec.key else None
+    node = NodeView(spec.hub, spec.room)
     lock = threading.Lock()
 
     def send(msg: tuple) -> None:
@@ -195,7 +198,9 @@ def _child(spec: VoiceSpec, conn) -> None:
                 if msg[0] == "stop":
                     break
                 if msg[0] == "node":
-                    node.id, node.vkey, peers, node.seats, node.seat, node.offset = msg[1]
+                    hub, hub_public, node.id, node.vkey, peers, node.seats, node.seat, node.offset = msg[1]
+                    node.security = None if hub_public is None or keys is None else NodeSecurity(keys, hub_public)
+                    node.hub = hub  # last: the channel reconnects when it sees the hub change
                     node.peers = {i: Peer(i, name, seat) for i, name, seat in peers}
                     if voice is None and node.seat is not None:  # joined: our seat names the file
                         voice = _open(spec, node, send)
