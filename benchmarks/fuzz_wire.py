@@ -298,6 +298,11 @@ VALID: dict[str, Callable[[Forge], Any]] = {
     "layer": lambda f: int(f.rng.integers(0, wire.MAX_LAYERS)), "base": lambda f: int(f.rng.integers(0, 1 << 40)),
     "up": lambda f: f.chance(0.5),
     "sizes": lambda f: [int(f.rng.integers(0, 100_000)) for _ in range(int(f.rng.integers(1, wire.MAX_LAYERS + 1)))],
+    # the cluster's (docs/cluster.md): what hubs answer and say to each other
+    "hub": lambda f: int(f.rng.integers(0, 64)), "cascade": lambda f: "tcp://127.0.0.1:1", "at": lambda f: time.time(),
+    "hubs": lambda f: [{"id": int(f.rng.integers(0, 64)), "site": "fz", "endpoint": "tcp://127.0.0.1:1", "key": "",
+                        "members": 0, "mbps": 0.0, "cpu": 0.0, "room": f.chance(0.5)}
+                       for _ in range(int(f.rng.integers(0, 4)))],
 }
 
 

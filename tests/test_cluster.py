@@ -314,3 +314,83 @@ def test_voice_feedback_and_keyframe_requests_cross_the_link(hubs):
         voice.close(0)
         ana.stop()
         ben.stop()
+
+
+def test_a_hostile_hub_with_the_cluster_key_cannot_take_a_hub_down(hubs, redis_server, cluster_keys):
+    """A fake hub that holds the cluster key and lies both ways: as a hub our hub takes room
+    "r" from (forged and garbled frames, rosters, voice, clocks) and as one that takes rooms
+    from ours (links for rooms we do not serve, credit and feedback for nobody, garbage).
+    Our hub drops and counts it all, keeps its own members' meeting going, and seats no
+    more remote members than the room has seats."""
+    import zmq
+
+    from benchmarks.fuzz_wire import Forge, pack
+    from holoport import wire
+    from holoport.cluster import ClusterAgent, HubRecord, Registry
+    from holoport.security import KeyPair
+
+    (a,) = hubs(1)
+    keys = KeyPair.load(cluster_keys[0])
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_secretkey, router.curve_publickey, router.curve_server = keys.secret, keys.public, True
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    registry = Registry(redis_server.url)
+    fake_no = registry.next_hub_id()
+    agent = ClusterAgent(registry, HubRecord(fake_no, "liar", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}"),
+                         load=lambda: {"members": 1, "mbps": 0.0, "rooms": {"r": 1}}).start()
+    ana = Node(a.endpoint, room="r", name="ana").start()
+    ben = Node(a.endpoint, room="r", name="ben").start()
+    ours = next(r for r in registry.hubs() if r.id != fake_no)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.curve_secretkey, dealer.curve_publickey, dealer.curve_serverkey = keys.secret, keys.public, keys.public
+    dealer.connect(ours.cascade)
+    rng = np.random.default_rng(18)
+    forge = Forge(rng, lambda: [ana.id, ben.id, (fake_no << 32) + 1, (ours.id << 32) + 5])
+    try:
+        ident = None
+        deadline = time.monotonic() + 10
+        while ident is None and time.monotonic() < deadline:  # our hub subscribes to the liar's room
+            _pump([ana, ben], 0.1, send=False)
+            if router.poll(0):
+                frames = router.recv_multipart()
+                if wire.decode(frames[1:]).type == wire.MessageType.LINK:
+                    ident = frames[0]
+        assert ident is not None, "our hub never linked to the fake one"
+        to_us = ["frame", "audio", "joined", "left", "linked", "time", "heartbeat", "welcome", "stats"]
+        to_them = ["link", "unlink", "credit", "keyframe", "feedback", "time", "frame", "join"]
+        for i in range(3000):
+            kind = forge.pick(to_us)
+            head = forge.header(kind)
+            head.setdefault("room", "r")
+            if kind in ("joined", "linked"):  # believable rosters of many, of our hub number and theirs
+                head.update(id=(forge.pick([fake_no, ours.id]) << 32) + int(rng.integers(1, 40)), room="r",
+                            members=[{"id": (fake_no << 32) + k, "name": f"m{k}", "seat": k % 16, "at": 0.0}
+                                     for k in range(1, 17)])
+            x = rng.random()
+            frames = forge.garbage(head) if x < 0.2 else [pack(forge.mutate(head) if x < 0.6 else head),
+                                                          *forge.parts(b"\x00" * 100)]
+            router.send_multipart([ident, *frames])
+            other = forge.header(forge.pick(to_them))
+            other["room"] = f"room{i}" if rng.random() < 0.5 else "r"
+            y = rng.random()
+            other = forge.mutate(other) if 0.2 <= y < 0.6 else other
+            dealer.send_multipart(forge.garbage(other) if y < 0.2 else [pack(other)])
+            if i % 100 == 0:
+                _pump([ana, ben], 0.02)
+        got = _pump([ana, ben], 2.0)
+        assert got["ana"].get("ben", 0) > 20 and got["ben"].get("ana", 0) > 20, got
+        stats = a.stats()
+        assert stats["dropped_malformed"] > 1000, stats["by_reason"]
+        remote = [m for m in stats["rooms"].get("r", []) if m["hub"] is not None]
+        assert len(remote) <= 6 and stats["members"] == 2, stats["rooms"]
+        assert len(stats["cascade"]["subscribers"]) <= 1 and all(
+            set(s["rooms"]) <= {"r"} for s in stats["cascade"]["subscribers"]), stats["cascade"]
+        assert a.proc.poll() is None
+    finally:
+        agent.stop()
+        registry.close()
+        ana.stop()
+        ben.stop()
+        ctx.destroy(linger=0)
+    assert "Traceback" not in a.finish()
