@@ -36,6 +36,7 @@ import zmq.utils.monitor
 from zmq.auth.thread import ThreadAuthenticator
 
 from holoport import wire
+from holoport.clock import ClockSync
 from holoport.security import KeyPair
 from holoport.wire import MAX_CREDIT, MessageType
 
@@ -49,6 +50,8 @@ LINK_CREDIT = 32  # frames a publisher may have on their way to one subscriber's
 HEARTBEAT_S = 0.5  # each side says it is alive this often on every link
 SILENCE_S = 1.5  # a link this long silent is down: the members it brought have left
 RESUBSCRIBE_S = 1.0  # a subscription not answered is asked again this often
+LINGER_S = 2.0  # a room's links outlive its last member here this long: one who rejoins (a seat
+#                 conflict, a restart) finds the other hubs' members still seated
 CLOCK_EVERY_S = 1.0  # clock samples on each link
 LINK_QUEUE = 10_000  # messages queued per link pipe (credit and byte budgets bound frames)
 REFUSAL_LOG_S = 30.0  # a refused hub retries every second: say so once in this long
@@ -80,14 +83,17 @@ class Link:
     linked: set[str] = field(default_factory=set)  # rooms it answered for
     last_heard: float = 0.0  # monotonic; 0: never
     last_sent: float = 0.0
-    last_clock: float = 0.0
-    offset: float = 0.0  # our clock minus theirs
-    best_rtt: float | None = None
+    clock: ClockSync = field(default_factory=ClockSync)  # their clock against ours, as a node's with its hub
     taken: dict[str, int] = field(default_factory=dict)  # frames per room since our last credit
     members: dict[int, Member] = field(default_factory=dict)  # id -> the remote member it brought
     bytes_in: int = 0  # frame and part payload bytes taken from it
     frames_in: int = 0
     warned: bool = False
+
+    @property
+    def offset(self) -> float:
+        """Our clock minus theirs (0 until measured, and where it is within the round trip's error)."""
+        return -(self.clock.offset or 0.0)
 
     @property
     def up(self) -> bool:
@@ -251,7 +257,7 @@ class Cascade:
         """Heartbeats, clocks, silence, and links to match the rooms we serve (every ~0.1 s)."""
         view = self.view()
         wanted: dict[int, tuple[str, set[str]]] = {}
-        local_rooms = self.hub.local_rooms()
+        local_rooms = self.hub.linked_rooms(LINGER_S)
         if view is not None:
             for rec in view.hubs:
                 if rec.id == self.hub_no or not rec.cascade:
@@ -260,7 +266,7 @@ class Cascade:
                 if rooms:
                     wanted[rec.id] = (rec.cascade, rooms)
         for hub_no, (endpoint, rooms) in self.reverse.items():
-            rooms = rooms & local_rooms.keys()
+            rooms = rooms & local_rooms
             if rooms:
                 ep, have = wanted.get(hub_no, (endpoint, set()))
                 wanted[hub_no] = (ep, have | rooms)
@@ -281,9 +287,10 @@ class Cascade:
             link = self.links.get(hub_no) or self._connect(hub_no, endpoint)
             for room in rooms:
                 if room not in link.linked and now - link.rooms.get(room, -RESUBSCRIBE_S) >= RESUBSCRIBE_S:
-                    link.rooms[room] = now
-                    self._link_send(link, wire.header(MessageType.LINK, room=room, hub=self.hub_no,
-                                                      cascade=self.endpoint, credit=LINK_CREDIT))
+                    # until the connection is up (IMMEDIATE) nothing is queued: ask again next tick
+                    asked = self._link_send(link, wire.header(MessageType.LINK, room=room, hub=self.hub_no,
+                                                              cascade=self.endpoint, credit=LINK_CREDIT))
+                    link.rooms[room] = now if asked else -RESUBSCRIBE_S
         for link in list(self.links.values()):
             if link.last_heard and now - link.last_heard >= SILENCE_S and link.linked:
                 self._link_down(link, f"silent for {SILENCE_S:g} s")
@@ -293,9 +300,8 @@ class Cascade:
                             link.hub, link.endpoint)
             if now - link.last_sent >= HEARTBEAT_S:
                 self._link_send(link, wire.header(MessageType.HEARTBEAT))
-            if now - link.last_clock >= CLOCK_EVERY_S:
-                link.last_clock = now
-                self._link_send(link, wire.header(MessageType.TIME, t0=time.time()))
+            if (ask := link.clock.request(CLOCK_EVERY_S)) is not None:
+                self._link_send(link, ask)
         for sub in list(self.subscribers.values()):
             if now - sub.last_seen >= SILENCE_S:
                 self._forget_subscriber(sub, f"silent for {SILENCE_S:g} s")
@@ -523,12 +529,8 @@ class Cascade:
                 return self._dropped("left for a room not linked")
             self._remote_left(link, head["id"], head.get("reason", "left"))
         elif kind == MessageType.TIME:
-            t3 = time.time()
-            if wire.need(head, "t0", "t1", "t2"):
-                rtt = (t3 - head["t0"]) - (head["t2"] - head["t1"])
-                if rtt >= 0 and (link.best_rtt is None or rtt <= link.best_rtt * 1.5):
-                    link.best_rtt = rtt if link.best_rtt is None else min(rtt, link.best_rtt)
-                    link.offset = -((head["t1"] - head["t0"]) + (head["t2"] - t3)) / 2
+            if not link.clock.on_reply(head, time.time()):
+                self._dropped("a clock answer that cannot be true")
         elif kind != MessageType.HEARTBEAT:
             self._dropped("a message type hubs do not send on links")
 
@@ -552,7 +554,7 @@ class Cascade:
         return {**self.stats, "hub_no": self.hub_no, "endpoint": self.endpoint,
                 "links": [{"hub": x.hub, "endpoint": x.endpoint, "up": x.up, "rooms": sorted(x.linked),
                            "frames_in": x.frames_in, "bytes_in": x.bytes_in, "members": len(x.members),
-                           "offset_ms": x.offset * 1e3, "rtt_ms": None if x.best_rtt is None else x.best_rtt * 1e3}
+                           "offset_ms": x.offset * 1e3, "rtt_ms": None if x.clock.rtt is None else x.clock.rtt * 1e3}
                           for x in self.links.values()],
                 "subscribers": [{"hub": s.hub, "rooms": sorted(s.rooms),
                                  "frames_out": sum(m.traffic.frames_out for m in s.rooms.values())}

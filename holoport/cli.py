@@ -434,6 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub_load.add_arguments(bench.add_parser("hub", help="hub throughput, CPU and latency under load",
                                             description=hub_load.__doc__))
+    from benchmarks import cluster_bench, cluster_capacity
+
+    cluster_bench.add_arguments(bench.add_parser("cluster", help="a hub cluster: cascade latency, inter-hub bytes, "
+                                                 "re-join after a hub's SIGKILL", description=cluster_bench.__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    cluster_capacity.add_arguments(bench.add_parser("cluster-capacity", help="hub machines and inter-site traffic "
+                                                    "for many rooms, from the cluster bench's figures",
+                                                    description=cluster_capacity.__doc__,
+                                                    formatter_class=argparse.RawDescriptionHelpFormatter))
     from benchmarks import link_sweep, live_rate
 
     live_rate.add_arguments(bench.add_parser("live", help="a live sender adapting to a thin uplink",
@@ -962,6 +971,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             from benchmarks import voice
 
             return voice.run(args)
+        from benchmarks import cluster_bench, cluster_capacity
+
         return {"codec": codec_rd, "hub": hub_load, "link": link_sweep, "live": live_rate,
-                "capture": capture_rate, "render": render_fps}[args.bench].run(args)
+                "capture": capture_rate, "render": render_fps, "cluster": cluster_bench,
+                "cluster-capacity": cluster_capacity}[args.bench].run(args)
     raise AssertionError(args.command)

@@ -50,7 +50,7 @@ class ClockSync:
         if self.offset is None:
             return
         for stage, t in ts.items():
-            if stage.startswith("hub_"):
+            if stage.startswith(("hub_", "up_")):  # our hub's clock (it moved another hub's "up_" onto it)
                 ts[stage] = t - self.offset
             elif off is not None:
                 ts[stage] = t + off - self.offset

@@ -249,6 +249,7 @@ class Hub:
         self._foreign = 0  # remote members and stand-ins among ``members``: not this hub's participants
         self._load: dict = {"members": 0, "mbps": 0.0, "rooms": {}}  # for the cluster's directory
         self._load_at = (time.monotonic(), 0)
+        self._emptied: dict[str, float] = {}  # room -> when its last own member left (linked_rooms)
         self._pending: dict[bytes, deque] = {}  # control messages waiting for a full queue, per peer
         self._gone = False  # the last send found its peer gone
         self._cached: dict[tuple[int, int], Member] = {}  # (member id, stream) with a cached keyframe, oldest first
@@ -980,6 +981,7 @@ class Hub:
         if self.cascade is not None and member.link is None and member.remote is None and not any(
                 m.remote is None and m.link is None for m in self._rooms.get(member.room, {}).values()):
             self._update_load()  # our last member of the room left: the others may stop sending it
+            self._emptied[member.room] = time.monotonic()
             self.cascade.rooms_changed()
 
     def _expire_silent(self) -> None:
@@ -1012,6 +1014,15 @@ class Hub:
     def local_rooms(self) -> dict[str, int]:
         """Room -> this hub's own participants in it."""
         return self._load["rooms"]
+
+    def linked_rooms(self, linger: float) -> set[str]:
+        """The rooms to keep links for: ours, and those whose last member left us less than
+        ``linger`` s ago (one who joins again, after a seat conflict or a restart, must find
+        the other hubs' members still seated, or it takes a seat of theirs again)."""
+        now = time.monotonic()
+        for room in [r for r, t in self._emptied.items() if now - t >= linger or r in self._load["rooms"]]:
+            del self._emptied[room]
+        return self._load["rooms"].keys() | self._emptied.keys()
 
     def _update_load(self) -> None:
         rooms: dict[str, int] = {}
