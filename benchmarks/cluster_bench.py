@@ -77,12 +77,10 @@ Run: holoport bench cluster --json docs/bench/cluster.json --markdown docs/bench
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -142,10 +140,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- small helpers ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -165,44 +159,6 @@ def _wait(until: Callable[[], bool], timeout: float, step: float = 0.02) -> bool
             return False
         time.sleep(step)
     return True
-
-
-class RedisProcess:
-    """A redis-server of our own on a free loopback port, nothing saved to disk: the cluster's
-    directory for one configuration (a fresh one each, so no hub numbers carry over)."""
-
-    def __init__(self, binary: str, folder: Path) -> None:
-        import redis
-
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--protected-mode", "no", "--dir", str(folder), "--logfile", "redis.log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1) as probe:
-            def up() -> bool:
-                with contextlib.suppress(redis.ConnectionError):
-                    return bool(probe.ping())
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {_tail(folder / 'redis.log')}")
-                return False
-
-            if not _wait(up, 10.0):
-                self.close()
-                raise RuntimeError(f"redis-server did not answer on port {self.port}")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _tail(path: Path, chars: int = 2000) -> str:
@@ -231,7 +187,9 @@ class Cluster:
         from holoport.security import KeyPair, create_keys
 
         self.folder, self.curve, self.seats = folder, curve, seats
-        self.redis = RedisProcess(redis_binary, folder)
+        from benchmarks.redis_process import RedisServer
+
+        self.redis = RedisServer(binary=redis_binary)
         self.registry = Registry(self.redis.url, timeout_s=2.0)
         self.hubs: list[HubProcess] = []
         keys = folder / "keys"
@@ -284,7 +242,9 @@ class Cluster:
 
     # -- hubs -----------------------------------------------------------------------------------
     def _spawn(self, slot: int) -> HubProcess:
-        endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        from holoport.endpoints import free_tcp_endpoint
+
+        endpoint = free_tcp_endpoint()
         args = [sys.executable, "-m", "holoport", "hub", "--bind", endpoint, "--seats", str(self.seats), "--quiet",
                 "--cluster", self.redis.url, "--site", f"site-{slot}"]
         if self.curve:
