@@ -207,7 +207,8 @@ class Forge:
 
     def entry(self, name: str) -> Any:
         if name == "members":
-            return {"id": self.some_id(), "name": "m", "seat": int(self.rng.integers(0, 16))}
+            # "at" (when it joined) is what a hub's linked list adds; a welcome's drops it
+            return {"id": self.some_id(), "name": "m", "seat": int(self.rng.integers(0, 16)), "at": time.time()}
         return [int(self.rng.integers(0, 1000)), time.time(), int(self.rng.integers(0, 100_000))]
 
     def bad_entries(self, name: str) -> list:
@@ -298,6 +299,11 @@ VALID: dict[str, Callable[[Forge], Any]] = {
     "layer": lambda f: int(f.rng.integers(0, wire.MAX_LAYERS)), "base": lambda f: int(f.rng.integers(0, 1 << 40)),
     "up": lambda f: f.chance(0.5),
     "sizes": lambda f: [int(f.rng.integers(0, 100_000)) for _ in range(int(f.rng.integers(1, wire.MAX_LAYERS + 1)))],
+    "stream": lambda f: 0 if f.chance(0.8) else int(f.rng.integers(1, wire.MAX_STREAMS)),
+    "retry": lambda f: f.chance(0.5), "vkey": lambda f: "k" * 32,
+    # voice (docs/voice.md)
+    "t": lambda f: time.time(), "vad": lambda f: f.chance(0.5), "hin": lambda f: time.time(),
+    "hout": lambda f: time.time(),
     # the cluster's (docs/cluster.md): what hubs answer and say to each other
     "hub": lambda f: int(f.rng.integers(0, 64)), "cascade": lambda f: "tcp://127.0.0.1:1", "at": lambda f: time.time(),
     "hubs": lambda f: [{"id": int(f.rng.integers(0, 64)), "site": "fz", "endpoint": "tcp://127.0.0.1:1", "key": "",

@@ -355,6 +355,22 @@ def _all_rows(records: list[dict]) -> dict[str, dict]:
     return {r["target"]: r for r in records if r["kind"] == "all"}
 
 
+def test_the_wire_fuzzer_forges_valid_messages_of_every_type_before_it_mutates_them():
+    """Its hostility is aimed: a field it cannot make valid would make whole message types
+    (frames, once) malformed before any handler or decoder behind them is reached."""
+    import numpy as np
+
+    from benchmarks.fuzz_wire import VALID, Forge, pack
+    from holoport import wire
+
+    assert {n for fields in wire.SCHEMA.values() for n in fields} <= set(VALID)
+    forge = Forge(np.random.default_rng(1), lambda: [3, 4])
+    for kind in wire.SCHEMA:
+        for _ in range(20):
+            head = forge.header(kind, keep=1.0)
+            assert wire.decode([pack(head), b"x" * 16]).type == kind
+
+
 def test_fuzz_wire_sends_hostile_messages_to_a_real_hub_and_a_real_receiver(tmp_path):
     result, records = _fuzz(tmp_path, "fuzz-wire", "--inputs", "300", "--check-every", "100")
     assert result.returncode == 0, result.stdout + result.stderr
