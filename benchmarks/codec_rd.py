@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import draco_cli
-from benchmarks.common import add_output_arguments, emit, script_main
+from benchmarks import draco_cli, gpcc_reference
+from benchmarks.common import add_output_arguments, emit, markdown_table, script_main
 from capture.ply import read_ply
 from codec import BaselineCodec, LayeredOctreeCodec, OctreeCodec, container
 from codec.metrics import estimate_normals, quality
@@ -67,14 +67,13 @@ COLUMNS = FIELDS[:-1]
 INTERNAL = ["encode_internal_ms", "decode_internal_ms", "encode_vs_draco_internal", "decode_vs_draco_internal"]
 RATIOS = ["bpp_vs_draco", "encode_vs_draco", "decode_vs_draco", "encode_vs_draco_internal",
           "decode_vs_draco_internal"]
-DEFAULT_STEPS = (8, 16, 24, 32, 48)
-#: G-PCC (TMC13 v23) as ../shared/data/README.md publishes it for the MVUB frames:
-#: (lossless geometry bpp, total bpp at QP 28, Y-PSNR dB at QP 28). Plotted for reference.
-GPCC_PUBLISHED = {
-    "andrew_8bit": (1.186, 2.740, 34.95), "david_8bit": (1.233, 1.742, 36.90),
-    "phil_8bit": (1.169, 2.770, 34.90), "ricardo_8bit": (1.029, 1.378, 39.61),
-    "sarah_8bit": (1.087, 1.560, 39.23), "sarah_9bit": (1.044, 1.298, 40.64),
-}
+#: Colour steps of the one-slice octree runs: from 4 (above G-PCC's QP 22 quality) to 96
+#: (below its QP 40), so that the BD-rate against G-PCC covers its whole QP range.
+DEFAULT_STEPS = (4, 8, 16, 24, 32, 48, 64, 96)
+GPCC_CODEC = "G-PCC (published)"
+#: The comparison with G-PCC, one record per frame (``<json stem>-gpcc.json``).
+GPCC_FIELDS = ["frame", "role", "points", "geom_bpp", "gpcc_geom_bpp", "geom_vs_gpcc",
+               "bd_rate_total_pct", "psnr_lo", "psnr_hi"]
 
 
 #: The layered stream's records (--layers).
@@ -100,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compare the layered stream with the single-layer octree stream instead")
     parser.add_argument("--layer-steps", type=int, nargs="*", default=list(LAYER_STEPS),
                         help="colour steps of the --layers comparison (default 4 8 16 32)")
+    parser.add_argument("--gpcc-table", type=Path, default=None, metavar="README",
+                        help="markdown holding G-PCC's per-QP figures in the layout of "
+                             "../shared/data/README.md (default: that README)")
     parser.add_argument("--draco-bin", type=Path, default=None, metavar="DIR",
                         help="folder holding draco_encoder and draco_decoder (default: PATH)")
     add_output_arguments(parser)
@@ -299,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
         r["decode_vs_draco"] = _ratio(r["decode_ms"], d["decode_ms"])
         r["encode_vs_draco_internal"] = _ratio(r["encode_ms"], d["encode_internal_ms"])
         r["decode_vs_draco_internal"] = _ratio(r["decode_ms"], d["decode_internal_ms"])
+    gpcc = gpcc_reference.published(args.gpcc_table or data_root() / "README.md")
+    records += gpcc_records(gpcc, {r["frame"] for r in records})
     columns = [c for c in COLUMNS if (tools or c not in INTERNAL) and (ref or c not in RATIOS)]
     emit(records, columns, "Codec rate, distortion and speed", args, plot=plot)
     note = _note(args, tools, dracopy, ref_label if ref else None)
@@ -306,7 +310,68 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:  # what each time includes, above the table
         table = Path(args.markdown).read_text()
         Path(args.markdown).write_text("\n\n".join(note) + "\n\n" + table)
+    compare_with_gpcc(records, gpcc, args)
     return 0
+
+
+def gpcc_records(gpcc: dict, frames: set[str]) -> list[dict]:
+    """G-PCC's published points of the frames benchmarked, as records of the main table."""
+    out = []
+    for frame in sorted(frames & set(gpcc)):
+        g = gpcc[frame]
+        for qp, total, psnr in zip(gpcc_reference.QPS, g.total_bpp, g.y_psnr, strict=True):
+            out.append({**dict.fromkeys(FIELDS), "frame": frame, "codec": GPCC_CODEC, "params": f"QP {qp}",
+                        "points": g.points, "geom_bpp": g.geometry_bpp, "total_bpp": total,
+                        "color_bpp": total - g.geometry_bpp, "y_psnr": psnr, "d1_psnr": math.inf})
+    return out
+
+
+def compare_with_gpcc(records: list[dict], gpcc: dict, args: argparse.Namespace) -> list[dict]:
+    """Per frame: lossless geometry against G-PCC's, and the BD-rate of the octree codec's
+    total bits (one slice, RAHT at every step) against G-PCC's RAHT over QP 22-40 on
+    Y-PSNR; then the mean over the tuning and the validation frames. Printed, and written
+    beside --json and under --markdown."""
+    rows = []
+    for frame in sorted({r["frame"] for r in records} & set(gpcc)):
+        g = gpcc[frame]
+        mine = [r for r in records if r["frame"] == frame and r["codec"] == "octree"
+                and r["params"].endswith("slices=1")]
+        lossless = next((r for r in mine if r["params"].startswith("lossless")), None)
+        rd = [r for r in mine if r["y_psnr"] is not None]
+        bd, lo, hi = gpcc_reference.bd_rate([r["total_bpp"] for r in rd], [r["y_psnr"] for r in rd],
+                                            list(g.total_bpp), list(g.y_psnr))
+        geom = lossless["geom_bpp"] if lossless else None
+        rows.append({"frame": frame, "role": gpcc_reference.role(frame), "points": g.points,
+                     "geom_bpp": geom, "gpcc_geom_bpp": g.geometry_bpp,
+                     "geom_vs_gpcc": _ratio(geom, g.geometry_bpp), "bd_rate_total_pct": bd,
+                     "psnr_lo": lo, "psnr_hi": hi})
+    for role in ("tuning", "validation"):
+        group = [r for r in rows if r["role"] == role]
+        if group:
+            def mean(key, group=group):
+                values = [r[key] for r in group if r[key] is not None]
+                return statistics.fmean(values) if values else None
+            rows.append({"frame": f"mean ({len(group)} frames)", "role": role, "points": None,
+                         **{k: mean(k) for k in ("geom_bpp", "gpcc_geom_bpp", "geom_vs_gpcc",
+                                                  "bd_rate_total_pct")},
+                         "psnr_lo": None, "psnr_hi": None})
+    if not rows:
+        print("no G-PCC figures for these frames in the data README: no comparison", file=sys.stderr)
+        return rows
+    title = "Octree codec against G-PCC (TMC13 v23, published figures of ../shared/data/README.md)"
+    out = argparse.Namespace(json=str(Path(args.json).with_name(Path(args.json).stem + "-gpcc.json"))
+                             if args.json else None, markdown=None)
+    emit(rows, GPCC_FIELDS, title, out)
+    if args.markdown:
+        lines = ["", f"## {title}", "",
+                 "geom_vs_gpcc: lossless geometry bits over G-PCC's. bd_rate_total_pct: BD-rate of total "
+                 "bits at equal Y-PSNR (PCHIP of log rate, over psnr_lo..psnr_hi, the range both cover), "
+                 "octree one slice at every colour step against G-PCC RAHT QP 22-40; negative = fewer bits "
+                 f"than G-PCC. Roles: geometry tuned on {', '.join(gpcc_reference.GEOMETRY_TUNING_FRAMES)}.",
+                 "", markdown_table(rows, GPCC_FIELDS)]
+        with open(args.markdown, "a") as f:
+            f.write("\n".join(lines))
+    return rows
 
 
 def layer_cases(frame: Frame, step: int) -> tuple[Case, Case]:
@@ -444,6 +509,8 @@ def _curve(record: dict) -> tuple[str, str]:
         return record["codec"], record["params"].split()[0]
     if record["codec"] == "octree":
         return record["codec"], record["params"].split()[-1]
+    if record["codec"] == GPCC_CODEC:
+        return "G-PCC RAHT QP 22-40", "(published)"
     return record["codec"], ""
 
 
@@ -464,9 +531,6 @@ def plot(records: list[dict], path: str) -> None:
             rows_.sort(key=lambda r: r["total_bpp"])
             y = [top if r["y_psnr"] is None else r["y_psnr"] for r in rows_]
             ax.plot([r["total_bpp"] for r in rows_], y, "o-", label=" ".join(p for p in label if p))
-        if frame in GPCC_PUBLISHED:
-            _, bpp, psnr = GPCC_PUBLISHED[frame]
-            ax.plot([bpp], [psnr], "k*", ms=10, label="G-PCC QP28 (published)")
         ax.axhline(top, color="grey", lw=0.5, ls=":")
         ax.set_title(f"{frame} (top line = lossless)", fontsize=9)
         ax.set_xlabel("total bits per input point")

@@ -97,6 +97,12 @@ def write_json(path: str | Path, records: Sequence[dict], indent: int = 2) -> No
     Path(path).write_text(json.dumps(finite(list(records)), indent=indent, allow_nan=False))
 
 
+def markdown_table(records: Sequence[dict], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c, ""), c) for c in columns) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
 def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
          console: Console | None = None, plot: Callable[[Sequence[dict], str], None] | None = None,
          json_records: Sequence[dict] | None = None) -> None:
@@ -115,9 +121,7 @@ def emit(records: Sequence[dict], columns: Sequence[str], title: str, args,
         write_json(args.json, records if json_records is None else json_records, indent=1)
         console.print(f"wrote {args.json}")
     if getattr(args, "markdown", None):
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(r.get(c, ""), c) for c in columns) + " |" for r in records]
-        Path(args.markdown).write_text("\n".join(lines) + "\n")
+        Path(args.markdown).write_text(markdown_table(records, columns))
         console.print(f"wrote {args.markdown}")
     if plot is not None and getattr(args, "plot", None):
         plot(records, args.plot)

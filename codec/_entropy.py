@@ -37,7 +37,9 @@ def new_model(n_contexts: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _update(counts, probs, ctx, bit):
+def count(counts, ctx, bit):
+    """Count ``bit`` in context ``ctx``, halving the counts past ``COUNT_LIMIT``; returns
+    the new (n0, n1)."""
     n0 = np.int64(counts[ctx, 0]) + (1 - bit)
     n1 = np.int64(counts[ctx, 1]) + bit
     if n0 + n1 > COUNT_LIMIT:
@@ -45,8 +47,20 @@ def _update(counts, probs, ctx, bit):
         n1 = (n1 + 1) >> 1
     counts[ctx, 0] = n0
     counts[ctx, 1] = n1
+    return n0, n1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def prob_of(n0, n1):
+    """The probability of a 0 after counts (n0, n1): (n0 + 0.4) / (n + 0.8), 12 bits."""
     p = ((10 * n0 + 4) * _RECIPROCAL[n0 + n1]) >> (30 - PROB_BITS)
-    probs[ctx] = min(max(p, 1), (1 << PROB_BITS) - 1)
+    return min(max(p, 1), (1 << PROB_BITS) - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _update(counts, probs, ctx, bit):
+    n0, n1 = count(counts, ctx, bit)
+    probs[ctx] = prob_of(n0, n1)
 
 
 def new_buffer(capacity: int) -> np.ndarray:
@@ -83,12 +97,19 @@ def enc_start(buf):
 def enc_bit(st, buf, counts, probs, ctx, bit):
     """Code one bit in context ``ctx``; returns the new state. The caller has ``reserve``d
     ``BYTES_PER_BIT`` bytes for it."""
+    st = enc_p(st, buf, np.int64(probs[ctx]), bit)
+    _update(counts, probs, ctx, bit)
+    return st
+
+
+@njit(cache=True, nogil=True, inline="always")
+def enc_p(st, buf, p, bit):
+    """Code one bit whose probability of a 0 is ``p`` (12 bits, 1..4095)."""
     low, rng, pos = st
-    bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
+    bound = (rng >> PROB_BITS) * p
     take = -np.int64(bit)  # all ones for a 1: select without a branch the CPU would mispredict
     low += bound & take
     rng = bound ^ ((bound ^ (rng - bound)) & take)
-    _update(counts, probs, ctx, bit)
     if low >= 0x100000000:  # carry into the bytes already written (the first is never 0xFF)
         low -= 0x100000000
         i = pos - 1
@@ -135,13 +156,20 @@ def dec_start(buf):
 @njit(cache=True, nogil=True, inline="always")
 def dec_bit(st, buf, counts, probs, ctx):
     """Decode one bit; returns (bit, new state)."""
+    bit, st = dec_p(st, buf, np.int64(probs[ctx]))
+    _update(counts, probs, ctx, bit)
+    return bit, st
+
+
+@njit(cache=True, nogil=True, inline="always")
+def dec_p(st, buf, p):
+    """Decode one bit whose probability of a 0 is ``p``; returns (bit, new state)."""
     code, rng, pos, overrun = st
-    bound = (rng >> PROB_BITS) * np.int64(probs[ctx])
+    bound = (rng >> PROB_BITS) * p
     bit = np.int64(code >= bound)
     take = -bit  # branch-free, as in enc_bit: the decoded bit is the least predictable branch
     code -= bound & take
     rng = bound ^ ((bound ^ (rng - bound)) & take)
-    _update(counts, probs, ctx, bit)
     while rng < TOP:
         rng <<= 8
         b, pos, overrun = _get(buf, pos, overrun)

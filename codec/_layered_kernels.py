@@ -41,8 +41,8 @@ from codec._entropy import (
     reserve,
 )
 from codec._neighbour_kernels import child_neighbours, root_tables
-from codec._occupancy_kernels import _SIBCTX, _bases, level_nodes
-from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _FWD, _INV, _UNARY, _class, _pair
+from codec._occupancy_kernels import decode_node, encode_node, level_nodes
+from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _FWD, _INV, _UNARY, _class, _pair, quantize
 
 _BLOCK = 1024  # coefficients coded between two checks of the output buffer's room
 _BASE_CH = 2 * _BUCKETS * 2
@@ -123,7 +123,7 @@ def flat_levels(leaves, depth):
 
 
 @njit(cache=True, nogil=True)
-def encode_geometry(flat, offs, depth, counts, probs):
+def encode_geometry(flat, offs, depth, counts, probs, wcounts, fcounts, weights):
     """Atoms G0..G(depth-1), back to back, and where each ends."""
     buf = np.empty(max(64, offs[depth + 1] // 2 + 16 * depth), np.uint8)
     ends = np.zeros(depth, np.int64)
@@ -132,7 +132,7 @@ def encode_geometry(flat, offs, depth, counts, probs):
         return buf[:0], ends
     par = flat[offs[0]:offs[1]]
     nbrs, neg, masks = root_tables(par, 0)
-    base = np.empty(8, np.int64)
+    scratch = np.empty((4, 8), np.int64)
     for level in range(depth):
         chi = flat[offs[level + 1]:offs[level + 2]]
         occ = np.zeros(par.shape[0], np.int64)
@@ -145,25 +145,18 @@ def encode_geometry(flat, offs, depth, counts, probs):
         buf = reserve(buf, st, 8 * BYTES_PER_BIT * par.shape[0] + 16)
         st = _run_start(buf, pos)
         for pi in range(par.shape[0]):
-            _bases(neg[pi], masks[pi], occ, base)
-            o = occ[pi]
-            coded = 0
-            for i in range(8):
-                if i == 7 and coded == 0:
-                    break
-                bit = (o >> i) & 1
-                st = enc_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded], bit)
-                coded |= bit << i
+            st = encode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks,
+                             occ, pi, scratch)
         buf, pos = _run_finish(st, buf, pos)
         ends[level] = pos
         if level + 1 < depth:
-            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < depth)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, True)
         par = chi
     return buf[:pos], ends
 
 
 @njit(cache=True, nogil=True)
-def decode_geometry(buf, ends, stop, expect, counts, probs):
+def decode_geometry(buf, ends, stop, expect, counts, probs, wcounts, fcounts, weights):
     """Levels 0..``stop`` from atoms G0..G(stop-1) (``ends``: where each ends in ``buf``),
     each level holding exactly ``expect[l]`` nodes (validated by the caller: the allocation
     is their sum). Returns flat codes, offsets and a status: 0 ok, 1 wrong count, 2 overrun."""
@@ -178,7 +171,7 @@ def decode_geometry(buf, ends, stop, expect, counts, probs):
     offs[1] = 1
     par = flat[0:1]
     nbrs, neg, masks = root_tables(par, 0)
-    base = np.empty(8, np.int64)
+    scratch = np.empty((4, 8), np.int64)
     for level in range(stop):
         a = 0 if level == 0 else ends[level - 1]
         sub = buf[a:ends[level]]
@@ -188,27 +181,22 @@ def decode_geometry(buf, ends, stop, expect, counts, probs):
         chi = flat[offs[level + 1]:offs[level + 1] + lim]
         n_children = 0
         for pi in range(par.shape[0]):
-            _bases(neg[pi], masks[pi], occ, base)
-            coded = 0
+            coded, st = decode_node(st, sub, counts, probs, wcounts, fcounts, weights, nbrs, neg,
+                                    masks, occ, pi, scratch)
+            occ[pi] = coded
             for i in range(8):
-                if i == 7 and coded == 0:
-                    bit = 1
-                else:
-                    bit, st = dec_bit(st, sub, counts, probs, base[i] + _SIBCTX[i, coded])
-                coded |= bit << i
-                if bit:
+                if (coded >> i) & 1:
                     if n_children >= lim:
                         return flat[:0], offs, 1
                     chi[n_children] = (par[pi] << 3) | i
                     n_children += 1
-            occ[pi] = coded
             if st[3] > 8:
                 return flat[:0], offs, 2
         if n_children != lim:
             return flat[:0], offs, 1
         offs[level + 2] = offs[level + 1] + lim
         if level + 1 < stop:
-            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, True)
         par = chi
     return flat, offs, 0
 
@@ -384,18 +372,12 @@ def encode_colour(coeffs, offs, depth, ysteps, csteps, counts, probs):
         for block in range(lo, hi, _BLOCK):
             buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
             for j in range(block, min(block + _BLOCK, hi)):
-                u0 = coeffs[j, 0] / ys + 0.5
-                u1 = coeffs[j, 1] / cs + 0.5
-                u2 = coeffs[j, 2] / cs + 0.5
-                zero = 1 if (0.0 <= u0 < 1.0 and 0.0 <= u1 < 1.0 and 0.0 <= u2 < 1.0) else 0
+                zero = quantize(coeffs, j, ys, cs, q)
                 st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
                 prev_zero = zero
                 if zero:
                     prev[:] = 0
                     continue
-                q[0] = np.int64(np.floor(u0))
-                q[1] = np.int64(np.floor(u1))
-                q[2] = np.int64(np.floor(u2))
                 for c in range(3):
                     ctx = _BASE_CH + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
                     st = enc_signed(st, buf, counts, probs, ctx, _BASE_EG + c * EG_CONTEXTS, _UNARY, q[c])

@@ -1,24 +1,27 @@
 """numba kernels of the octree codec's occupancy coding: the octree <-> bits.
 
 Breadth-first: level by level, each occupied node's 8-bit child occupancy is coded bit by
-bit with the adaptive binary range coder of ``_entropy``. The context of child bit i:
-- which of the 7 parent-level neighbours that touch child i (3 faces, 3 edges, 1 corner)
-  are occupied (the whole parent level is known to the decoder): 7 bits;
-- which already-coded child-level neighbours in -x, -y, -z are occupied: 3 bits, and how
-  many of the 4 causal edge/corner neighbours are (0..4). Every neighbour in
-  {-1, 0}^3 has a smaller Morton code, so it is either an earlier sibling or a child of an
-  earlier parent whose occupancy byte is already known: no child-level look-ups needed;
-- how many siblings are occupied so far (0, 1, 2+) and whether any of the parent's faces
-  opposite child i is occupied.
-These choices were measured on the MVUB frames (ideal code length, see docs/codec.md).
-Bit 7 is not coded when bits 0-6 are all zero (a node has at least one child).
-Child index i = (x << 2) | (y << 1) | z, matching the Morton interleave (x most significant).
+bit (child index i = (x << 2) | (y << 1) | z, the Morton interleave) with the binary range
+coder of ``_entropy``. Bit 7 is not coded when bits 0-6 are all zero (a node has a child).
+Three context models predict each bit and a logistic mixer (``_mixing``) combines them
+(issue 19; each model alone, and their mix, measured in docs/codec.md):
 
-Speed comes from doing per node what does not depend on the bit being decoded: the
-context is linear in its parts (``a*240 + k*30 + ke*6 + siblings*2 + far``), so a node's
-neighbours give each child a base once (``_bases``) and the siblings coded so far add a
-table entry (``_SIBCTX``); the decoder's bit-to-bit dependency is one load and one add.
-The neighbours come from ``_neighbour_kernels``, the node codes from ``_voxel_kernels``.
+1. **neighbour context** (direct, ``N_CONTEXTS``): which of the 7 parent-level neighbours
+   touching child i are occupied; which causal child-level face neighbours (-x, -y, -z) are,
+   and how many of the 4 causal edge/corner ones; siblings so far (0, 1, 2+); any far face
+   occupied. Every neighbour in {-1, 0}^3 has a smaller Morton code, so it is an earlier
+   sibling or a child of an earlier parent. Linear in its parts: a node's neighbours give
+   each child a base once (``_bases``), the siblings add a table entry (``_SIBCTX``).
+2. **window** (hashed, 2^WINDOW_BITS): the child's 26 child-level neighbours, each known
+   occupied, known empty or unknown, with the siblings coded so far. A cell outside the
+   parent is known when its parent is empty or was coded before this node (the decoder
+   knows exactly that much); the part outside the parent is hashed once per child and
+   node (``_windows``), the siblings coded so far pick the entry within its block.
+3. **faces** (direct, ``FACE_CONTEXTS``): child index, siblings coded so far (exactly, as
+   G-PCC's occupancy contexts do) and the three face neighbours outside the parent.
+
+The mixer's weight set is the child index with its count of occupied face neighbours. The
+neighbours come from ``_neighbour_kernels``, the node codes from ``_voxel_kernels``.
 """
 
 from __future__ import annotations
@@ -26,11 +29,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from codec._entropy import BYTES_PER_BIT, dec_bit, dec_start, enc_bit, enc_finish, enc_start, reserve
-from codec._neighbour_kernels import _slot, child_neighbours, root_tables
+from codec._entropy import (
+    BYTES_PER_BIT,
+    _update,
+    count,
+    dec_p,
+    dec_start,
+    enc_finish,
+    enc_p,
+    enc_start,
+    prob_of,
+    reserve,
+)
+from codec._mixing import ONE, hash_key, learn3, mix3, stretch
+from codec._neighbour_kernels import _WIN64, _slot, child_neighbours, root_tables
 from codec._voxel_kernels import unique_shift
 
 N_CONTEXTS = 128 * 8 * 5 * 3 * 2
+#: Table size (log2) of the hashed window model; the face model's size; the mixer's
+#: weight sets (known occupied face neighbours 0..6 x child index).
+WINDOW_BITS = 20
+FACE_CONTEXTS = 8 * 27 * 128
+N_SETS = 7 * 8
+_W0 = (3 * ONE) // 10  # every weight starts at 0.3
+_BIAS = 256  # the mixer's constant input
+_RATE = 48  # the mixer's learning rate: 12-72 swept on the tuning frames (docs/codec.md)
 
 
 def _tables():
@@ -109,6 +132,41 @@ def _plane_tables():
 _TOUCH_PLANES, _CAUSAL_PLANES = _plane_tables()
 
 
+def _window_tables():
+    """Per child index: the bits of a parent's 4x4x4 child-level window (``_WIN64``'s
+    layout) that are the child's 3x3x3 neighbourhood outside the parent (19 cells: the
+    other 7 are siblings, told by the bits coded so far), its 6 face neighbours, and the
+    window bits of its 3 face neighbours outside the parent."""
+    outer = np.zeros(8, np.uint64)
+    faces = np.zeros(8, np.uint64)
+    outer_faces = np.zeros((8, 3), np.uint64)  # bit positions
+    for i in range(8):
+        c = ((i >> 2) & 1, (i >> 1) & 1, i & 1)
+        k = 0
+        for d in [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)]:
+            x, y, z = c[0] + d[0], c[1] + d[1], c[2] + d[2]
+            bit = np.uint64(1) << np.uint64((x + 1) * 16 + (y + 1) * 4 + (z + 1))
+            inside = min(x, y, z) >= 0 and max(x, y, z) <= 1
+            if not inside:
+                outer[i] |= bit
+            if sum(map(abs, d)) == 1:
+                faces[i] |= bit
+                if not inside:
+                    outer_faces[i, k] = (x + 1) * 16 + (y + 1) * 4 + (z + 1)
+                    k += 1
+    return outer, faces, outer_faces
+
+
+_OUTER, _FACES, _OUTER_FACES = _window_tables()
+_DEBRUIJN = np.zeros(32, np.int64)  # the index of a 32-bit power of two, by multiplication
+for _k in range(32):
+    _DEBRUIJN[(((1 << _k) * 0x077CB531) & 0xFFFFFFFF) >> 27] = _k
+_OUTSIDE = np.uint64(0)  # every window cell that lies in one of the 26 neighbours
+for _s in range(27):
+    if _s != 13:
+        _OUTSIDE |= _WIN64[_s, 255]
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _bases(nb, nbm, occ, base):
     """The part of each child bit's context that the neighbours decide (not the siblings):
@@ -149,8 +207,131 @@ def level_nodes(nodes, level, start):
     return out
 
 
+def new_geometry_model() -> tuple[np.ndarray, ...]:
+    """Fresh statistics of the occupancy coder: the neighbour-context model (counts and
+    probabilities, ``_entropy``'s), the counts of the window and face models and the
+    mixer's weights. The window table is zeros, which the OS maps lazily: a model costs
+    the pages a frame touches, not 2 MB."""
+    counts = np.zeros((N_CONTEXTS, 2), np.uint8)
+    probs = np.full(N_CONTEXTS, 1 << 11, np.uint16)
+    return (counts, probs, np.zeros((1 << WINDOW_BITS, 2), np.uint8),
+            np.zeros((FACE_CONTEXTS, 2), np.uint8), np.full((N_SETS, 4), _W0, np.int64))
+
+
+#: how many arrays ``new_geometry_model`` returns
+GEOMETRY_ARRAYS = 5
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _windows(nbrs, pi, nbm, occ, wbase, fbase, sbase):
+    """Per child, where its window and face models' contexts start (``wbase``,
+    ``fbase``; the siblings coded so far complete them) and its count of occupied faces
+    outside the parent (``sbase``, the mixer's selector without the siblings): from the
+    node's child-level window, in which a cell is known if its parent is empty or was
+    coded before this node (the decoder knows no more)."""
+    known = _OUTSIDE
+    full = np.uint64(0)
+    m = nbm
+    while m:  # the neighbours there are, lowest slot first (de Bruijn bit scan)
+        low = m & -m
+        s = _DEBRUIJN[((low * 0x077CB531) & 0xFFFFFFFF) >> 27]
+        m ^= low
+        pn = nbrs[pi, s]
+        if pn < pi:
+            full |= _WIN64[s, occ[pn]]
+        else:
+            known &= ~_WIN64[s, 255]
+    for i in range(8):
+        h = hash_key(known & _OUTER[i], full & _OUTER[i], np.uint64(i), WINDOW_BITS - i)
+        wbase[i] = h << i
+        f = 0
+        n = 0
+        for t in range(3):  # state 0 empty, 1 occupied, 2 unknown
+            k = np.int64((known >> _OUTER_FACES[i, t]) & np.uint64(1))
+            o = np.int64((full >> _OUTER_FACES[i, t]) & np.uint64(1))
+            n += o
+            f = 3 * f + 2 - 2 * k + o
+        fbase[i] = (i * 27 + f) * 128
+        sbase[i] = n * 8 + i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _select(sbase, i, coded):
+    """The mixer's weight set of child ``i``: its occupied face neighbours, siblings
+    coded so far included, and its index."""
+    return sbase[i] + 8 * (((coded >> (i ^ 4)) & 1) + ((coded >> (i ^ 2)) & 1) + ((coded >> (i ^ 1)) & 1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _inputs(probs, wcounts, fcounts, ctx, hw, hf):
+    """The three models' stretched predictions: the neighbour context ``ctx``; the
+    child's 26 child-level neighbours, each known occupied, known empty or unknown, with
+    the siblings coded so far (``hw``); its face neighbours outside the parent with the
+    siblings coded so far (``hf``)."""
+    s0 = stretch(np.int64(probs[ctx]))
+    s1 = stretch(prob_of(np.int64(wcounts[hw, 0]), np.int64(wcounts[hw, 1])))
+    s2 = stretch(prob_of(np.int64(fcounts[hf, 0]), np.int64(fcounts[hf, 1])))
+    return s0, s1, s2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit):
+    learn3(weights, sel, s0, s1, s2, _BIAS, p, bit, _RATE)
+    _update(counts, probs, ctx, bit)
+    count(wcounts, hw, bit)
+    count(fcounts, hf, bit)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def encode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks, occ, pi, scratch):
+    """Code node ``pi``'s occupancy byte ``occ[pi]`` (every node before it is known to
+    the decoder); ``scratch`` is a (4, 8) int64 work array. Returns the coder state."""
+    base, wbase, fbase, sbase = scratch[0], scratch[1], scratch[2], scratch[3]
+    _bases(neg[pi], masks[pi], occ, base)
+    _windows(nbrs, pi, masks[pi], occ, wbase, fbase, sbase)
+    o = occ[pi]
+    coded = 0
+    for i in range(8):
+        if i == 7 and coded == 0:
+            break
+        bit = (o >> i) & 1
+        ctx = base[i] + _SIBCTX[i, coded]
+        hw = wbase[i] + coded
+        hf = fbase[i] + coded
+        sel = _select(sbase, i, coded)
+        s0, s1, s2 = _inputs(probs, wcounts, fcounts, ctx, hw, hf)
+        p = mix3(weights, sel, s0, s1, s2, _BIAS)
+        st = enc_p(st, buf, p, bit)
+        _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit)
+        coded |= bit << i
+    return st
+
+
+@njit(cache=True, nogil=True, inline="always")
+def decode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks, occ, pi, scratch):
+    """Inverse of ``encode_node``: (occupancy byte of node ``pi``, coder state)."""
+    base, wbase, fbase, sbase = scratch[0], scratch[1], scratch[2], scratch[3]
+    _bases(neg[pi], masks[pi], occ, base)
+    _windows(nbrs, pi, masks[pi], occ, wbase, fbase, sbase)
+    coded = 0
+    for i in range(8):
+        if i == 7 and coded == 0:
+            bit = 1
+        else:
+            ctx = base[i] + _SIBCTX[i, coded]
+            hw = wbase[i] + coded
+            hf = fbase[i] + coded
+            sel = _select(sbase, i, coded)
+            s0, s1, s2 = _inputs(probs, wcounts, fcounts, ctx, hw, hf)
+            p = mix3(weights, sel, s0, s1, s2, _BIAS)
+            bit, st = dec_p(st, buf, p)
+            _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit)
+        coded |= bit << i
+    return coded, st
+
+
 @njit(cache=True, nogil=True)
-def encode_levels(leaves, depth, start, stop, buf, counts, probs):
+def encode_levels(leaves, depth, start, stop, buf, counts, probs, wcounts, fcounts, weights):
     """Code the occupancy of every node of levels ``start``..``stop - 1`` of the octree over
     the sorted unique leaf codes; the decoder must already know the nodes at ``start``."""
     st = enc_start(buf)
@@ -158,7 +339,7 @@ def encode_levels(leaves, depth, start, stop, buf, counts, probs):
     arrays = level_nodes(bottom, stop, start)  # arrays[stop - level]: that level's nodes
     par = arrays[stop - start]
     nbrs, neg, masks = root_tables(par, start)
-    base = np.empty(8, np.int64)
+    scratch = np.empty((4, 8), np.int64)
     for level in range(start, stop):
         chi = arrays[stop - level - 1]
         occ = np.zeros(par.shape[0], np.int64)
@@ -169,51 +350,39 @@ def encode_levels(leaves, depth, start, stop, buf, counts, probs):
             occ[j] |= 1 << (chi[ci] & 7)
         buf = reserve(buf, st, 8 * BYTES_PER_BIT * par.shape[0])
         for pi in range(par.shape[0]):
-            _bases(neg[pi], masks[pi], occ, base)
-            o = occ[pi]
-            coded = 0
-            for i in range(8):
-                if i == 7 and coded == 0:
-                    break
-                bit = (o >> i) & 1
-                st = enc_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded], bit)
-                coded |= bit << i
+            st = encode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks,
+                             occ, pi, scratch)
         if level + 1 < stop:
-            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, True)
         par = chi
     return enc_finish(st, buf)
 
 
 @njit(cache=True, nogil=True)
-def decode_levels(buf, roots, start, stop, max_nodes, counts, probs):
+def decode_levels(buf, roots, start, stop, max_nodes, counts, probs, wcounts, fcounts, weights):
     """Inverse of ``encode_levels``: the node codes at level ``stop`` (or fewer levels when
     ``stop`` is lower), and a status: 0 ok, 1 too many nodes, 2 read past the end."""
     st = dec_start(buf)
     par = roots.copy()
     nbrs, neg, masks = root_tables(par, start)
-    base = np.empty(8, np.int64)
+    scratch = np.empty((4, 8), np.int64)
     for level in range(start, stop):
         occ = np.zeros(par.shape[0], np.int64)
         n_children = 0
         chi = np.empty(min(8 * par.shape[0], max_nodes + 8), np.int64)
         for pi in range(par.shape[0]):
-            _bases(neg[pi], masks[pi], occ, base)
-            coded = 0
+            coded, st = decode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg,
+                                    masks, occ, pi, scratch)
+            occ[pi] = coded
             for i in range(8):
-                if i == 7 and coded == 0:
-                    bit = 1
-                else:
-                    bit, st = dec_bit(st, buf, counts, probs, base[i] + _SIBCTX[i, coded])
-                coded |= bit << i
-                if bit:
+                if (coded >> i) & 1:
                     if n_children >= max_nodes:
                         return chi[:0], 1
                     chi[n_children] = (par[pi] << 3) | i
                     n_children += 1
-            occ[pi] = coded
             if st[3] > 8:
                 return chi[:0], 2
         if level + 1 < stop:
-            nbrs, neg, masks = child_neighbours(nbrs, occ, level + 2 < stop)
+            nbrs, neg, masks = child_neighbours(nbrs, occ, True)
         par = chi[:n_children]
     return par, 0 if st[3] <= 8 else 2

@@ -237,6 +237,27 @@ def _index_bucket(j, n):
     return 2 if j * 4 < n else 3
 
 
+#: Quantization rounds |coefficient| / step + ROUNDING down (0.5: to the nearest level). Below
+#: 0.5 the zero bin widens (a dead zone, as in G-PCC's and HEVC's encoders): small
+#: coefficients, which cost more bits than the error they remove, go to zero. Encoder only.
+ROUNDING = 1 / 3  # swept 0.25-0.5 on the tuning frames (docs/codec.md)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def quantize(coeffs, j, step, chroma_step, q):
+    """Quantize coefficient row ``j`` (Y with ``step``, Cb Cr with ``chroma_step``) into
+    ``q``; returns 1 when all three are zero (most fine coefficients: q is left alone)."""
+    u0 = abs(coeffs[j, 0]) / step + ROUNDING
+    u1 = abs(coeffs[j, 1]) / chroma_step + ROUNDING
+    u2 = abs(coeffs[j, 2]) / chroma_step + ROUNDING
+    if u0 < 1.0 and u1 < 1.0 and u2 < 1.0:
+        return 1
+    q[0] = np.int64(np.floor(u0)) * (1 if coeffs[j, 0] >= 0 else -1)
+    q[1] = np.int64(np.floor(u1)) * (1 if coeffs[j, 1] >= 0 else -1)
+    q[2] = np.int64(np.floor(u2)) * (1 if coeffs[j, 2] >= 0 else -1)
+    return 0
+
+
 @njit(cache=True, nogil=True)
 def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     n = codes.shape[0]
@@ -255,20 +276,13 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     for block in range(0, n, _BLOCK):
         buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
         for j in range(block, min(block + _BLOCK, n)):
-            u0 = coeffs[j, 0] / step + 0.5
-            u1 = coeffs[j, 1] / chroma_step + 0.5
-            u2 = coeffs[j, 2] / chroma_step + 0.5
-            # most fine coefficients quantize to zero (floor(u) == 0): skip their rounding
-            zero = 1 if (0.0 <= u0 < 1.0 and 0.0 <= u1 < 1.0 and 0.0 <= u2 < 1.0) else 0
+            zero = quantize(coeffs, j, step, chroma_step, q)
             bk = _index_bucket(j, n)
             st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
             prev_zero = zero
             if zero:
                 prev[:] = 0
                 continue
-            q[0] = np.int64(np.floor(u0))
-            q[1] = np.int64(np.floor(u1))
-            q[2] = np.int64(np.floor(u2))
             for c in range(3):
                 ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
                 v = q[c]

@@ -31,7 +31,7 @@ import numpy as np
 from codec import _layered_kernels as K
 from codec import _raht_kernels, container, limits
 from codec._entropy import new_model
-from codec._occupancy_kernels import N_CONTEXTS as N_GEOMETRY
+from codec._occupancy_kernels import new_geometry_model
 from codec._voxel_kernels import cell_centres
 from codec.base import Codec
 from codec.errors import CodecError
@@ -130,7 +130,7 @@ class LayeredOctreeCodec(Codec):
 
         def work(job: str):  # geometry on one core, colour on the other
             if job == "geometry":
-                return K.encode_geometry(flat, offs, self.depth, *new_model(N_GEOMETRY))
+                return K.encode_geometry(flat, offs, self.depth, *new_geometry_model())
             coeffs = K.transform(means, flat, offs, self.depth)
             return K.encode_colour(coeffs, offs, self.depth, ysteps, csteps,
                                    *new_model(_raht_kernels.N_CONTEXTS))
@@ -204,7 +204,7 @@ class LayeredOctreeCodec(Codec):
 
         def work(job: str):
             if job == "geometry":
-                return K.decode_geometry(gbuf, gends, level, counts, *new_model(N_GEOMETRY))
+                return K.decode_geometry(gbuf, gends, level, counts, *new_geometry_model())
             return K.decode_colour(cbuf, cends, colour_stop, counts, self.depth, ysteps, csteps,
                                    *new_model(_raht_kernels.N_CONTEXTS))
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from codec import _color_kernels, _raht_kernels, _rans, container, limits
 from codec._entropy import new_buffer, new_model
-from codec._occupancy_kernels import N_CONTEXTS as N_GEOMETRY
-from codec._occupancy_kernels import decode_levels, encode_levels
+from codec._occupancy_kernels import GEOMETRY_ARRAYS as NG
+from codec._occupancy_kernels import decode_levels, encode_levels, new_geometry_model
 from codec._voxel_kernels import (
     KEY_BITS,
     cell_centres,
@@ -67,8 +67,13 @@ MAX_SLICES = 31
 CHROMA_FACTOR = 2.0  # Cb and Cr are quantized this much more coarsely than Y
 COLOR_PART_MIN = 32_768  # a slice this many voxels twice over codes RAHT colour in two parts
 
-# voxels, depth, slice level, origin xyz, size, colour step, slices, 0, frame, reference frame
+# voxels, depth, slice level, origin xyz, size, colour step, slices, geometry coder, frame,
+# reference frame
 _PARAMS = struct.Struct("<IBB4fBBBII")
+#: The geometry coder a stream was made with: 0 was the single neighbour-context model
+#: (until issue 19), 1 mixes three models (``_occupancy_kernels``). Streams say which, so
+#: an old recording is refused with a reason instead of decoding to garbage.
+GEOMETRY_CODER = 1
 KEYFRAME = 0xFFFFFFFF  # the reference of a frame that needs no earlier one
 _pool: ThreadPoolExecutor | None = None
 
@@ -165,7 +170,7 @@ class OctreeCodec(Codec):
         else:
             state = [tuple(a.copy() for a in st) for st in state]
         roots = prefixes(codes, 3 * (self.depth - level), len(codes))
-        top = encode_levels(roots, level, 0, level, new_buffer(64), *new_model(N_GEOMETRY))
+        top = encode_levels(roots, level, 0, level, new_buffer(64), *new_geometry_model())
         counts, jobs = [], []
         shift = 3 * (self.depth - level)
         for j, (lo, hi) in enumerate(bounds):  # slices hold whole subtrees: count their roots
@@ -180,9 +185,9 @@ class OctreeCodec(Codec):
             leaves, rgb, model = jobs[j]
             if part is None:
                 return encode_levels(leaves, self.depth, level, self.depth,
-                                     new_buffer(len(leaves) // 4), *model[:2]).tobytes()
+                                     new_buffer(len(leaves) // 4), *model[:NG]).tobytes()
             lo, hi = self._color_parts(len(leaves))[part]
-            return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[2 + 2 * part: 4 + 2 * part]).tobytes()
+            return self._encode_colors(leaves[lo:hi], rgb[lo:hi], *model[NG + 2 * part: NG + 2 + 2 * part]).tobytes()
 
         k = len(jobs)
         parts = [range(len(self._color_parts(hi - lo))) for lo, hi in bounds]
@@ -191,7 +196,7 @@ class OctreeCodec(Codec):
         coded = [done[j, None] for j in range(k)] + [_join_parts([done[j, p] for p in parts[j]])
                                                      for j in range(k)]
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
-                              self.color_step, len(jobs), 0, frame, ref)
+                              self.color_step, len(jobs), GEOMETRY_CODER, frame, ref)
         table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
                          for j, (r, v) in enumerate(counts))
         top = top.tobytes()
@@ -231,7 +236,7 @@ class OctreeCodec(Codec):
         """Geometry statistics, then RAHT's per colour part (lossless colour has none: its
         tables are made for every frame)."""
         n_color = 1 if self.color_step == 1 else _raht_kernels.N_CONTEXTS
-        return (*new_model(N_GEOMETRY), *new_model(n_color), *new_model(n_color))
+        return (*new_geometry_model(), *new_model(n_color), *new_model(n_color))
 
     def _encode_colors(self, leaves: np.ndarray, rgb: np.ndarray, counts, probs) -> np.ndarray:
         if self.color_step == 1:  # lossless: DPCM of YCoCg-R, per-frame tables and rANS
@@ -305,14 +310,17 @@ class OctreeCodec(Codec):
             raise CodecError(f"codec id {box.codec_id} is not the octree codec ({cls.codec_id})")
         if len(box.params) != _PARAMS.size:
             raise CodecError(f"octree parameter block must be {_PARAMS.size} bytes")
-        (n, depth, level, ox, oy, oz, size, step, n_slices, reserved, frame,
+        (n, depth, level, ox, oy, oz, size, step, n_slices, coder, frame,
          ref) = _PARAMS.unpack(box.params)
         try:
             codec = cls(depth=depth, origin=(ox, oy, oz), size=size, color_step=step,
                         slices=max(1, n_slices))
         except ValueError as exc:
             raise CodecError(f"invalid octree parameters: {exc}") from exc
-        if reserved or n_slices < 1 or level > depth or level > 8:
+        if coder != GEOMETRY_CODER:
+            raise CodecError(f"octree stream of geometry coder {coder}: this decoder reads "
+                             f"coder {GEOMETRY_CODER} (a recording made before issue 19?)")
+        if n_slices < 1 or level > depth or level > 8:
             raise CodecError("octree parameters out of range")
         limits.check_count(n, sum(len(s) for s in box.sections), codec_max=MAX_POINTS,
                            per_byte=POINTS_PER_BYTE, max_points=max_points, name="octree")
@@ -362,7 +370,7 @@ class _Stream:
             raise CodecError("slice table claims an impossible number of subtrees")
         top = np.frombuffer(self.sections[0], np.uint8)
         roots, status = decode_levels(top, np.zeros(1, np.int64), 0, self.level, n_roots,
-                                      *new_model(N_GEOMETRY))
+                                      *new_geometry_model())
         if status or len(roots) != n_roots:
             raise CodecError("the top of the octree is corrupt")
         return np.split(roots, np.cumsum(self.table[:-1, 0]))
@@ -374,7 +382,7 @@ class _Stream:
         if stop <= self.level:
             top = np.frombuffer(self.sections[0], np.uint8)
             codes, status = decode_levels(top, np.zeros(1, np.int64), 0, stop, min(self.n, 8**stop),
-                                          *new_model(N_GEOMETRY))
+                                          *new_geometry_model())
             if status:
                 raise CodecError("the top of the octree is corrupt")
             return codes
@@ -383,7 +391,7 @@ class _Stream:
         def work(j):
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
             codes, status = decode_levels(buf, roots[j], self.level, stop, int(self.table[j, 1]),
-                                          *new_model(N_GEOMETRY))
+                                          *new_geometry_model())
             if status or (stop == self.codec.depth and len(codes) != self.table[j, 1]):
                 raise CodecError(f"slice {j} of the octree is corrupt")
             return codes
@@ -406,7 +414,7 @@ class _Stream:
         def geometry(j):
             n_j = int(self.table[j, 1])
             buf = np.frombuffer(self.sections[2 + j], np.uint8)
-            codes, status = decode_levels(buf, roots[j], self.level, depth, n_j, *state[j][:2])
+            codes, status = decode_levels(buf, roots[j], self.level, depth, n_j, *state[j][:NG])
             if status or len(codes) != n_j:
                 raise CodecError(f"slice {j} geometry is corrupt")
             return codes
@@ -415,7 +423,7 @@ class _Stream:
             bounds = self.codec._color_parts(int(self.table[j, 1]))
             section = _split_parts(self.sections[2 + k + j], len(bounds), j)[part]
             lo, hi = bounds[part]
-            out, status = self.codec._decode_colors(section, hi - lo, *state[j][2 + 2 * part: 4 + 2 * part])
+            out, status = self.codec._decode_colors(section, hi - lo, *state[j][NG + 2 * part: NG + 2 + 2 * part])
             if status:
                 raise CodecError(f"slice {j} colour is corrupt")
             return out
