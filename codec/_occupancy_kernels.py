@@ -135,10 +135,9 @@ _TOUCH_PLANES, _CAUSAL_PLANES = _plane_tables()
 def _window_tables():
     """Per child index: the bits of a parent's 4x4x4 child-level window (``_WIN64``'s
     layout) that are the child's 3x3x3 neighbourhood outside the parent (19 cells: the
-    other 7 are siblings, told by the bits coded so far), its 6 face neighbours, and the
-    window bits of its 3 face neighbours outside the parent."""
+    other 7 are siblings, told by the bits coded so far), and the window bit positions of
+    its 3 face neighbours outside the parent."""
     outer = np.zeros(8, np.uint64)
-    faces = np.zeros(8, np.uint64)
     outer_faces = np.zeros((8, 3), np.uint64)  # bit positions
     for i in range(8):
         c = ((i >> 2) & 1, (i >> 1) & 1, i & 1)
@@ -149,15 +148,13 @@ def _window_tables():
             inside = min(x, y, z) >= 0 and max(x, y, z) <= 1
             if not inside:
                 outer[i] |= bit
-            if sum(map(abs, d)) == 1:
-                faces[i] |= bit
-                if not inside:
-                    outer_faces[i, k] = (x + 1) * 16 + (y + 1) * 4 + (z + 1)
-                    k += 1
-    return outer, faces, outer_faces
+            if sum(map(abs, d)) == 1 and not inside:
+                outer_faces[i, k] = (x + 1) * 16 + (y + 1) * 4 + (z + 1)
+                k += 1
+    return outer, outer_faces
 
 
-_OUTER, _FACES, _OUTER_FACES = _window_tables()
+_OUTER, _OUTER_FACES = _window_tables()
 _DEBRUIJN = np.zeros(32, np.int64)  # the index of a 32-bit power of two, by multiplication
 for _k in range(32):
     _DEBRUIJN[(((1 << _k) * 0x077CB531) & 0xFFFFFFFF) >> 27] = _k
