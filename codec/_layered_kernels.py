@@ -42,7 +42,7 @@ from codec._entropy import (
 )
 from codec._neighbour_kernels import child_neighbours, root_tables
 from codec._occupancy_kernels import decode_node, encode_node, level_nodes
-from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _FWD, _INV, _UNARY, _class, _pair, quantize
+from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _FWD, _INV, _UNARY, _class, _pair, _zero_ctx, quantize
 
 _BLOCK = 1024  # coefficients coded between two checks of the output buffer's room
 _BASE_CH = 2 * _BUCKETS * 2
@@ -368,13 +368,13 @@ def encode_colour(coeffs, offs, depth, ysteps, csteps, counts, probs):
         buf = reserve(buf, st, 16)
         st = _run_start(buf, pos)
         prev[:] = 0
-        prev_zero = 0
+        run = 0
         for block in range(lo, hi, _BLOCK):
             buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
             for j in range(block, min(block + _BLOCK, hi)):
                 zero = quantize(coeffs, j, ys, cs, q)
-                st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
-                prev_zero = zero
+                st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), zero)
+                run = run + 1 if zero else 0
                 if zero:
                     prev[:] = 0
                     continue
@@ -404,10 +404,10 @@ def decode_colour(buf, ends, stop, expect, depth, ysteps, csteps, counts, probs)
         bk = _bucket(lv, depth)
         ys, cs = ysteps[lv], csteps[lv]
         prev[:] = 0
-        prev_zero = 0
+        run = 0
         for j in range(lo, hi):
-            zero, st = dec_bit(st, sub, counts, probs, (bk * 2 + prev_zero) * 2)
-            prev_zero = zero
+            zero, st = dec_bit(st, sub, counts, probs, _zero_ctx(bk, run))
+            run = run + 1 if zero else 0
             if zero:
                 prev[:] = 0
                 continue

@@ -237,6 +237,13 @@ def _index_bucket(j, n):
     return 2 if j * 4 < n else 3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _zero_ctx(bk, run):
+    """The "all three zero" flag's context: how coarse the coefficient is, and how many
+    flags in a row before it were zero (0, 1, 2-3, 4+)."""
+    return bk * 4 + (run if run < 2 else (2 if run < 4 else 3))
+
+
 #: Quantization rounds |coefficient| / step + ROUNDING down (0.5: to the nearest level). Below
 #: 0.5 the zero bin widens (a dead zone, as in G-PCC's and HEVC's encoders): small
 #: coefficients, which cost more bits than the error they remove, go to zero. Encoder only.
@@ -271,15 +278,15 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     prev = np.zeros(3, np.int64)
-    prev_zero = 0
+    run = 0
     q = np.empty(3, np.int64)
     for block in range(0, n, _BLOCK):
         buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
         for j in range(block, min(block + _BLOCK, n)):
             zero = quantize(coeffs, j, step, chroma_step, q)
             bk = _index_bucket(j, n)
-            st = enc_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2, zero)
-            prev_zero = zero
+            st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), zero)
+            run = run + 1 if zero else 0
             if zero:
                 prev[:] = 0
                 continue
@@ -303,11 +310,11 @@ def decode_coefficients(buf, n, step, chroma_step, counts, probs):
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     coeffs = np.zeros((n, 3), np.float64)
     prev = np.zeros(3, np.int64)
-    prev_zero = 0
+    run = 0
     for j in range(n):
         bk = _index_bucket(j, n)
-        zero, st = dec_bit(st, buf, counts, probs, (bk * 2 + prev_zero) * 2)
-        prev_zero = zero
+        zero, st = dec_bit(st, buf, counts, probs, _zero_ctx(bk, run))
+        run = run + 1 if zero else 0
         if zero:
             prev[:] = 0
             continue
