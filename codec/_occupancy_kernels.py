@@ -260,19 +260,32 @@ def _select(sbase, i, coded):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _inputs(probs, wcounts, fcounts, ctx, hw, hf):
-    """The three models' stretched predictions: the neighbour context ``ctx``; the
-    child's 26 child-level neighbours, each known occupied, known empty or unknown, with
-    the siblings coded so far (``hw``); its face neighbours outside the parent with the
-    siblings coded so far (``hf``)."""
+def _predict(probs, wcounts, fcounts, weights, scratch, i, coded):
+    """Child bit ``i``'s mixed probability of a 0 and what learning from it needs: the
+    three models' contexts (the neighbour context; the child's 26 child-level neighbours,
+    each known occupied, known empty or unknown, with the siblings coded so far; its face
+    neighbours outside the parent with the siblings so far), the weight set and the
+    stretched inputs. ``scratch`` holds the node's bases (``_node_start``)."""
+    ctx = scratch[0, i] + _SIBCTX[i, coded]
+    hw = scratch[1, i] + coded
+    hf = scratch[2, i] + coded
+    sel = _select(scratch[3], i, coded)
     s0 = stretch(np.int64(probs[ctx]))
     s1 = stretch(prob_of(np.int64(wcounts[hw, 0]), np.int64(wcounts[hw, 1])))
     s2 = stretch(prob_of(np.int64(fcounts[hf, 0]), np.int64(fcounts[hf, 1])))
-    return s0, s1, s2
+    return mix3(weights, sel, s0, s1, s2, _BIAS), (ctx, hw, hf, sel, s0, s1, s2)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit):
+def _node_start(nbrs, neg, masks, occ, pi, scratch):
+    """Node ``pi``'s per-child context bases into ``scratch`` (4 x 8)."""
+    _bases(neg[pi], masks[pi], occ, scratch[0])
+    _windows(nbrs, pi, masks[pi], occ, scratch[1], scratch[2], scratch[3])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _learn(counts, probs, wcounts, fcounts, weights, used, p, bit):
+    ctx, hw, hf, sel, s0, s1, s2 = used
     learn3(weights, sel, s0, s1, s2, _BIAS, p, bit, _RATE)
     _update(counts, probs, ctx, bit)
     count(wcounts, hw, bit)
@@ -283,23 +296,16 @@ def _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s
 def encode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks, occ, pi, scratch):
     """Code node ``pi``'s occupancy byte ``occ[pi]`` (every node before it is known to
     the decoder); ``scratch`` is a (4, 8) int64 work array. Returns the coder state."""
-    base, wbase, fbase, sbase = scratch[0], scratch[1], scratch[2], scratch[3]
-    _bases(neg[pi], masks[pi], occ, base)
-    _windows(nbrs, pi, masks[pi], occ, wbase, fbase, sbase)
+    _node_start(nbrs, neg, masks, occ, pi, scratch)
     o = occ[pi]
     coded = 0
     for i in range(8):
         if i == 7 and coded == 0:
             break
         bit = (o >> i) & 1
-        ctx = base[i] + _SIBCTX[i, coded]
-        hw = wbase[i] + coded
-        hf = fbase[i] + coded
-        sel = _select(sbase, i, coded)
-        s0, s1, s2 = _inputs(probs, wcounts, fcounts, ctx, hw, hf)
-        p = mix3(weights, sel, s0, s1, s2, _BIAS)
+        p, used = _predict(probs, wcounts, fcounts, weights, scratch, i, coded)
         st = enc_p(st, buf, p, bit)
-        _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit)
+        _learn(counts, probs, wcounts, fcounts, weights, used, p, bit)
         coded |= bit << i
     return st
 
@@ -307,22 +313,15 @@ def encode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, ma
 @njit(cache=True, nogil=True, inline="always")
 def decode_node(st, buf, counts, probs, wcounts, fcounts, weights, nbrs, neg, masks, occ, pi, scratch):
     """Inverse of ``encode_node``: (occupancy byte of node ``pi``, coder state)."""
-    base, wbase, fbase, sbase = scratch[0], scratch[1], scratch[2], scratch[3]
-    _bases(neg[pi], masks[pi], occ, base)
-    _windows(nbrs, pi, masks[pi], occ, wbase, fbase, sbase)
+    _node_start(nbrs, neg, masks, occ, pi, scratch)
     coded = 0
     for i in range(8):
         if i == 7 and coded == 0:
             bit = 1
         else:
-            ctx = base[i] + _SIBCTX[i, coded]
-            hw = wbase[i] + coded
-            hf = fbase[i] + coded
-            sel = _select(sbase, i, coded)
-            s0, s1, s2 = _inputs(probs, wcounts, fcounts, ctx, hw, hf)
-            p = mix3(weights, sel, s0, s1, s2, _BIAS)
+            p, used = _predict(probs, wcounts, fcounts, weights, scratch, i, coded)
             bit, st = dec_p(st, buf, p)
-            _learn(counts, probs, wcounts, fcounts, weights, ctx, hw, hf, sel, s0, s1, s2, p, bit)
+            _learn(counts, probs, wcounts, fcounts, weights, used, p, bit)
         coded |= bit << i
     return coded, st
 
