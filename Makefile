@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 KERNELS := $(wildcard capture/_*.py codec/_*.py render/_*.py)
 KCACHE  := $(VENV)/.kernels
 
-.PHONY: demo test lint bench system-deps test-deps voice-deps clean
+.PHONY: demo test lint bench tmc3 system-deps test-deps voice-deps clean
 
 demo: $(STAMP) $(KCACHE) voice-deps
 	$(BIN)/holoport demo
@@ -24,6 +24,18 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(KCACHE)
 	$(BIN)/holoport bench codec --repeats 9 --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
+
+# MPEG G-PCC's reference encoder, to run beside ours: holoport bench codec --gpcc $(TMC3).
+# Built from its public source outside the repository; never committed (docs/codec.md).
+TMC13_DIR ?= $(HOME)/.cache/holoport/tmc13
+TMC13_TAG ?= release-v23.0-rc2
+TMC3      := $(TMC13_DIR)/build/tmc3/tmc3
+tmc3:
+	@test -f $(TMC13_DIR)/CMakeLists.txt || git clone --quiet --depth 1 --branch $(TMC13_TAG) \
+	  https://github.com/MPEGGroup/mpeg-pcc-tmc13.git $(TMC13_DIR)
+	cmake -S $(TMC13_DIR) -B $(TMC13_DIR)/build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	$(MAKE) --no-print-directory -C $(TMC13_DIR)/build -j2 tmc3 >/dev/null
+	@echo "built $(TMC3); run: $(BIN)/holoport bench codec --gpcc $(TMC3)"
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import draco_cli, gpcc_reference
+from benchmarks import draco_cli, gpcc_cli, gpcc_reference, tool_process
 from benchmarks.common import add_output_arguments, emit, markdown_table, script_main
 from capture.ply import read_ply
 from codec import BaselineCodec, LayeredOctreeCodec, OctreeCodec, container
@@ -71,9 +71,14 @@ RATIOS = ["bpp_vs_draco", "encode_vs_draco", "decode_vs_draco", "encode_vs_draco
 #: (below its QP 40), so that the BD-rate against G-PCC covers its whole QP range.
 DEFAULT_STEPS = (4, 8, 16, 24, 32, 48, 64, 96)
 GPCC_CODEC = "G-PCC (published)"
-#: The comparison with G-PCC, one record per frame (``<json stem>-gpcc.json``).
+TMC3_CODEC = "G-PCC (tmc3)"
+#: The comparison with G-PCC, one record per frame (``<json stem>-gpcc.json``): against the
+#: published figures, and (--gpcc) against tmc3 run on the same frames in the same run.
 GPCC_FIELDS = ["frame", "role", "points", "geom_bpp", "gpcc_geom_bpp", "geom_vs_gpcc",
-               "bd_rate_total_pct", "psnr_lo", "psnr_hi"]
+               "bd_rate_total_pct", "psnr_lo", "psnr_hi", "tmc3_geom_bpp", "geom_vs_tmc3",
+               "bd_rate_vs_tmc3_pct", "encode_ms", "tmc3_encode_ms", "encode_speedup", "decode_ms",
+               "tmc3_decode_ms", "decode_speedup"]
+TMC3_FIELDS = GPCC_FIELDS[9:]
 
 
 #: The layered stream's records (--layers).
@@ -102,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpcc-table", type=Path, default=None, metavar="README",
                         help="markdown holding G-PCC's per-QP figures in the layout of "
                              "../shared/data/README.md (default: that README)")
+    parser.add_argument("--gpcc", type=Path, default=None, metavar="PATH",
+                        help="TMC13's tmc3 binary: run G-PCC (QP 22 28 34 40) on the same frames in "
+                             "the same run, side by side (build it from source: docs/codec.md)")
     parser.add_argument("--draco-bin", type=Path, default=None, metavar="DIR",
                         help="folder holding draco_encoder and draco_decoder (default: PATH)")
     add_output_arguments(parser)
@@ -144,7 +152,7 @@ class Frame:
 class Case:
     """One codec configuration on one frame. ``encode()`` gives what ``decode`` takes; ``sizes``
     turns that into (geometry bytes, total bytes) and ``decoded`` turns what ``decode`` gives
-    into (positions, colours). A command-line tool's calls return a ``draco_cli.Run``, whose
+    into (positions, colours). A command-line tool's calls return a ``tool_process.Run``, whose
     self-reported time is kept beside the wall time."""
 
     codec: str
@@ -207,12 +215,19 @@ def draco_cli_case(frame: Frame, tools: draco_cli.DracoTools, level: int, work: 
                 lambda _: (geometry.stat().st_size, drc.stat().st_size), lambda _: read_ply(out))
 
 
+def tmc3_case(frame: Frame, tool: gpcc_cli.Tmc3, qp: int, work: Path) -> Case:
+    """G-PCC's reference software on the frame's PLY file (lossless geometry, RAHT at ``qp``)."""
+    bitstream, out = work / f"{frame.name}-qp{qp}.bin", work / f"{frame.name}-qp{qp}-decoded.ply"
+    return Case(TMC3_CODEC, f"QP {qp}", lambda: gpcc_cli.encode(tool, frame.path, bitstream, qp),
+                lambda _: gpcc_cli.decode(tool, bitstream, out), gpcc_cli.sizes, lambda _: read_ply(out))
+
+
 def _timed(fn: Callable, *args) -> tuple[float, float | None, object]:
     """Wall ms of one call, the ms a tool reported about itself (None for in-memory calls), the result."""
     t0 = time.perf_counter()
     result = fn(*args)
     wall = (time.perf_counter() - t0) * 1e3
-    return wall, result.internal_ms if isinstance(result, draco_cli.Run) else None, result
+    return wall, result.internal_ms if isinstance(result, tool_process.Run) else None, result
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -258,7 +273,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.layers:
         return run_layers(args, paths)
-    tools, dracopy = None, None
+    tools, dracopy, tmc3 = None, None, None
+    if args.gpcc is not None:
+        try:
+            tmc3 = gpcc_cli.find(args.gpcc)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"G-PCC: {tmc3.label} ({tmc3.binary})")
     if not args.no_draco:
         tools, found = draco_cli.find_tools(args.draco_bin)
         try:
@@ -287,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
             cases.append(baseline_case(frame))
             cases += [draco_cli_case(frame, tools, level, Path(work)) for level in ((1, 7) if tools else ())]
             cases += [dracopy_case(frame, level) for level in ((1, 7) if dracopy else ())]
+            cases += [tmc3_case(frame, tmc3, qp, Path(work)) for qp in (gpcc_reference.QPS if tmc3 else ())]
             records += measure(frame, cases, args.repeats, args.warmup)
     # ratios to Draco level 7 on the same frame, measured in this same run
     ref_codec, ref_label = ("draco", f"{tools.label}, level 7") if tools else ("DracoPy", f"{dracopy}, level 7")
@@ -303,9 +326,9 @@ def run(args: argparse.Namespace) -> int:
         r["decode_vs_draco_internal"] = _ratio(r["decode_ms"], d["decode_internal_ms"])
     gpcc = gpcc_reference.published(args.gpcc_table or data_root() / "README.md")
     records += gpcc_records(gpcc, {r["frame"] for r in records})
-    columns = [c for c in COLUMNS if (tools or c not in INTERNAL) and (ref or c not in RATIOS)]
+    columns = [c for c in COLUMNS if (tools or tmc3 or c not in INTERNAL) and (ref or c not in RATIOS)]
     emit(records, columns, "Codec rate, distortion and speed", args, plot=plot)
-    note = _note(args, tools, dracopy, ref_label if ref else None)
+    note = _note(args, tools, dracopy, ref_label if ref else None, tmc3)
     print("\n".join(note))
     if args.markdown:  # what each time includes, above the table
         table = Path(args.markdown).read_text()
@@ -329,46 +352,73 @@ def gpcc_records(gpcc: dict, frames: set[str]) -> list[dict]:
 def compare_with_gpcc(records: list[dict], gpcc: dict, args: argparse.Namespace) -> list[dict]:
     """Per frame: lossless geometry against G-PCC's, and the BD-rate of the octree codec's
     total bits (one slice, RAHT at every step) against G-PCC's RAHT over QP 22-40 on
-    Y-PSNR; then the mean over the tuning and the validation frames. Printed, and written
-    beside --json and under --markdown."""
+    Y-PSNR, both against the published figures and (--gpcc) against tmc3 in this run, with
+    the times side by side; then the mean over the tuning and the validation frames.
+    Printed, and written beside --json and under --markdown."""
     rows = []
-    for frame in sorted({r["frame"] for r in records} & set(gpcc)):
-        g = gpcc[frame]
+    tmc3_frames = {r["frame"] for r in records if r["codec"] == TMC3_CODEC}
+    for frame in sorted({r["frame"] for r in records} & (set(gpcc) | tmc3_frames)):
         mine = [r for r in records if r["frame"] == frame and r["codec"] == "octree"
                 and r["params"].endswith("slices=1")]
+        if not mine:
+            continue
         lossless = next((r for r in mine if r["params"].startswith("lossless")), None)
         rd = [r for r in mine if r["y_psnr"] is not None]
-        bd, lo, hi = gpcc_reference.bd_rate([r["total_bpp"] for r in rd], [r["y_psnr"] for r in rd],
-                                            list(g.total_bpp), list(g.y_psnr))
         geom = lossless["geom_bpp"] if lossless else None
-        rows.append({"frame": frame, "role": gpcc_reference.role(frame), "points": g.points,
-                     "geom_bpp": geom, "gpcc_geom_bpp": g.geometry_bpp,
-                     "geom_vs_gpcc": _ratio(geom, g.geometry_bpp), "bd_rate_total_pct": bd,
-                     "psnr_lo": lo, "psnr_hi": hi})
+        row = {**dict.fromkeys(GPCC_FIELDS), "frame": frame, "role": gpcc_reference.role(frame),
+               "points": mine[0]["points"], "geom_bpp": geom}
+        g = gpcc.get(frame)
+        if g is not None:
+            bd, lo, hi = gpcc_reference.bd_rate([r["total_bpp"] for r in rd], [r["y_psnr"] for r in rd],
+                                                list(g.total_bpp), list(g.y_psnr))
+            row.update(gpcc_geom_bpp=g.geometry_bpp, geom_vs_gpcc=_ratio(geom, g.geometry_bpp),
+                       bd_rate_total_pct=bd, psnr_lo=lo, psnr_hi=hi)
+        theirs = [r for r in records if r["frame"] == frame and r["codec"] == TMC3_CODEC]
+        if theirs:
+            bd, _, _ = gpcc_reference.bd_rate([r["total_bpp"] for r in rd], [r["y_psnr"] for r in rd],
+                                              [r["total_bpp"] for r in theirs], [r["y_psnr"] for r in theirs])
+            # the octree codec's slowest one-slice setting against tmc3's own coding time (median
+            # over its QPs): both exclude file I/O and process start
+            enc, dec = max(r["encode_ms"] for r in mine), max(r["decode_ms"] for r in mine)
+            tenc = statistics.median(r["encode_internal_ms"] for r in theirs)
+            tdec = statistics.median(r["decode_internal_ms"] for r in theirs)
+            row.update(tmc3_geom_bpp=theirs[0]["geom_bpp"], geom_vs_tmc3=_ratio(geom, theirs[0]["geom_bpp"]),
+                       bd_rate_vs_tmc3_pct=bd, encode_ms=enc, tmc3_encode_ms=tenc,
+                       encode_speedup=_ratio(tenc, enc), decode_ms=dec, tmc3_decode_ms=tdec,
+                       decode_speedup=_ratio(tdec, dec))
+        rows.append(row)
+    averaged = ["geom_bpp", "gpcc_geom_bpp", "geom_vs_gpcc", "bd_rate_total_pct", "tmc3_geom_bpp",
+                "geom_vs_tmc3", "bd_rate_vs_tmc3_pct", "encode_speedup", "decode_speedup"]
     for role in ("tuning", "validation"):
         group = [r for r in rows if r["role"] == role]
         if group:
             def mean(key, group=group):
                 values = [r[key] for r in group if r[key] is not None]
                 return statistics.fmean(values) if values else None
-            rows.append({"frame": f"mean ({len(group)} frames)", "role": role, "points": None,
-                         **{k: mean(k) for k in ("geom_bpp", "gpcc_geom_bpp", "geom_vs_gpcc",
-                                                  "bd_rate_total_pct")},
-                         "psnr_lo": None, "psnr_hi": None})
+            rows.append({**dict.fromkeys(GPCC_FIELDS), "frame": f"mean ({len(group)} frames)", "role": role,
+                         **{k: mean(k) for k in averaged}})
     if not rows:
-        print("no G-PCC figures for these frames in the data README: no comparison", file=sys.stderr)
+        print("no G-PCC figures for these frames (data README or --gpcc): no comparison", file=sys.stderr)
         return rows
-    title = "Octree codec against G-PCC (TMC13 v23, published figures of ../shared/data/README.md)"
+    fields = GPCC_FIELDS if tmc3_frames else GPCC_FIELDS[:-len(TMC3_FIELDS)]
+    title = "Octree codec against G-PCC (TMC13 v23: published figures of the data README" + (
+        "; tmc3 in this run)" if tmc3_frames else ")")
     out = argparse.Namespace(json=str(Path(args.json).with_name(Path(args.json).stem + "-gpcc.json"))
                              if args.json else None, markdown=None)
-    emit(rows, GPCC_FIELDS, title, out)
+    emit(rows, fields, title, out)
     if args.markdown:
         lines = ["", f"## {title}", "",
-                 "geom_vs_gpcc: lossless geometry bits over G-PCC's. bd_rate_total_pct: BD-rate of total "
-                 "bits at equal Y-PSNR (PCHIP of log rate, over psnr_lo..psnr_hi, the range both cover), "
+                 "geom_vs_gpcc: lossless geometry bits over G-PCC's published. bd_rate_total_pct: BD-rate of "
+                 "total bits at equal Y-PSNR (PCHIP of log rate, over psnr_lo..psnr_hi, the range both cover), "
                  "octree one slice at every colour step against G-PCC RAHT QP 22-40; negative = fewer bits "
-                 f"than G-PCC. Roles: geometry tuned on {', '.join(gpcc_reference.GEOMETRY_TUNING_FRAMES)}.",
-                 "", markdown_table(rows, GPCC_FIELDS)]
+                 f"than G-PCC. Roles: geometry tuned on {', '.join(gpcc_reference.GEOMETRY_TUNING_FRAMES)}."]
+        if tmc3_frames:
+            lines.append("\n*_tmc3: the same against tmc3 run on the same frames in this run (flags: "
+                         "benchmarks/gpcc_cli.py). encode_ms / decode_ms: the octree codec's slowest one-slice "
+                         "setting (median of the rounds, in memory); tmc3_*_ms: tmc3's own printed geometry + "
+                         "colour coding time, median over QP 22-40 (no file I/O, no process start); "
+                         "*_speedup = tmc3 over octree.")
+        lines += ["", markdown_table(rows, fields)]
         with open(args.markdown, "a") as f:
             f.write("\n".join(lines))
     return rows
@@ -472,7 +522,7 @@ def plot_layers(records: list[dict], path: str) -> None:
 
 
 def _note(args: argparse.Namespace, tools: draco_cli.DracoTools | None, dracopy: str | None,
-          ref_label: str | None) -> list[str]:
+          ref_label: str | None, tmc3: gpcc_cli.Tmc3 | None = None) -> list[str]:
     """What each time includes, which Draco ran, and what the ratios are to."""
     lines = [f"Times: median of {args.repeats} rounds after {args.warmup} warm-up rounds; each round encodes "
              "and decodes the frame once with every codec in turn, so that bursts of other work on the "
@@ -485,12 +535,17 @@ def _note(args: argparse.Namespace, tools: draco_cli.DracoTools | None, dracopy:
             "exit, including reading the PLY and writing the .drc; decode_ms = wall time of "
             "`draco_decoder`, including reading the .drc and writing a PLY. encode_internal_ms / "
             "decode_internal_ms = the times the tools print about their own coding (whole ms). Spawning "
-            f"a process that does nothing (`true`) from this benchmark took {draco_cli.spawn_ms():.1f} ms. "
+            f"a process that does nothing (`true`) from this benchmark took {tool_process.spawn_ms():.1f} ms. "
             "-qp spreads its steps over the bounding box, so decoded positions are up to half a step off "
             "the integer grid (finite D1 PSNR).")
     elif not args.no_draco:
         lines.append("Draco's command-line tools were not found (apt-get install draco, or --draco-bin "
                      "DIR): no native Draco rows.")
+    if tmc3:
+        lines.append(f"G-PCC (tmc3): {tmc3.label} ({tmc3.binary}), MPEG's flags for lossless geometry and RAHT "
+                     "colour (benchmarks/gpcc_cli.py) at QP 22, 28, 34, 40. encode_ms / decode_ms = wall time of "
+                     "the process, spawn to exit, reading and writing files; encode_internal_ms / "
+                     "decode_internal_ms = tmc3's own printed geometry + colour coding time.")
     if dracopy:
         lines.append(f"DracoPy: {dracopy}, the Python wrapper of Draco, in memory; quantization bits = "
                      "grid bits, range 2^bits - 1, origin 0 (lossless geometry).")
@@ -511,6 +566,8 @@ def _curve(record: dict) -> tuple[str, str]:
         return record["codec"], record["params"].split()[-1]
     if record["codec"] == GPCC_CODEC:
         return "G-PCC RAHT QP 22-40", "(published)"
+    if record["codec"] == TMC3_CODEC:
+        return "G-PCC RAHT QP 22-40", "(tmc3, this run)"
     return record["codec"], ""
 
 

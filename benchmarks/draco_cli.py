@@ -19,11 +19,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.tool_process import Run, run
+
+__all__ = ["DracoTools", "Run", "decode", "encode", "find_tools", "write_positions_ply"]
 
 TOOLS = ("draco_encoder", "draco_decoder")
 _ENCODED = re.compile(r"\((\d+) ms to encode\)")
@@ -78,29 +81,13 @@ def tool_version(binary: Path) -> str:
     return "unknown version"
 
 
-@dataclass(frozen=True)
-class Run:
-    wall_ms: float  # the process, spawn to exit, as seen by the caller
-    internal_ms: float | None  # what the tool printed about itself (whole ms), None if it printed nothing
-
-
-def _run(args: list[str], pattern: re.Pattern) -> Run:
-    t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    wall = (time.perf_counter() - t0) * 1e3
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout.strip()} {done.stderr.strip()}")
-    m = pattern.search(done.stdout)
-    return Run(wall, float(m.group(1)) if m else None)
-
-
 def encode(tools: DracoTools, ply: Path, drc: Path, bits: int, level: int) -> Run:
-    return _run([str(tools.encoder), "-point_cloud", "-i", str(ply), "-o", str(drc), "-qp", str(bits),
-                 "-cl", str(level)], _ENCODED)
+    return run([str(tools.encoder), "-point_cloud", "-i", str(ply), "-o", str(drc), "-qp", str(bits),
+                "-cl", str(level)], _ENCODED, timeout=120)
 
 
 def decode(tools: DracoTools, drc: Path, ply: Path) -> Run:
-    return _run([str(tools.decoder), "-i", str(drc), "-o", str(ply)], _DECODED)
+    return run([str(tools.decoder), "-i", str(drc), "-o", str(ply)], _DECODED, timeout=120)
 
 
 def write_positions_ply(positions: np.ndarray, path: Path) -> None:
@@ -109,17 +96,3 @@ def write_positions_ply(positions: np.ndarray, path: Path) -> None:
     header = ("ply\nformat binary_little_endian 1.0\n"
               f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
     path.write_bytes(header.encode("ascii") + xyz.tobytes())
-
-
-def spawn_ms(repeats: int = 5) -> float:
-    """Median time to spawn and reap a process that does nothing (``true``) from this process:
-    the part of a command-line tool's wall time that is not the tool's own work."""
-    import statistics
-
-    true = shutil.which("true") or "/bin/true"
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([true], check=True)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
