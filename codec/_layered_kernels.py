@@ -14,6 +14,10 @@ the mean of their children's values (the voxels' colour at the finest level); th
 RAHT levels merge them into their level L-1 parents, whose low pass is sqrt(children) x the
 parent's value, which the decoder already has. So atom CL holds only the n_L - n_{L-1}
 high passes, and any prefix of atoms decodes to the octree at that level with colour.
+The transform and the prediction of each level's high passes from the level above are
+``_raht_prediction``'s, with every node weighing 1 (``layered._quantized_colour``); atom CL
+holds level L's quantized residuals, and a level past the last colour atom received is
+its prediction.
 A value's error reaches every voxel below it, so level L is quantized with the step times
 sqrt(n_L / n_depth) (a node's share of the voxels), which keeps the error spread as true
 RAHT's is.
@@ -24,8 +28,6 @@ always zero: layering costs about a byte per atom, not five.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit
@@ -42,7 +44,7 @@ from codec._entropy import (
 )
 from codec._neighbour_kernels import child_neighbours, root_tables
 from codec._occupancy_kernels import decode_node, encode_node, level_nodes
-from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _FWD, _INV, _UNARY, _class, _pair, _zero_ctx, quantize
+from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _UNARY, _class, _zero_ctx
 
 _BLOCK = 1024  # coefficients coded between two checks of the output buffer's room
 _BASE_CH = 2 * _BUCKETS * 2
@@ -201,126 +203,7 @@ def decode_geometry(buf, ends, stop, expect, counts, probs, wcounts, fcounts, we
     return flat, offs, 0
 
 
-# -- level-local RAHT -----------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def level_forward(vals, codes, highs):
-    """Merge a level's unit-weight nodes into their parents, parent by parent (three binary
-    RAHT levels among its up to eight children: z, then y, then x, as RAHT pairs them).
-    Writes each parent's c - 1 high passes, coarsest first, into ``highs`` (parent after
-    parent) and returns the parents' values (m, 3), each the mean of its children's."""
-    n = codes.shape[0]
-    parents = np.empty((n, 3), np.float64)
-    x = np.empty((8, 3), np.float64)
-    w = np.zeros(8, np.int64)
-    h_base = 0
-    k = 0
-    i = 0
-    while i < n:
-        p = codes[i] >> 3
-        j = i
-        while j < n and (codes[j] >> 3) == p:
-            s = codes[j] & 7
-            x[s, 0], x[s, 1], x[s, 2] = vals[j, 0], vals[j, 1], vals[j, 2]
-            w[s] = 1
-            j += 1
-        c = j - i
-        t = h_base + c - 2  # first butterfly's high goes last: coarsest first
-        for b in range(3):
-            half = 1 << b
-            for lo in range(0, 8, 2 * half):
-                hi = lo + half
-                if w[lo] and w[hi]:
-                    ca, cb = _pair(w[lo], w[hi])
-                    for ch in range(3):
-                        u, v = x[lo, ch], x[hi, ch]
-                        x[lo, ch] = ca * u + cb * v
-                        highs[t, ch] = ca * v - cb * u
-                    t -= 1
-                    w[lo] += w[hi]
-                    w[hi] = 0
-                elif w[hi]:
-                    x[lo, 0], x[lo, 1], x[lo, 2] = x[hi, 0], x[hi, 1], x[hi, 2]
-                    w[lo] = w[hi]
-                    w[hi] = 0
-        r = 1.0 / math.sqrt(c)
-        parents[k, 0], parents[k, 1], parents[k, 2] = x[0, 0] * r, x[0, 1] * r, x[0, 2] * r
-        w[0] = 0
-        h_base += c - 1
-        k += 1
-        i = j
-    return parents[:k]
-
-
-@njit(cache=True, nogil=True)
-def level_inverse(parents, codes, highs, out):
-    """Inverse of ``level_forward`` into ``out`` (n, 3): the children's values from their
-    parents' values and the high passes. Parents are independent, so a level decodes in
-    chunks cut at parent boundaries, one per core."""
-    n = codes.shape[0]
-    x = np.empty((8, 3), np.float64)
-    w = np.zeros(8, np.int64)
-    ops = np.empty((7, 4), np.int64)  # lo slot, hi slot, w lo, w hi (0: a move, no pair)
-    t = 0
-    k = 0
-    i = 0
-    while i < n:
-        p = codes[i] >> 3
-        j = i
-        while j < n and (codes[j] >> 3) == p:
-            w[codes[j] & 7] = 1
-            j += 1
-        c = j - i
-        n_ops = 0
-        for b in range(3):  # replay the merges on the weights alone
-            half = 1 << b
-            for lo in range(0, 8, 2 * half):
-                hi = lo + half
-                if w[hi]:
-                    ops[n_ops, 0], ops[n_ops, 1], ops[n_ops, 2] = lo, hi, w[lo]
-                    ops[n_ops, 3] = w[hi]
-                    n_ops += 1
-                    w[lo] += w[hi]
-                    w[hi] = 0
-        w[0] = 0
-        s = math.sqrt(c)
-        x[0, 0], x[0, 1], x[0, 2] = parents[k, 0] * s, parents[k, 1] * s, parents[k, 2] * s
-        for q in range(n_ops - 1, -1, -1):
-            lo, hi, w1, w2 = ops[q, 0], ops[q, 1], ops[q, 2], ops[q, 3]
-            if w1 == 0:
-                x[hi, 0], x[hi, 1], x[hi, 2] = x[lo, 0], x[lo, 1], x[lo, 2]
-                continue
-            ca, cb = _pair(w1, w2)
-            for ch in range(3):
-                u, v = x[lo, ch], highs[t, ch]
-                x[lo, ch] = ca * u - cb * v
-                x[hi, ch] = cb * u + ca * v
-            t += 1
-        for q in range(i, j):
-            s_ = codes[q] & 7
-            out[q, 0], out[q, 1], out[q, 2] = x[s_, 0], x[s_, 1], x[s_, 2]
-        k += 1
-        i = j
-
-
-@njit(cache=True, nogil=True)
-def expand(parents, codes, out):
-    """Each node takes its parent's value (a level whose colour has not arrived)."""
-    k = 0
-    for i in range(codes.shape[0]):
-        if i > 0 and (codes[i] >> 3) != (codes[i - 1] >> 3):
-            k += 1
-        out[i, 0], out[i, 1], out[i, 2] = parents[k, 0], parents[k, 1], parents[k, 2]
-
-
-@njit(cache=True, nogil=True)
-def to_rgb(vals, out):
-    """Y Cb Cr -> rounded, clamped uint8 RGB."""
-    for i in range(vals.shape[0]):
-        for c in range(3):
-            v = _INV[c, 0] * vals[i, 0] + _INV[c, 1] * vals[i, 1] + _INV[c, 2] * vals[i, 2]
-            out[i, c] = min(255.0, max(0.0, math.floor(v + 0.5)))
-
-
+# -- colour atoms ---------------------------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
 def _bucket(level, depth):
     """How coarse a level's coefficients are (RAHT's four context buckets)."""
@@ -328,42 +211,20 @@ def _bucket(level, depth):
 
 
 @njit(cache=True, nogil=True)
-def transform(rgb, flat, offs, depth):
-    """Every colour coefficient, level by level: [0] the root's Y Cb Cr, then level L's
-    high passes at n_{L-1} .. n_L - 1."""
-    n = rgb.shape[0]
-    coeffs = np.zeros((n, 3), np.float64)
-    if n == 0:
-        return coeffs
-    vals = np.empty((n, 3), np.float64)
-    for i in range(n):
-        for c in range(3):
-            vals[i, c] = _FWD[c, 0] * rgb[i, 0] + _FWD[c, 1] * rgb[i, 1] + _FWD[c, 2] * rgb[i, 2]
-    for lv in range(depth, 0, -1):
-        lo, hi = offs[lv - 1], offs[lv]  # level lv - 1 has hi - lo nodes
-        n_par, n_lv = hi - lo, offs[lv + 1] - offs[lv]
-        vals = level_forward(vals, flat[offs[lv]:offs[lv + 1]], coeffs[n_par:n_lv])
-    coeffs[0] = vals[0]
-    return coeffs
-
-
-@njit(cache=True, nogil=True)
-def encode_colour(coeffs, offs, depth, ysteps, csteps, counts, probs):
-    """Atoms C0..C(depth), back to back, and where each ends (``ysteps``/``csteps``: each
-    level's luma and chroma steps)."""
-    n = coeffs.shape[0]
+def encode_colour(q, zero, offs, depth, counts, probs):
+    """Atoms C0..C(depth), back to back, and where each ends, from the quantized residuals
+    and their "all zero" flags (``layered._quantized_colour``)."""
+    n = q.shape[0]
     buf = np.empty(max(64, n // 2 + 16 * depth), np.uint8)
     ends = np.zeros(depth + 1, np.int64)
     pos = 0
     prev = np.zeros(3, np.int64)
-    q = np.empty(3, np.int64)
     for lv in range(depth + 1):
         lo = 0 if lv == 0 else offs[lv] - offs[lv - 1]
         hi = offs[lv + 1] - offs[lv] if n > 0 else 0
         if lv == 0:
             hi = min(1, n)
         bk = _bucket(lv, depth)
-        ys, cs = ysteps[lv], csteps[lv]
         st = (np.int64(0), np.int64(0xFFFFFFFF), np.int64(pos))
         buf = reserve(buf, st, 16)
         st = _run_start(buf, pos)
@@ -372,16 +233,16 @@ def encode_colour(coeffs, offs, depth, ysteps, csteps, counts, probs):
         for block in range(lo, hi, _BLOCK):
             buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
             for j in range(block, min(block + _BLOCK, hi)):
-                zero = quantize(coeffs, j, ys, cs, q)
-                st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), zero)
-                run = run + 1 if zero else 0
-                if zero:
+                z = zero[j]
+                st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), z)
+                run = run + 1 if z else 0
+                if z:
                     prev[:] = 0
                     continue
                 for c in range(3):
                     ctx = _BASE_CH + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
-                    st = enc_signed(st, buf, counts, probs, ctx, _BASE_EG + c * EG_CONTEXTS, _UNARY, q[c])
-                    prev[c] = abs(q[c])
+                    st = enc_signed(st, buf, counts, probs, ctx, _BASE_EG + c * EG_CONTEXTS, _UNARY, q[j, c])
+                    prev[c] = abs(q[j, c])
         buf, pos = _run_finish(st, buf, pos)
         ends[lv] = pos
     return buf[:pos], ends

@@ -1,4 +1,5 @@
-"""numba kernels of the RAHT colour coder (region-adaptive hierarchical transform).
+"""numba kernels of the RAHT colour coder (region-adaptive hierarchical transform): the
+butterfly, colour spaces, quantization and the coefficients' entropy coder.
 
 RAHT (de Queiroz and Chou, 2016) is an orthonormal Haar-like transform on the octree:
 working one axis at a time from the leaves up (3 * depth binary levels, z then y then x,
@@ -10,10 +11,12 @@ with weights w1, w2 (their voxel counts) becomes
 
 and the low pass moves up with weight w1 + w2. A frame of n voxels gives n - 1 high-pass
 coefficients and one DC. Being orthonormal, quantizing every coefficient with one step
-spreads the error evenly; most fine-level coefficients quantize to zero.
+spreads the error evenly; most fine-level coefficients quantize to zero. The transform,
+block by block with the prediction of every block's high passes from the level above, is
+``_raht_prediction``; this module codes what it gives.
 
 Coefficients are coded coarse to fine. Per coefficient triplet: one flag "all three zero"
-(context: was the previous triplet zero, and how coarse the coefficient is), then per
+(contexts: how coarse the coefficient is, and the run of zero flags before it), then per
 channel a signed integer (``_entropy.enc_signed``; contexts: channel, coarseness, size of
 the channel's previous coefficient). Coarseness is read from the coefficient's place in
 the order (first 1/64, 1/16, 1/4, rest), which measured as well as its octree level and
@@ -53,55 +56,6 @@ _FWD = np.array([[0.2126, 0.7152, 0.0722], [-0.1146, -0.3854, 0.5], [0.5, -0.454
 _INV = np.linalg.inv(_FWD)
 
 
-@njit(cache=True, nogil=True)
-def _structure(codes, depth):
-    """The merge plan of the transform: for each binary level, the nodes' weights and
-    which consecutive nodes pair up. Returns flat arrays and per-level offsets (about
-    3 n nodes in all for a surface; sparse clouds need more, and the arrays grow)."""
-    n = codes.shape[0]
-    levels = 3 * depth
-    keys = codes.copy()
-    w = np.ones(n, np.int64)
-    cap = 4 * n + levels + 2
-    weights = np.empty(cap, np.int64)  # weights of the nodes entering each level
-    paired = np.empty(cap, np.uint8)  # 1: node i pairs with node i+1 at this level
-    offsets = np.zeros(levels + 1, np.int64)
-    m = n
-    pos = 0
-    for lv in range(levels):
-        offsets[lv] = pos
-        if pos + m > weights.shape[0]:  # sparse clouds merge slowly: grow
-            bigger_w = np.empty(2 * (pos + m), np.int64)
-            bigger_p = np.empty(2 * (pos + m), np.uint8)
-            bigger_w[:pos] = weights[:pos]
-            bigger_p[:pos] = paired[:pos]
-            weights, paired = bigger_w, bigger_p
-        k = 0
-        i = 0
-        while i < m:
-            ki = keys[i] >> 1
-            wi = w[i]
-            weights[pos + i] = wi
-            if i + 1 < m and (keys[i + 1] >> 1) == ki:
-                wj = w[i + 1]
-                paired[pos + i] = 1
-                weights[pos + i + 1] = wj
-                paired[pos + i + 1] = 0
-                keys[k] = ki
-                w[k] = wi + wj
-                i += 2
-            else:
-                paired[pos + i] = 0
-                keys[k] = ki
-                w[k] = wi
-                i += 1
-            k += 1
-        pos += m
-        m = k
-    offsets[levels] = pos
-    return weights, paired, offsets
-
-
 _SMALL = 32  # butterflies of siblings lighter than this come from a table
 
 
@@ -126,98 +80,6 @@ def _pair(w1, w2):
         return _PAIRS[w1, w2, 0], _PAIRS[w1, w2, 1]
     inv = 1.0 / math.sqrt(w1 + w2)
     return math.sqrt(w1) * inv, math.sqrt(w2) * inv
-
-
-@njit(cache=True, nogil=True)
-def forward(attrs, codes, depth):
-    """Coefficients (n, 3), coarse to fine: DC first, then each level's high passes from the
-    top level down.
-
-    Pairs are found while transforming (no ``_structure`` pass: the encoder needs the plan
-    only once). High passes are written from the end of the array backwards as they are
-    made, which is the coarse-to-fine order without a reordering pass; channels live in
-    separate arrays so that the inner loop is plain scalar arithmetic.
-    """
-    n = codes.shape[0]
-    keys = codes.copy()
-    w = np.ones(n, np.int64)
-    x0, x1, x2 = attrs[:, 0].copy(), attrs[:, 1].copy(), attrs[:, 2].copy()
-    coeffs = np.empty((n, 3), np.float64)
-    nh = n - 1
-    m = n
-    for _ in range(3 * depth):
-        k = 0
-        i = 0
-        while i < m:
-            ki = keys[i] >> 1
-            if i + 1 < m and (keys[i + 1] >> 1) == ki:
-                w1, w2 = w[i], w[i + 1]
-                a, b = _pair(w1, w2)
-                u0, v0, u1, v1, u2, v2 = x0[i], x0[i + 1], x1[i], x1[i + 1], x2[i], x2[i + 1]
-                x0[k], x1[k], x2[k] = a * u0 + b * v0, a * u1 + b * v1, a * u2 + b * v2
-                coeffs[nh, 0] = a * v0 - b * u0
-                coeffs[nh, 1] = a * v1 - b * u1
-                coeffs[nh, 2] = a * v2 - b * u2
-                nh -= 1
-                w[k] = w1 + w2
-                i += 2
-            else:
-                x0[k], x1[k], x2[k] = x0[i], x1[i], x2[i]
-                w[k] = w[i]
-                i += 1
-            keys[k] = ki
-            k += 1
-        m = k
-    if n > 0:
-        coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = x0[0], x1[0], x2[0]
-    return coeffs
-
-
-@njit(cache=True, nogil=True)
-def inverse(coeffs, codes, depth):
-    """Attributes (n, 3) from coefficients in ``forward``'s order."""
-    weights, paired, offsets = _structure(codes, depth)
-    return _inverse(coeffs, codes.shape[0], weights, paired, offsets, 3 * depth)
-
-
-@njit(cache=True, nogil=True)
-def _inverse(coeffs, n, weights, paired, offsets, levels):
-    x = np.empty((n, 3), np.float64)
-    if n == 0:
-        return x
-    # per channel: the current level's nodes in a*, the level below being built in b*
-    a0, a1, a2 = np.empty(n), np.empty(n), np.empty(n)
-    b0, b1, b2 = np.empty(n), np.empty(n), np.empty(n)
-    a0[0], a1[0], a2[0] = coeffs[0, 0], coeffs[0, 1], coeffs[0, 2]
-    nxt = 1  # coefficients were written coarse to fine
-    for lv in range(levels - 1, -1, -1):
-        start, m = offsets[lv], offsets[lv + 1] - offsets[lv]
-        npairs = 0
-        for i in range(m):
-            npairs += paired[start + i]
-        h = nxt + npairs - 1  # this level's highs, read in reverse
-        k = 0
-        i = 0
-        while i < m:
-            if paired[start + i]:
-                a, b = _pair(weights[start + i], weights[start + i + 1])
-                lo0, lo1, lo2 = a0[k], a1[k], a2[k]
-                hi0, hi1, hi2 = coeffs[h, 0], coeffs[h, 1], coeffs[h, 2]
-                b0[i], b1[i], b2[i] = a * lo0 - b * hi0, a * lo1 - b * hi1, a * lo2 - b * hi2
-                b0[i + 1], b1[i + 1], b2[i + 1] = b * lo0 + a * hi0, b * lo1 + a * hi1, b * lo2 + a * hi2
-                h -= 1
-                i += 2
-            else:
-                b0[i], b1[i], b2[i] = a0[k], a1[k], a2[k]
-                i += 1
-            k += 1
-        nxt += npairs
-        a0, b0 = b0, a0
-        a1, b1 = b1, a1
-        a2, b2 = b2, a2
-    for i in range(n):
-        x[i, 0], x[i, 1], x[i, 2] = a0[i], a1[i], a2[i]
-    return x
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -266,33 +128,38 @@ def quantize(coeffs, j, step, chroma_step, q):
 
 
 @njit(cache=True, nogil=True)
-def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
-    n = codes.shape[0]
+def to_ycbcr(colors):
+    n = colors.shape[0]
     attrs = np.empty((n, 3), np.float64)
     for i in range(n):
         for c in range(3):
             attrs[i, c] = (_FWD[c, 0] * colors[i, 0] + _FWD[c, 1] * colors[i, 1]
                            + _FWD[c, 2] * colors[i, 2])
-    coeffs = forward(attrs, codes, depth)
+    return attrs
+
+
+@njit(cache=True, nogil=True)
+def code_coefficients(q, zero, buf, counts, probs):
+    """Entropy-code quantized coefficients (n, 3) in order, with their "all zero" flags."""
+    n = q.shape[0]
     st = enc_start(buf)
     base_ch = 2 * _BUCKETS * 2
     base_eg = base_ch + 3 * _BUCKETS * _CLASSES * _CH_CTX
     prev = np.zeros(3, np.int64)
     run = 0
-    q = np.empty(3, np.int64)
     for block in range(0, n, _BLOCK):
         buf = reserve(buf, st, _BLOCK * (1 + 3 * SIGNED_MAX_BITS) * BYTES_PER_BIT)
         for j in range(block, min(block + _BLOCK, n)):
-            zero = quantize(coeffs, j, step, chroma_step, q)
+            z = zero[j]
             bk = _index_bucket(j, n)
-            st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), zero)
-            run = run + 1 if zero else 0
-            if zero:
+            st = enc_bit(st, buf, counts, probs, _zero_ctx(bk, run), z)
+            run = run + 1 if z else 0
+            if z:
                 prev[:] = 0
                 continue
             for c in range(3):
                 ctx = base_ch + ((c * _BUCKETS + bk) * _CLASSES + _class(prev[c])) * _CH_CTX
-                v = q[c]
+                v = q[j, c]
                 st = enc_signed(st, buf, counts, probs, ctx, base_eg + c * EG_CONTEXTS, _UNARY, v)
                 prev[c] = abs(v)
     return enc_finish(st, buf)
@@ -331,11 +198,9 @@ def decode_coefficients(buf, n, step, chroma_step, counts, probs):
 
 
 @njit(cache=True, nogil=True)
-def synthesize(coeffs, codes, depth):
-    """RGB (n, 3) uint8 from decoded coefficients and the decoded geometry."""
-    n = codes.shape[0]
-    weights, paired, offsets = _structure(codes, depth)
-    attrs = _inverse(coeffs, n, weights, paired, offsets, 3 * depth)
+def to_rgb(attrs):
+    """uint8 RGB of Y Cb Cr rows (BT.709, 0..255 scale), rounded and clipped."""
+    n = attrs.shape[0]
     rgb = np.empty((n, 3), np.uint8)
     for i in range(n):
         for c in range(3):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec import _layered_kernels as K
-from codec import _raht_kernels, container, limits
+from codec import _raht_kernels, _raht_prediction, container, limits
 from codec._entropy import new_model
 from codec._occupancy_kernels import new_geometry_model
 from codec._voxel_kernels import cell_centres
@@ -131,8 +131,8 @@ class LayeredOctreeCodec(Codec):
         def work(job: str):  # geometry on one core, colour on the other
             if job == "geometry":
                 return K.encode_geometry(flat, offs, self.depth, *new_geometry_model())
-            coeffs = K.transform(means, flat, offs, self.depth)
-            return K.encode_colour(coeffs, offs, self.depth, ysteps, csteps,
+            q, zero = _quantized_colour(means, codes, self.depth, ysteps, csteps)
+            return K.encode_colour(q, zero, offs, self.depth,
                                    *new_model(_raht_kernels.N_CONTEXTS))
 
         (gbuf, gends), (cbuf, cends) = _map(work, ["geometry", "colour"])
@@ -213,7 +213,7 @@ class LayeredOctreeCodec(Codec):
             raise CodecError("layered octree geometry is corrupt")
         if cstatus:
             raise CodecError("layered octree colour is corrupt")
-        rgb = _synthesize(coeffs, flat, offs, level, colour_stop)
+        rgb = _synthesize(coeffs, flat[offs[level]:offs[level + 1]], level)
         positions = cell_centres(flat[offs[level]:offs[level + 1]], np.asarray(self.origin),
                                  self.size / (1 << level))
         return Cloud(positions, rgb)
@@ -245,39 +245,29 @@ def _steps(step: int, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ys, CHROMA_FACTOR * ys
 
 
-#: A level this large is synthesized in two chunks, one per core.
-_PARALLEL_NODES = 32_768
+def _quantized_colour(colors: np.ndarray, leaves: np.ndarray, depth: int, ysteps: np.ndarray,
+                      csteps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every level's quantized residuals (after prediction from the level above; see
+    ``_raht_prediction``) in the level-local RAHT, where every node weighs 1: [0] the root's
+    Y Cb Cr, then level L's high passes at n_(L-1) .. n_L - 1; and their "all zero" flags."""
+    counts, off, weight, first, occ = _raht_prediction.plan(leaves, depth)
+    unit = np.ones_like(weight)
+    coeffs = _raht_prediction.forward(_raht_kernels.to_ycbcr(colors), counts, off, unit, first, occ, depth)
+    n = len(leaves)
+    q, zero = np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
+    _raht_prediction.descend(coeffs, counts, off, unit, first, occ, depth, True, ysteps, csteps, q, zero)
+    return q, zero
 
 
-def _synthesize(coeffs: np.ndarray, flat: np.ndarray, offs: np.ndarray, stop: int,
-                colour_stop: int) -> np.ndarray:
-    """RGB of level ``stop``'s nodes: level by level from the root's colour, the levels up
-    to ``colour_stop`` from their high passes, a level past it from the parents' colour."""
-    vals = coeffs[0:1].copy()
-    for lv in range(1, stop + 1):
-        codes, parents = flat[offs[lv]:offs[lv + 1]], flat[offs[lv - 1]:offs[lv]]
-        out = np.empty((len(codes), 3), np.float64)
-        chunks = [(0, len(codes))]
-        if len(codes) >= _PARALLEL_NODES:  # cut at a parent boundary
-            k = len(parents) // 2
-            chunks = [(0, int(np.searchsorted(codes, parents[k] << 3))), None]
-            chunks[1] = (chunks[0][1], len(codes))
-        highs = coeffs[len(parents):len(codes)] if lv <= colour_stop else None
-
-        def work(chunk, vals=vals, codes=codes, parents=parents, out=out, highs=highs):
-            i0, i1 = chunk
-            k0 = int(np.searchsorted(parents, codes[i0] >> 3)) if i0 < i1 else 0
-            k1 = int(np.searchsorted(parents, codes[i1 - 1] >> 3)) + 1 if i0 < i1 else 0
-            if highs is None:
-                K.expand(vals[k0:k1], codes[i0:i1], out[i0:i1])
-            else:
-                K.level_inverse(vals[k0:k1], codes[i0:i1], highs[i0 - k0:i1 - k1], out[i0:i1])
-
-        _map(work, chunks)
-        vals = out
-    rgb = np.empty((len(vals), 3), np.uint8)
-    K.to_rgb(vals, rgb)
-    return rgb
+def _synthesize(coeffs: np.ndarray, nodes: np.ndarray, level: int) -> np.ndarray:
+    """RGB of ``level``'s ``nodes``, from the root's colour and the levels' residuals; a level
+    past the colour that arrived is its prediction from the level above."""
+    counts, off, weight, first, occ = _raht_prediction.plan(nodes, level)
+    unit = np.ones_like(weight)
+    none = np.ones(level + 1)
+    vals = _raht_prediction.descend(coeffs, counts, off, unit, first, occ, level, False, none, none,
+                                    np.zeros((0, 3), np.int64), np.zeros(0, np.uint8))
+    return _raht_kernels.to_rgb(vals)
 
 
 def _split(buf: np.ndarray, ends: np.ndarray) -> list[bytes]:

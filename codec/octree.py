@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec import _color_kernels, _raht_kernels, _rans, container, limits
+from codec import _color_kernels, _raht_kernels, _raht_prediction, _rans, container, limits
 from codec._entropy import new_buffer, new_model
 from codec._occupancy_kernels import GEOMETRY_ARRAYS as NG
 from codec._occupancy_kernels import decode_levels, encode_levels, new_geometry_model
@@ -70,10 +70,11 @@ COLOR_PART_MIN = 32_768  # a slice this many voxels twice over codes RAHT colour
 # voxels, depth, slice level, origin xyz, size, colour step, slices, geometry coder, frame,
 # reference frame
 _PARAMS = struct.Struct("<IBB4fBBBII")
-#: The geometry coder a stream was made with: 0 was the single neighbour-context model
-#: (until issue 19), 1 mixes three models (``_occupancy_kernels``). Streams say which, so
-#: an old recording is refused with a reason instead of decoding to garbage.
-GEOMETRY_CODER = 1
+#: The coders a stream was made with: 0 was the single neighbour-context geometry model
+#: (until issue 19), 1 mixes three models (``_occupancy_kernels``), 2 adds RAHT's
+#: transform-domain prediction (``_raht_prediction``). Streams say which, so an old
+#: recording is refused with a reason instead of decoding to garbage.
+CODER = 2
 KEYFRAME = 0xFFFFFFFF  # the reference of a frame that needs no earlier one
 _pool: ThreadPoolExecutor | None = None
 
@@ -196,7 +197,7 @@ class OctreeCodec(Codec):
         coded = [done[j, None] for j in range(k)] + [_join_parts([done[j, p] for p in parts[j]])
                                                      for j in range(k)]
         params = _PARAMS.pack(len(codes), self.depth, level, *self.origin, self.size,
-                              self.color_step, len(jobs), GEOMETRY_CODER, frame, ref)
+                              self.color_step, len(jobs), CODER, frame, ref)
         table = b"".join(struct.pack("<3I", r, v, zlib.crc32(coded[j] + coded[k + j]))
                          for j, (r, v) in enumerate(counts))
         top = top.tobytes()
@@ -242,7 +243,7 @@ class OctreeCodec(Codec):
         if self.color_step == 1:  # lossless: DPCM of YCoCg-R, per-frame tables and rANS
             sym, ctx, raw, n_raw, hist = _color_kernels.color_symbols(rgb)
             return _color_kernels.pack_colors(sym, ctx, raw, n_raw, _rans.normalize(hist))
-        return _raht_kernels.encode(rgb, leaves, self.depth, float(self.color_step),
+        return _raht_prediction.encode(rgb, leaves, self.depth, float(self.color_step),
                                     CHROMA_FACTOR * self.color_step, new_buffer(len(rgb) // 2),
                                     counts, probs)
 
@@ -317,9 +318,9 @@ class OctreeCodec(Codec):
                         slices=max(1, n_slices))
         except ValueError as exc:
             raise CodecError(f"invalid octree parameters: {exc}") from exc
-        if coder != GEOMETRY_CODER:
-            raise CodecError(f"octree stream of geometry coder {coder}: this decoder reads "
-                             f"coder {GEOMETRY_CODER} (a recording made before issue 19?)")
+        if coder != CODER:
+            raise CodecError(f"octree stream of coder {coder}: this decoder reads coder {CODER} "
+                             "(a recording made before issue 19?)")
         if n_slices < 1 or level > depth or level > 8:
             raise CodecError("octree parameters out of range")
         limits.check_count(n, sum(len(s) for s in box.sections), codec_max=MAX_POINTS,
@@ -442,7 +443,7 @@ class _Stream:
             def synthesize(task):
                 j, p = task
                 lo, hi = self.codec._color_parts(int(self.table[j, 1]))[p]
-                return _raht_kernels.synthesize(done[task], done[j, None][lo:hi], depth)
+                return _raht_prediction.synthesize(done[task], done[j, None][lo:hi], depth)
 
             done.update(zip(tasks[len(keep):], _map(synthesize, tasks[len(keep):]), strict=True))
         colors = [np.concatenate([done[j, p] for p in parts[j]]) for j in keep]

@@ -108,10 +108,11 @@ def test_every_prefix_is_the_octree_at_its_level(person, every_atom):
 def test_prefix_colour_is_within_its_quantization(person, every_atom):
     """A prefix that ends with a level's colour gives each cell its exact value (the mean of
     its children's) to within that level's step; the error grows with the step. One that ends
-    with a level's geometry gives every cell its parent's colour."""
+    with a level's geometry gives every cell its prediction from the level above."""
     c, frame = every_atom
     ref = _reference(*person, c)
     counts = np.array(layered_mod._parse(frame.parts[0])[0].base[4])
+    gains = []
     for k in range(1, len(frame.parts) + 1):
         level = frame.levels[k - 1]
         cells, y = _decoded_at(frame.parts[:k], c, level)
@@ -125,11 +126,19 @@ def test_prefix_colour_is_within_its_quantization(person, every_atom):
             bound = np.sqrt(np.sum((steps / 2) ** 2)) + 1.0
             assert np.sqrt(np.mean(err**2)) <= bound, (level, np.sqrt(np.mean(err**2)), bound)
             assert np.abs(err).max() <= 6 * bound + 2
-        else:  # geometry only: siblings share their parent's colour
+        else:  # geometry only: each cell is its prediction from the level above, whose
+            # siblings average to their parent's colour, and which beats the parent's colour
             _, parent_y = _decoded_at(frame.parts[:k - 1], c, level - 1)
             parents, inverse = np.unique(cells >> 1, axis=0, return_inverse=True)
+            inverse = inverse.ravel()
             assert len(parents) == len(parent_y)
-            np.testing.assert_allclose(y, parent_y[inverse.ravel()], atol=1e-9)
+            sibling_mean = np.bincount(inverse, y) / np.bincount(inverse)
+            assert np.abs(sibling_mean - parent_y).max() <= 1.0  # RGB rounding, both sides
+            expanded = parent_y[inverse]  # what the parent's colour alone would give
+            rms = np.sqrt(np.mean(err**2)), np.sqrt(np.mean((expanded - ref_y) ** 2))
+            assert rms[0] <= rms[1] + 1e-9  # equal where nothing is predicted (few neighbours)
+            gains.append(rms[1] - rms[0])
+    assert max(gains) > 0.5  # the prediction pays on the finer levels
 
 
 def test_full_decode_is_raht_quality_and_error_scales_with_step(person):

@@ -203,16 +203,16 @@ def test_geometry_is_at_most_g_pcc_s_rate_on_every_shared_mvub_frame(mvub_frames
     assert checked >= 6
 
 
-def test_a_stream_of_the_earlier_geometry_coder_is_refused_with_the_reason():
+def test_a_stream_of_an_earlier_coder_is_refused_with_the_reason():
     data = OctreeCodec().encode(*_person(2_000))
     box = container.unpack(data)
     params = bytearray(box.params)
-    params[octree._PARAMS.size - 9] = 0  # the geometry coder byte: 0 was the single model
+    params[octree._PARAMS.size - 9] = 1  # the coder byte: 1 had no RAHT prediction
     table = bytes(box.sections[1])
     crc = struct.pack("<I", zlib.crc32(bytes(params) + bytes(box.sections[0]) + table[:-4]))
     old = container.pack(box.codec_id, bytes(params), [bytes(box.sections[0]), table[:-4] + crc,
                                                        *map(bytes, box.sections[2:])])
-    with pytest.raises(CodecError, match="geometry coder 0"):
+    with pytest.raises(CodecError, match="coder 1"):
         codec.decode(old)
 
 

@@ -1,0 +1,457 @@
+"""numba kernels of RAHT with transform-domain prediction, one octree level at a time.
+
+The transform is the same orthonormal RAHT as ``_raht_kernels.forward`` (z, then y, then
+x butterflies: exactly the pairs that meet inside one octree node), done block by block:
+each occupied node's up to 8 children become its low pass and k - 1 high passes.
+
+Prediction (what G-PCC's RAHT does): before a node's children are coded, the decoder
+already knows the mean colour of that node and of its neighbours at the node's level. Each
+child's colour is predicted as the weighted mean of its parent (weight 9) and the parent's
+neighbours across the 3 faces (3) and 3 edges (1) that the child touches, skipping
+neighbours whose luma is far from the parent's (an edge in the picture). The prediction,
+put through the block's butterflies, gives predicted high passes; only the residual
+(high - predicted high) is quantized and coded. Blocks with few neighbours (fewer than
+``MIN_NEIGHBOURS`` of the 19) are not predicted: there the parent alone would predict a
+flat block, which says nothing the transform does not.
+
+Coefficient order: the DC, then octree level by level from the root, node by node in Morton
+order, each node's k - 1 high passes in butterfly order (z pairs, y pairs, x pairs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from codec._neighbour_kernels import _CN_CHILD, _CN_SLOT, _POPCOUNT
+from codec._raht_kernels import _pair, code_coefficients, quantize, to_rgb, to_ycbcr
+
+#: Prediction weights of the parent, a face neighbour and an edge neighbour (G-PCC's 9, 3, 1),
+#: and of a face and an edge neighbour at the child's own level, already rebuilt (5, 2).
+W_PARENT, W_FACE, W_EDGE = 9.0, 3.0, 1.0
+W_CHILD_FACE, W_CHILD_EDGE = 5.0, 2.0
+#: A block is predicted when at least this many of the parent's 19 (itself, 6 faces, 12
+#: edges) are occupied (G-PCC: 6).
+MIN_NEIGHBOURS = 6
+#: Neighbours whose luma is outside (LOW, HIGH) times the parent's are left out (G-PCC).
+LUMA_LOW, LUMA_HIGH = 0.2, 2.5
+
+
+def _slot(dx: int, dy: int, dz: int) -> int:
+    return (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
+
+
+def _child_slots() -> tuple[np.ndarray, np.ndarray]:
+    """Per child index: the parent-level slots of its 3 faces and 3 edges; and the 18
+    face and edge slots (the 19 minus the parent) to count."""
+    table = np.empty((8, 6), np.int64)
+    for ci in range(8):
+        sx, sy, sz = (2 * ((ci >> 2) & 1) - 1, 2 * ((ci >> 1) & 1) - 1, 2 * (ci & 1) - 1)
+        table[ci] = [_slot(sx, 0, 0), _slot(0, sy, 0), _slot(0, 0, sz),
+                     _slot(sx, sy, 0), _slot(sx, 0, sz), _slot(0, sy, sz)]
+    near = [_slot(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+            if 1 <= abs(dx) + abs(dy) + abs(dz) <= 2]
+    return table, np.array(near, np.int64)
+
+
+_CHILD_SLOTS, _NEAR = _child_slots()
+
+
+@njit(cache=True, nogil=True)
+def _children_near(nbrs, occ, first):
+    """The face and edge neighbours (18 of the 27 slots; corners are left unset) of every
+    child of a level's nodes, from the nodes' own: a child's neighbour is a child of its
+    parent or of one of the parent's face or edge neighbours."""
+    m = occ.shape[0]
+    n = first[m - 1] + _POPCOUNT[occ[m - 1]] if m else 0
+    out = np.empty((n, 27), np.int32)
+    for p in range(m):
+        o = occ[p]
+        i = first[p]
+        for ci in range(8):
+            if not (o >> ci) & 1:
+                continue
+            for t in range(18):
+                s = _NEAR[t]
+                ps = _CN_SLOT[ci, s]
+                pn = p if ps == 13 else nbrs[p, ps]
+                r = -1
+                if pn >= 0:
+                    po = occ[pn]
+                    nci = _CN_CHILD[ci, s]
+                    if (po >> nci) & 1:
+                        r = first[pn] + _POPCOUNT[po & ((1 << nci) - 1)]
+                out[i, s] = r
+            i += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def plan(codes, depth):
+    """The octree above sorted leaf ``codes``: per level (0 = root .. depth = leaves) its
+    nodes' offsets into flat arrays of weights (leaf counts), first-child indices (local to
+    the next level) and occupancy bytes."""
+    counts = np.zeros(depth + 1, np.int64)
+    n = codes.shape[0]
+    counts[depth] = n
+    for lv in range(depth - 1, -1, -1):
+        shift = 3 * (depth - lv)
+        c = 0
+        prev = -1
+        for i in range(n):
+            k = codes[i] >> shift
+            if k != prev:
+                c += 1
+                prev = k
+        counts[lv] = c
+    off = np.zeros(depth + 2, np.int64)
+    for lv in range(depth + 1):
+        off[lv + 1] = off[lv] + counts[lv]
+    total = off[depth + 1]
+    weight = np.empty(total, np.int64)
+    first = np.zeros(total, np.int64)
+    occ = np.zeros(total, np.uint8)
+    keys = codes.copy()
+    for i in range(n):
+        weight[off[depth] + i] = 1
+    for lv in range(depth - 1, -1, -1):
+        m = counts[lv + 1]
+        base, cbase = off[lv], off[lv + 1]
+        k = -1
+        prev = -1
+        for i in range(m):
+            ck = keys[i]
+            pk = ck >> 3
+            if pk != prev:
+                k += 1
+                prev = pk
+                weight[base + k] = 0
+                first[base + k] = i
+                keys[k] = pk
+            weight[base + k] += weight[cbase + i]
+            occ[base + k] |= np.uint8(1 << (ck & 7))
+    return counts, off, weight, first, occ
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_forward(v, wt, hi):
+    """Butterflies of one node's children (slots 0..7, weight 0 = empty): the low pass ends
+    in slot 0 (returned weight in wt[0]); the high passes go to ``hi`` in order; returns
+    how many."""
+    t = 0
+    for s in range(3):
+        bit = 1 << s
+        low_bits = (bit << 1) - 1
+        for a in range(8):
+            if a & low_bits:
+                continue
+            b = a | bit
+            if wt[b] == 0:
+                continue
+            if wt[a] == 0:
+                v[a, 0], v[a, 1], v[a, 2] = v[b, 0], v[b, 1], v[b, 2]
+                wt[a] = wt[b]
+            else:
+                ca, cb = _pair(wt[a], wt[b])
+                for c in range(3):
+                    x1, x2 = v[a, c], v[b, c]
+                    v[a, c] = ca * x1 + cb * x2
+                    hi[t, c] = ca * x2 - cb * x1
+                wt[a] += wt[b]
+                t += 1
+            wt[b] = 0
+    return t
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_inverse(v, wt, hi, w, ops):
+    """Undo ``_block_forward``: ``v[0]`` holds the node's low pass, ``wt`` its children's
+    weights (as before the forward pass); the children's low passes come back in ``v``.
+    ``w`` (8) and ``ops`` (7, 4) are scratch."""
+    # replay the pairing to know which high belongs to which pair, then undo in reverse
+    w[:] = wt
+    n_ops = 0
+    for s in range(3):
+        bit = 1 << s
+        low_bits = (bit << 1) - 1
+        for a in range(8):
+            if a & low_bits:
+                continue
+            b = a | bit
+            if w[b] == 0:
+                continue
+            ops[n_ops, 0], ops[n_ops, 1], ops[n_ops, 2] = a, b, w[a]
+            ops[n_ops, 3] = w[b]
+            n_ops += 1
+            w[a] += w[b]
+            w[b] = 0
+    t = 0
+    for o in range(n_ops):
+        if ops[o, 2] > 0:
+            t += 1
+    for o in range(n_ops - 1, -1, -1):
+        a, b, w1, w2 = ops[o, 0], ops[o, 1], ops[o, 2], ops[o, 3]
+        if w1 == 0:  # a single child moved up: move it back
+            v[b, 0], v[b, 1], v[b, 2] = v[a, 0], v[a, 1], v[a, 2]
+            continue
+        t -= 1
+        ca, cb = _pair(w1, w2)
+        for c in range(3):
+            lo, h = v[a, c], hi[t, c]
+            v[a, c] = ca * lo - cb * h
+            v[b, c] = cb * lo + ca * h
+
+
+@njit(cache=True, nogil=True)
+def forward(attrs, counts, off, weight, first, occ, depth):
+    """Coefficients (n, 3) in this module's order (DC first) of ``attrs`` (n, 3) on the leaves.
+
+    ``weight`` is every node's weight: its voxel count (true RAHT, ``plan``'s), or 1 for
+    every node (the layered stream's level-local RAHT, where a node's value is the mean of
+    its children's)."""
+    n = attrs.shape[0]
+    coeffs = np.empty((n, 3), np.float64)
+    mean = attrs.copy()
+    v = np.zeros((8, 3))
+    wt = np.zeros(8, np.int64)
+    hi = np.empty((7, 3))
+    # highs of level lv's blocks start after the DC and all coarser levels' highs
+    hstart = 1
+    starts = np.empty(depth, np.int64)
+    for lv in range(depth):
+        starts[lv] = hstart
+        hstart += counts[lv + 1] - counts[lv]
+    for lv in range(depth - 1, -1, -1):
+        m, base, cbase = counts[lv], off[lv], off[lv + 1]
+        up = np.empty((m, 3))
+        for p in range(m):
+            f = first[base + p]
+            e = first[base + p + 1] if p + 1 < m else counts[lv + 1]
+            wt[:] = 0
+            ci = 0
+            for i in range(f, e):  # children in Morton order: their child index rises
+                while not (occ[base + p] >> ci) & 1:
+                    ci += 1
+                wt[ci] = weight[cbase + i]
+                sw = math.sqrt(wt[ci])
+                v[ci, 0], v[ci, 1], v[ci, 2] = mean[i, 0] * sw, mean[i, 1] * sw, mean[i, 2] * sw
+                ci += 1
+            k = _block_forward(v, wt, hi)
+            h0 = starts[lv] + f - p
+            for t in range(k):
+                coeffs[h0 + t, 0], coeffs[h0 + t, 1], coeffs[h0 + t, 2] = hi[t, 0], hi[t, 1], hi[t, 2]
+            sw = math.sqrt(wt[0])  # the block's total weight, after the butterflies
+            up[p, 0], up[p, 1], up[p, 2] = v[0, 0] / sw, v[0, 1] / sw, v[0, 2] / sw
+        mean = up
+    if n > 0:
+        sw = math.sqrt(weight[0])
+        coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = mean[0, 0] * sw, mean[0, 1] * sw, mean[0, 2] * sw
+    return coeffs
+
+
+@njit(cache=True, nogil=True)
+def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, csteps, q, zero):
+    """Root to level ``stop``: predict every block's high passes from the level above and
+    rebuild the children; returns the attributes of level ``stop``'s nodes.
+
+    ``ysteps[l]``, ``csteps[l]``: luma and chroma steps of level l's coefficients (the DC
+    is level 0's). Coefficient rows past the end of ``coeffs`` count as zero.
+
+    Decoding, ``coeffs`` holds dequantized residuals (DC as is). Encoding, it holds the
+    actual coefficients (``forward``): each is replaced, in coding order, by its dequantized
+    residual, with the quantized values in ``q`` and the "all three zero" flags in
+    ``zero``; the encoder so rebuilds exactly what the decoder will."""
+    n = coeffs.shape[0]
+    if n == 0 or counts[0] == 0:
+        return np.zeros((0, 3))
+    qrow = np.empty(3, np.int64)
+    if encoding:
+        _quantize_row(coeffs, 0, ysteps[0], csteps[0], q, zero, qrow)
+    mean = np.empty((1, 3))
+    for c in range(3):
+        mean[0, c] = coeffs[0, c] / math.sqrt(weight[0])
+    nbrs = np.full((1, 27), -1, np.int32)
+    v = np.zeros((8, 3))
+    pm = np.zeros((8, 3))  # predicted child means
+    wt = np.zeros(8, np.int64)
+    hi = np.empty((7, 3))
+    ph = np.empty((7, 3))
+    w = np.empty(8, np.int64)
+    ops = np.empty((7, 4), np.int64)
+    pw = np.empty(8, np.int64)
+    h = 1
+    for lv in range(stop):
+        m, base, cbase = counts[lv], off[lv], off[lv + 1]
+        cmean = np.empty((counts[lv + 1], 3))
+        step, chroma_step = ysteps[lv + 1], csteps[lv + 1]
+        for p in range(m):
+            f = first[base + p]
+            e = first[base + p + 1] if p + 1 < m else counts[lv + 1]
+            o = occ[base + p]
+            wt[:] = 0
+            ci = 0
+            for i in range(f, e):
+                while not (o >> ci) & 1:
+                    ci += 1
+                wt[ci] = weight[cbase + i]
+                ci += 1
+            k = e - f - 1
+            near = 1
+            for s in range(18):
+                near += nbrs[p, _NEAR[s]] >= 0
+            predicted = near >= MIN_NEIGHBOURS and k > 0
+            if predicted:
+                _predict(p, wt, mean, cmean, nbrs, occ, first, base, pm)
+            ready = False  # ph holds the prediction's high passes
+            if encoding:
+                if predicted:
+                    _to_highs(pm, wt, v, pw, ph)
+                else:
+                    ph[:k] = 0.0
+                ready = True
+                for t in range(k):
+                    for c in range(3):
+                        coeffs[h + t, c] -= ph[t, c]
+                    _quantize_row(coeffs, h + t, step, chroma_step, q, zero, qrow)
+            flat = True  # every residual of the block is zero (most fine blocks)
+            for t in range(k):
+                if h + t >= n:
+                    break
+                if coeffs[h + t, 0] != 0.0 or coeffs[h + t, 1] != 0.0 or coeffs[h + t, 2] != 0.0:
+                    flat = False
+                    break
+            if flat:
+                # the children are the prediction, shifted to the parent's mean (the inverse
+                # transform of a block whose high passes are the prediction's, in closed form)
+                i = f
+                if predicted:
+                    tot, sw0, sw1, sw2 = 0.0, 0.0, 0.0, 0.0
+                    for ci in range(8):
+                        if wt[ci]:
+                            tot += wt[ci]
+                            sw0 += wt[ci] * pm[ci, 0]
+                            sw1 += wt[ci] * pm[ci, 1]
+                            sw2 += wt[ci] * pm[ci, 2]
+                    d0, d1, d2 = mean[p, 0] - sw0 / tot, mean[p, 1] - sw1 / tot, mean[p, 2] - sw2 / tot
+                    for ci in range(8):
+                        if wt[ci]:
+                            cmean[i, 0], cmean[i, 1], cmean[i, 2] = pm[ci, 0] + d0, pm[ci, 1] + d1, pm[ci, 2] + d2
+                            i += 1
+                else:
+                    for i in range(f, e):
+                        cmean[i, 0], cmean[i, 1], cmean[i, 2] = mean[p, 0], mean[p, 1], mean[p, 2]
+                h += k
+                continue
+            if not ready:
+                if predicted:
+                    _to_highs(pm, wt, v, pw, ph)
+                else:
+                    ph[:k] = 0.0
+            for t in range(k):
+                for c in range(3):
+                    hi[t, c] = ph[t, c] + (coeffs[h + t, c] if h + t < n else 0.0)
+            h += k
+            tot = 0
+            for ci in range(8):
+                tot += wt[ci]
+            sw = math.sqrt(tot)
+            v[0, 0], v[0, 1], v[0, 2] = mean[p, 0] * sw, mean[p, 1] * sw, mean[p, 2] * sw
+            _block_inverse(v, wt, hi, w, ops)
+            i = f
+            for ci in range(8):
+                if wt[ci] == 0:
+                    continue
+                sw = math.sqrt(wt[ci])
+                cmean[i, 0], cmean[i, 1], cmean[i, 2] = v[ci, 0] / sw, v[ci, 1] / sw, v[ci, 2] / sw
+                i += 1
+        if lv + 1 < stop:
+            nbrs = _children_near(nbrs, occ[base:base + m], first[base:base + m])
+        mean = cmean
+    return mean
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_highs(pm, wt, v, pw, ph):
+    """The high passes of predicted child means ``pm`` through the block's butterflies."""
+    for ci in range(8):
+        if wt[ci]:
+            sw = math.sqrt(wt[ci])
+            v[ci, 0], v[ci, 1], v[ci, 2] = pm[ci, 0] * sw, pm[ci, 1] * sw, pm[ci, 2] * sw
+    pw[:] = wt
+    _block_forward(v, pw, ph)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _predict(p, wt, mean, cmean, nbrs, occ, first, base, pm):
+    """Each child's predicted mean: its parent's, its parent's neighbours' across the faces
+    and edges it touches, or, where those neighbours' children are rebuilt already, the
+    neighbouring child itself."""
+    y = mean[p, 0]
+    for ci in range(8):
+        if wt[ci] == 0:
+            continue
+        acc0, acc1, acc2 = W_PARENT * mean[p, 0], W_PARENT * mean[p, 1], W_PARENT * mean[p, 2]
+        tot = W_PARENT
+        for s in range(6):
+            slot = _CHILD_SLOTS[ci, s]
+            nb = nbrs[p, slot]
+            if nb < 0:
+                continue
+            yn = mean[nb, 0]
+            if yn <= LUMA_LOW * y or yn >= LUMA_HIGH * y:
+                continue  # across an edge in the picture
+            sub = -1
+            if nb < p:  # a block before this one: its children are rebuilt already
+                nci = _CN_CHILD[ci, slot]
+                po = occ[base + nb]
+                if (po >> nci) & 1:
+                    sub = first[base + nb] + _POPCOUNT[po & ((1 << nci) - 1)]
+            if sub >= 0:
+                ww = W_CHILD_FACE if s < 3 else W_CHILD_EDGE
+                acc0 += ww * cmean[sub, 0]
+                acc1 += ww * cmean[sub, 1]
+                acc2 += ww * cmean[sub, 2]
+            else:
+                ww = W_FACE if s < 3 else W_EDGE
+                acc0 += ww * yn
+                acc1 += ww * mean[nb, 1]
+                acc2 += ww * mean[nb, 2]
+            tot += ww
+        pm[ci, 0], pm[ci, 1], pm[ci, 2] = acc0 / tot, acc1 / tot, acc2 / tot
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _quantize_row(coeffs, j, step, chroma_step, q, zero, qrow):
+    """Quantize row j into q[j] and zero[j]; leave its dequantized value in coeffs[j]."""
+    z = quantize(coeffs, j, step, chroma_step, qrow)
+    zero[j] = z
+    if z:
+        q[j, 0], q[j, 1], q[j, 2] = 0, 0, 0
+    else:
+        q[j, 0], q[j, 1], q[j, 2] = qrow[0], qrow[1], qrow[2]
+    coeffs[j, 0] = q[j, 0] * step
+    coeffs[j, 1] = q[j, 1] * chroma_step
+    coeffs[j, 2] = q[j, 2] * chroma_step
+
+
+@njit(cache=True, nogil=True)
+def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
+    """The colour section of sorted leaf ``codes`` (their depth-level Morton codes)."""
+    n = codes.shape[0]
+    plan_ = plan(codes, depth)
+    coeffs = forward(to_ycbcr(colors), *plan_, depth)
+    q = np.zeros((n, 3), np.int64)
+    zero = np.zeros(n, np.uint8)
+    descend(coeffs, *plan_, depth, True, np.full(depth + 1, step), np.full(depth + 1, chroma_step), q, zero)
+    return code_coefficients(q, zero, buf, counts, probs)
+
+
+@njit(cache=True, nogil=True)
+def synthesize(coeffs, codes, depth):
+    """RGB (n, 3) uint8 from ``_raht_kernels.decode_coefficients``' residuals and the geometry."""
+    ones = np.ones(depth + 1)
+    attrs = descend(coeffs, *plan(codes, depth), depth, False, ones, ones, np.empty((0, 3), np.int64),
+                    np.empty(0, np.uint8))
+    return to_rgb(attrs)
