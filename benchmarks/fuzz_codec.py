@@ -35,7 +35,8 @@ def seed_streams(data: Path | None, points: int) -> list[bytes]:
     """Streams of every codec configuration, from a real frame cut down to ``points``."""
     pos, col = seed_cloud(data, points)
     codecs = [codec.BaselineCodec(), codec.OctreeCodec(depth=9, slices=1),
-              codec.OctreeCodec(depth=9, slices=3, color_step=16)]
+              codec.OctreeCodec(depth=9, slices=3, color_step=16),
+              codec.LayeredOctreeCodec(depth=9, color_step=16)]
     with contextlib.suppress(ValueError):  # the Draco plug-in, where DracoPy is installed
         codecs += [codec.get_codec("draco", compression_level=level) for level in (1, 7)]
     return [c.encode(pos, col) for c in codecs]

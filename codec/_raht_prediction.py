@@ -43,20 +43,28 @@ def _slot(dx: int, dy: int, dz: int) -> int:
     return (dx + 1) * 9 + (dy + 1) * 3 + dz + 1
 
 
-def _child_slots() -> tuple[np.ndarray, np.ndarray]:
-    """Per child index: the parent-level slots of its 3 faces and 3 edges; and the 18
-    face and edge slots (the 19 minus the parent) to count."""
-    table = np.empty((8, 6), np.int64)
-    for ci in range(8):
-        sx, sy, sz = (2 * ((ci >> 2) & 1) - 1, 2 * ((ci >> 1) & 1) - 1, 2 * (ci & 1) - 1)
-        table[ci] = [_slot(sx, 0, 0), _slot(0, sy, 0), _slot(0, 0, sz),
-                     _slot(sx, sy, 0), _slot(sx, 0, sz), _slot(0, sy, sz)]
-    near = [_slot(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
-            if 1 <= abs(dx) + abs(dy) + abs(dz) <= 2]
-    return table, np.array(near, np.int64)
+def _near_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 18 face and edge slots of a node's 27 (the 19 neighbours minus the node), which
+    are faces, and the children each touches (a child touches the faces and edges on its
+    own side of the parent: 3 faces and 3 edges)."""
+    near, face, mask = [], [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                if not 1 <= abs(dx) + abs(dy) + abs(dz) <= 2:
+                    continue
+                near.append(_slot(dx, dy, dz))
+                face.append(abs(dx) + abs(dy) + abs(dz) == 1)
+                m = 0
+                for ci in range(8):
+                    c = ((ci >> 2) & 1, (ci >> 1) & 1, ci & 1)
+                    if all(d == 0 or c[a] == (d + 1) // 2 for a, d in enumerate((dx, dy, dz))):
+                        m |= 1 << ci
+                mask.append(m)
+    return np.array(near, np.int64), np.array(face, np.bool_), np.array(mask, np.int64)
 
 
-_CHILD_SLOTS, _NEAR = _child_slots()
+_NEAR, _NEAR_FACE, _NEAR_MASK = _near_tables()
 
 
 @njit(cache=True, nogil=True)
@@ -281,6 +289,7 @@ def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, cst
     w = np.empty(8, np.int64)
     ops = np.empty((7, 4), np.int64)
     pw = np.empty(8, np.int64)
+    ptot = np.empty(8)
     h = 1
     for lv in range(stop):
         m, base, cbase = counts[lv], off[lv], off[lv + 1]
@@ -303,7 +312,7 @@ def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, cst
                 near += nbrs[p, _NEAR[s]] >= 0
             predicted = near >= MIN_NEIGHBOURS and k > 0
             if predicted:
-                _predict(p, wt, mean, cmean, nbrs, occ, first, base, pm)
+                _predict(p, o, mean, cmean, nbrs, occ, first, base, pm, ptot)
             ready = False  # ph holds the prediction's high passes
             if encoding:
                 if predicted:
@@ -384,42 +393,53 @@ def _to_highs(pm, wt, v, pw, ph):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _predict(p, wt, mean, cmean, nbrs, occ, first, base, pm):
+def _predict(p, o, mean, cmean, nbrs, occ, first, base, pm, tot):
     """Each child's predicted mean: its parent's, its parent's neighbours' across the faces
     and edges it touches, or, where those neighbours' children are rebuilt already, the
-    neighbouring child itself."""
+    neighbouring child itself. Neighbour by neighbour: each is read once for the up to four
+    children it touches."""
     y = mean[p, 0]
     for ci in range(8):
-        if wt[ci] == 0:
+        pm[ci, 0], pm[ci, 1], pm[ci, 2] = W_PARENT * mean[p, 0], W_PARENT * mean[p, 1], W_PARENT * mean[p, 2]
+        tot[ci] = W_PARENT
+    for t in range(18):
+        nb = nbrs[p, _NEAR[t]]
+        if nb < 0:
             continue
-        acc0, acc1, acc2 = W_PARENT * mean[p, 0], W_PARENT * mean[p, 1], W_PARENT * mean[p, 2]
-        tot = W_PARENT
-        for s in range(6):
-            slot = _CHILD_SLOTS[ci, s]
-            nb = nbrs[p, slot]
-            if nb < 0:
+        mask = _NEAR_MASK[t] & o
+        if mask == 0:
+            continue
+        yn = mean[nb, 0]
+        if yn <= LUMA_LOW * y or yn >= LUMA_HIGH * y:
+            continue  # across an edge in the picture
+        face = _NEAR_FACE[t]
+        wp = W_FACE if face else W_EDGE
+        wc = W_CHILD_FACE if face else W_CHILD_EDGE
+        earlier = nb < p  # a block before this one: its children are rebuilt already
+        po = occ[base + nb]
+        fb = first[base + nb]
+        for ci in range(8):
+            if not (mask >> ci) & 1:
                 continue
-            yn = mean[nb, 0]
-            if yn <= LUMA_LOW * y or yn >= LUMA_HIGH * y:
-                continue  # across an edge in the picture
-            sub = -1
-            if nb < p:  # a block before this one: its children are rebuilt already
-                nci = _CN_CHILD[ci, slot]
-                po = occ[base + nb]
+            if earlier:
+                nci = _CN_CHILD[ci, _NEAR[t]]
                 if (po >> nci) & 1:
-                    sub = first[base + nb] + _POPCOUNT[po & ((1 << nci) - 1)]
-            if sub >= 0:
-                ww = W_CHILD_FACE if s < 3 else W_CHILD_EDGE
-                acc0 += ww * cmean[sub, 0]
-                acc1 += ww * cmean[sub, 1]
-                acc2 += ww * cmean[sub, 2]
-            else:
-                ww = W_FACE if s < 3 else W_EDGE
-                acc0 += ww * yn
-                acc1 += ww * mean[nb, 1]
-                acc2 += ww * mean[nb, 2]
-            tot += ww
-        pm[ci, 0], pm[ci, 1], pm[ci, 2] = acc0 / tot, acc1 / tot, acc2 / tot
+                    sub = fb + _POPCOUNT[po & ((1 << nci) - 1)]
+                    pm[ci, 0] += wc * cmean[sub, 0]
+                    pm[ci, 1] += wc * cmean[sub, 1]
+                    pm[ci, 2] += wc * cmean[sub, 2]
+                    tot[ci] += wc
+                    continue
+            pm[ci, 0] += wp * yn
+            pm[ci, 1] += wp * mean[nb, 1]
+            pm[ci, 2] += wp * mean[nb, 2]
+            tot[ci] += wp
+    for ci in range(8):
+        if (o >> ci) & 1:
+            r = 1.0 / tot[ci]
+            pm[ci, 0] *= r
+            pm[ci, 1] *= r
+            pm[ci, 2] *= r
 
 
 @njit(cache=True, nogil=True, inline="always")
