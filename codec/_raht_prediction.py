@@ -1,18 +1,18 @@
 """numba kernels of RAHT with transform-domain prediction, one octree level at a time.
 
-The transform is the same orthonormal RAHT as ``_raht_kernels.forward`` (z, then y, then
-x butterflies: exactly the pairs that meet inside one octree node), done block by block:
-each occupied node's up to 8 children become its low pass and k - 1 high passes.
+RAHT (``_raht_kernels``) is done block by block: each occupied node's up to 8 children
+(weights: voxel counts) go through z, then y, then x butterflies, exactly the pairs that
+meet inside one octree node, giving the node's low pass and k - 1 high passes.
 
 Prediction (what G-PCC's RAHT does): before a node's children are coded, the decoder
 already knows the mean colour of that node and of its neighbours at the node's level. Each
 child's colour is predicted as the weighted mean of its parent (weight 9) and the parent's
-neighbours across the 3 faces (3) and 3 edges (1) that the child touches, skipping
-neighbours whose luma is far from the parent's (an edge in the picture). The prediction,
-put through the block's butterflies, gives predicted high passes; only the residual
-(high - predicted high) is quantized and coded. Blocks with few neighbours (fewer than
-``MIN_NEIGHBOURS`` of the 19) are not predicted: there the parent alone would predict a
-flat block, which says nothing the transform does not.
+neighbours across the 3 faces (3) and 3 edges (1) that the child touches; where such a
+neighbour's children are already rebuilt (an earlier block), the neighbouring child itself
+(5, 2) stands in for it; neighbours whose luma is far from the parent's (an edge in the
+picture) are left out. Only the high passes of (children - prediction) are quantized and
+coded. Blocks with few neighbours (fewer than ``MIN_NEIGHBOURS`` of the 19) are predicted by
+their parent alone, which is plain RAHT.
 
 Coefficient order: the DC, then octree level by level from the root, node by node in Morton
 order, each node's k - 1 high passes in butterfly order (z pairs, y pairs, x pairs).
@@ -213,69 +213,54 @@ def _block_inverse(v, wt, hi, w, ops):
 
 
 @njit(cache=True, nogil=True)
-def forward(attrs, counts, off, weight, first, occ, depth):
-    """Coefficients (n, 3) in this module's order (DC first) of ``attrs`` (n, 3) on the leaves.
-
-    ``weight`` is every node's weight: its voxel count (true RAHT, ``plan``'s), or 1 for
-    every node (the layered stream's level-local RAHT, where a node's value is the mean of
-    its children's)."""
-    n = attrs.shape[0]
-    coeffs = np.empty((n, 3), np.float64)
-    mean = attrs.copy()
-    v = np.zeros((8, 3))
-    wt = np.zeros(8, np.int64)
-    hi = np.empty((7, 3))
-    # highs of level lv's blocks start after the DC and all coarser levels' highs
-    hstart = 1
-    starts = np.empty(depth, np.int64)
-    for lv in range(depth):
-        starts[lv] = hstart
-        hstart += counts[lv + 1] - counts[lv]
+def level_means(attrs, counts, off, weight, first, occ, depth):
+    """Every node's mean attribute (flat, ``plan``'s layout), leaves first and up: what the
+    encoder compares each block's prediction with. ``weight`` is every node's weight: its
+    voxel count (true RAHT, ``plan``'s), or 1 for every node (the layered stream's
+    level-local RAHT, where a node's value is the mean of its children's)."""
+    means = np.empty((off[depth + 1], 3))
+    means[off[depth]:] = attrs
     for lv in range(depth - 1, -1, -1):
         m, base, cbase = counts[lv], off[lv], off[lv + 1]
-        up = np.empty((m, 3))
         for p in range(m):
             f = first[base + p]
             e = first[base + p + 1] if p + 1 < m else counts[lv + 1]
-            wt[:] = 0
-            ci = 0
-            for i in range(f, e):  # children in Morton order: their child index rises
-                while not (occ[base + p] >> ci) & 1:
-                    ci += 1
-                wt[ci] = weight[cbase + i]
-                sw = math.sqrt(wt[ci])
-                v[ci, 0], v[ci, 1], v[ci, 2] = mean[i, 0] * sw, mean[i, 1] * sw, mean[i, 2] * sw
-                ci += 1
-            k = _block_forward(v, wt, hi)
-            h0 = starts[lv] + f - p
-            for t in range(k):
-                coeffs[h0 + t, 0], coeffs[h0 + t, 1], coeffs[h0 + t, 2] = hi[t, 0], hi[t, 1], hi[t, 2]
-            sw = math.sqrt(wt[0])  # the block's total weight, after the butterflies
-            up[p, 0], up[p, 1], up[p, 2] = v[0, 0] / sw, v[0, 1] / sw, v[0, 2] / sw
-        mean = up
-    if n > 0:
-        sw = math.sqrt(weight[0])
-        coeffs[0, 0], coeffs[0, 1], coeffs[0, 2] = mean[0, 0] * sw, mean[0, 1] * sw, mean[0, 2] * sw
-    return coeffs
+            s0, s1, s2, tot = 0.0, 0.0, 0.0, 0.0
+            for i in range(cbase + f, cbase + e):
+                w = weight[i]
+                s0 += w * means[i, 0]
+                s1 += w * means[i, 1]
+                s2 += w * means[i, 2]
+                tot += w
+            means[base + p, 0], means[base + p, 1], means[base + p, 2] = s0 / tot, s1 / tot, s2 / tot
+    return means
 
 
 @njit(cache=True, nogil=True)
-def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, csteps, q, zero):
-    """Root to level ``stop``: predict every block's high passes from the level above and
-    rebuild the children; returns the attributes of level ``stop``'s nodes.
+def descend(coeffs, actual, counts, off, weight, first, occ, stop, encoding, ysteps, csteps, q, zero):
+    """Root to level ``stop``: predict every block's children from the level above, code or
+    take the residual's high passes, and rebuild the children; returns the attributes of
+    level ``stop``'s nodes.
+
+    Children = prediction + inverse(residual), where the residual's low pass is the
+    parent's rebuilt value minus the prediction's (by linearity, the same as predicting the
+    high passes and adding the coded differences), so neither side transforms the
+    prediction. A block whose coded residual is all zero (most fine blocks) is its
+    prediction shifted to the parent's mean.
 
     ``ysteps[l]``, ``csteps[l]``: luma and chroma steps of level l's coefficients (the DC
-    is level 0's). Coefficient rows past the end of ``coeffs`` count as zero.
-
-    Decoding, ``coeffs`` holds dequantized residuals (DC as is). Encoding, it holds the
-    actual coefficients (``forward``): each is replaced, in coding order, by its dequantized
-    residual, with the quantized values in ``q`` and the "all three zero" flags in
-    ``zero``; the encoder so rebuilds exactly what the decoder will."""
+    is level 0's). Decoding, ``coeffs`` holds dequantized residuals in coding order (rows
+    past its end count as zero). Encoding, ``actual`` holds ``level_means``; ``coeffs`` (n,
+    3) receives the dequantized residuals, ``q`` the quantized ones and ``zero`` the "all
+    three zero" flags: the encoder rebuilds exactly what the decoder will."""
     n = coeffs.shape[0]
     if n == 0 or counts[0] == 0:
         return np.zeros((0, 3))
     qrow = np.empty(3, np.int64)
     if encoding:
+        sw = math.sqrt(weight[0])
+        for c in range(3):
+            coeffs[0, c] = actual[0, c] * sw
         _quantize_row(coeffs, 0, ysteps[0], csteps[0], q, zero, qrow)
     mean = np.empty((1, 3))
     for c in range(3):
@@ -285,10 +270,8 @@ def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, cst
     pm = np.zeros((8, 3))  # predicted child means
     wt = np.zeros(8, np.int64)
     hi = np.empty((7, 3))
-    ph = np.empty((7, 3))
     w = np.empty(8, np.int64)
     ops = np.empty((7, 4), np.int64)
-    pw = np.empty(8, np.int64)
     ptot = np.empty(8)
     h = 1
     for lv in range(stop):
@@ -301,95 +284,75 @@ def descend(coeffs, counts, off, weight, first, occ, stop, encoding, ysteps, cst
             o = occ[base + p]
             wt[:] = 0
             ci = 0
+            tot = 0
             for i in range(f, e):
                 while not (o >> ci) & 1:
                     ci += 1
                 wt[ci] = weight[cbase + i]
+                tot += wt[ci]
                 ci += 1
             k = e - f - 1
             near = 1
             for s in range(18):
                 near += nbrs[p, _NEAR[s]] >= 0
-            predicted = near >= MIN_NEIGHBOURS and k > 0
-            if predicted:
+            if near >= MIN_NEIGHBOURS and k > 0:
                 _predict(p, o, mean, cmean, nbrs, occ, first, base, pm, ptot)
-            ready = False  # ph holds the prediction's high passes
-            if encoding:
-                if predicted:
-                    _to_highs(pm, wt, v, pw, ph)
-                else:
-                    ph[:k] = 0.0
-                ready = True
+            else:  # the parent's value: a flat block, whose high passes are zero
+                for ci in range(8):
+                    pm[ci, 0], pm[ci, 1], pm[ci, 2] = mean[p, 0], mean[p, 1], mean[p, 2]
+            if encoding and k > 0:
+                i = cbase + f
+                for ci in range(8):
+                    if wt[ci]:
+                        sw = math.sqrt(wt[ci])
+                        for c in range(3):
+                            v[ci, c] = (actual[i, c] - pm[ci, c]) * sw
+                        i += 1
+                w[:] = wt
+                _block_forward(v, w, hi)
                 for t in range(k):
-                    for c in range(3):
-                        coeffs[h + t, c] -= ph[t, c]
+                    coeffs[h + t, 0], coeffs[h + t, 1], coeffs[h + t, 2] = hi[t, 0], hi[t, 1], hi[t, 2]
                     _quantize_row(coeffs, h + t, step, chroma_step, q, zero, qrow)
-            flat = True  # every residual of the block is zero (most fine blocks)
+            # the residual's low pass: the parent's value minus the prediction's mean
+            s0, s1, s2 = 0.0, 0.0, 0.0
+            for ci in range(8):
+                if wt[ci]:
+                    s0 += wt[ci] * pm[ci, 0]
+                    s1 += wt[ci] * pm[ci, 1]
+                    s2 += wt[ci] * pm[ci, 2]
+            d0, d1, d2 = mean[p, 0] - s0 / tot, mean[p, 1] - s1 / tot, mean[p, 2] - s2 / tot
+            flat = True  # every residual high pass of the block is zero
             for t in range(k):
                 if h + t >= n:
                     break
                 if coeffs[h + t, 0] != 0.0 or coeffs[h + t, 1] != 0.0 or coeffs[h + t, 2] != 0.0:
                     flat = False
                     break
-            if flat:
-                # the children are the prediction, shifted to the parent's mean (the inverse
-                # transform of a block whose high passes are the prediction's, in closed form)
-                i = f
-                if predicted:
-                    tot, sw0, sw1, sw2 = 0.0, 0.0, 0.0, 0.0
-                    for ci in range(8):
-                        if wt[ci]:
-                            tot += wt[ci]
-                            sw0 += wt[ci] * pm[ci, 0]
-                            sw1 += wt[ci] * pm[ci, 1]
-                            sw2 += wt[ci] * pm[ci, 2]
-                    d0, d1, d2 = mean[p, 0] - sw0 / tot, mean[p, 1] - sw1 / tot, mean[p, 2] - sw2 / tot
-                    for ci in range(8):
-                        if wt[ci]:
-                            cmean[i, 0], cmean[i, 1], cmean[i, 2] = pm[ci, 0] + d0, pm[ci, 1] + d1, pm[ci, 2] + d2
-                            i += 1
-                else:
-                    for i in range(f, e):
-                        cmean[i, 0], cmean[i, 1], cmean[i, 2] = mean[p, 0], mean[p, 1], mean[p, 2]
-                h += k
-                continue
-            if not ready:
-                if predicted:
-                    _to_highs(pm, wt, v, pw, ph)
-                else:
-                    ph[:k] = 0.0
-            for t in range(k):
-                for c in range(3):
-                    hi[t, c] = ph[t, c] + (coeffs[h + t, c] if h + t < n else 0.0)
-            h += k
-            tot = 0
-            for ci in range(8):
-                tot += wt[ci]
-            sw = math.sqrt(tot)
-            v[0, 0], v[0, 1], v[0, 2] = mean[p, 0] * sw, mean[p, 1] * sw, mean[p, 2] * sw
-            _block_inverse(v, wt, hi, w, ops)
             i = f
-            for ci in range(8):
-                if wt[ci] == 0:
-                    continue
-                sw = math.sqrt(wt[ci])
-                cmean[i, 0], cmean[i, 1], cmean[i, 2] = v[ci, 0] / sw, v[ci, 1] / sw, v[ci, 2] / sw
-                i += 1
+            if flat:
+                for ci in range(8):
+                    if wt[ci]:
+                        cmean[i, 0], cmean[i, 1], cmean[i, 2] = pm[ci, 0] + d0, pm[ci, 1] + d1, pm[ci, 2] + d2
+                        i += 1
+            else:
+                for t in range(k):
+                    for c in range(3):
+                        hi[t, c] = coeffs[h + t, c] if h + t < n else 0.0
+                sw = math.sqrt(tot)
+                v[0, 0], v[0, 1], v[0, 2] = d0 * sw, d1 * sw, d2 * sw
+                _block_inverse(v, wt, hi, w, ops)
+                for ci in range(8):
+                    if wt[ci]:
+                        sw = math.sqrt(wt[ci])
+                        cmean[i, 0] = pm[ci, 0] + v[ci, 0] / sw
+                        cmean[i, 1] = pm[ci, 1] + v[ci, 1] / sw
+                        cmean[i, 2] = pm[ci, 2] + v[ci, 2] / sw
+                        i += 1
+            h += k
         if lv + 1 < stop:
             nbrs = _children_near(nbrs, occ[base:base + m], first[base:base + m])
         mean = cmean
     return mean
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _to_highs(pm, wt, v, pw, ph):
-    """The high passes of predicted child means ``pm`` through the block's butterflies."""
-    for ci in range(8):
-        if wt[ci]:
-            sw = math.sqrt(wt[ci])
-            v[ci, 0], v[ci, 1], v[ci, 2] = pm[ci, 0] * sw, pm[ci, 1] * sw, pm[ci, 2] * sw
-    pw[:] = wt
-    _block_forward(v, pw, ph)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -461,10 +424,12 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
     """The colour section of sorted leaf ``codes`` (their depth-level Morton codes)."""
     n = codes.shape[0]
     plan_ = plan(codes, depth)
-    coeffs = forward(to_ycbcr(colors), *plan_, depth)
+    actual = level_means(to_ycbcr(colors), *plan_, depth)
+    coeffs = np.zeros((n, 3))
     q = np.zeros((n, 3), np.int64)
     zero = np.zeros(n, np.uint8)
-    descend(coeffs, *plan_, depth, True, np.full(depth + 1, step), np.full(depth + 1, chroma_step), q, zero)
+    descend(coeffs, actual, *plan_, depth, True, np.full(depth + 1, step), np.full(depth + 1, chroma_step),
+            q, zero)
     return code_coefficients(q, zero, buf, counts, probs)
 
 
@@ -472,6 +437,6 @@ def encode(colors, codes, depth, step, chroma_step, buf, counts, probs):
 def synthesize(coeffs, codes, depth):
     """RGB (n, 3) uint8 from ``_raht_kernels.decode_coefficients``' residuals and the geometry."""
     ones = np.ones(depth + 1)
-    attrs = descend(coeffs, *plan(codes, depth), depth, False, ones, ones, np.empty((0, 3), np.int64),
-                    np.empty(0, np.uint8))
+    attrs = descend(coeffs, np.empty((0, 3)), *plan(codes, depth), depth, False, ones, ones,
+                    np.empty((0, 3), np.int64), np.empty(0, np.uint8))
     return to_rgb(attrs)

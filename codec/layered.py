@@ -252,10 +252,10 @@ def _quantized_colour(colors: np.ndarray, leaves: np.ndarray, depth: int, ysteps
     Y Cb Cr, then level L's high passes at n_(L-1) .. n_L - 1; and their "all zero" flags."""
     counts, off, weight, first, occ = _raht_prediction.plan(leaves, depth)
     unit = np.ones_like(weight)
-    coeffs = _raht_prediction.forward(_raht_kernels.to_ycbcr(colors), counts, off, unit, first, occ, depth)
+    actual = _raht_prediction.level_means(_raht_kernels.to_ycbcr(colors), counts, off, unit, first, occ, depth)
     n = len(leaves)
-    q, zero = np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
-    _raht_prediction.descend(coeffs, counts, off, unit, first, occ, depth, True, ysteps, csteps, q, zero)
+    coeffs, q, zero = np.zeros((n, 3)), np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
+    _raht_prediction.descend(coeffs, actual, counts, off, unit, first, occ, depth, True, ysteps, csteps, q, zero)
     return q, zero
 
 
@@ -265,8 +265,8 @@ def _synthesize(coeffs: np.ndarray, nodes: np.ndarray, level: int) -> np.ndarray
     counts, off, weight, first, occ = _raht_prediction.plan(nodes, level)
     unit = np.ones_like(weight)
     none = np.ones(level + 1)
-    vals = _raht_prediction.descend(coeffs, counts, off, unit, first, occ, level, False, none, none,
-                                    np.zeros((0, 3), np.int64), np.zeros(0, np.uint8))
+    vals = _raht_prediction.descend(coeffs, np.zeros((0, 3)), counts, off, unit, first, occ, level, False,
+                                    none, none, np.zeros((0, 3), np.int64), np.zeros(0, np.uint8))
     return _raht_kernels.to_rgb(vals)
 
 

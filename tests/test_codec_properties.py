@@ -76,28 +76,46 @@ def test_any_bytes_decode_or_raise_codec_error(blob, which, section, at, bit):
         assert len(pos) <= struct.unpack_from("<I", params)[0] and np.isfinite(pos).all()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 255), st.integers(0, 2**31))
+def test_a_raht_block_is_orthonormal_and_invertible(occupancy, seed):
+    rng = np.random.default_rng(seed)
+    wt = np.where([(occupancy >> c) & 1 for c in range(8)], rng.integers(1, 200, 8), 0).astype(np.int64)
+    x = rng.normal(size=(8, 3)) * (wt > 0)[:, None]
+    v, hi = x.copy(), np.zeros((7, 3))
+    k = _raht_prediction._block_forward(v, wt.copy(), hi)
+    assert k == bin(occupancy).count("1") - 1
+    np.testing.assert_allclose((v[0] ** 2).sum() + (hi[:k] ** 2).sum(), (x**2).sum(), rtol=1e-9)  # energy kept
+    back = np.zeros((8, 3))
+    back[0] = v[0]
+    _raht_prediction._block_inverse(back, wt, hi, np.empty(8, np.int64), np.empty((7, 4), np.int64))
+    np.testing.assert_allclose(back[wt > 0], x[wt > 0], atol=1e-9)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 400), st.integers(1, 9))
-def test_raht_is_orthonormal_and_invertible(n, depth):
+def test_predicted_raht_with_a_vanishing_step_gives_the_colours_back(n, depth):
     rng = np.random.default_rng(n * depth)
     codes = np.unique(rng.integers(0, 8**depth, n))
-    x = rng.normal(size=(len(codes), 3))
+    x = rng.normal(size=(len(codes), 3)) * 50
     plan = _raht_prediction.plan(codes, depth)
-    coeffs = _raht_prediction.forward(x, *plan, depth)
-    np.testing.assert_allclose((coeffs**2).sum(), (x**2).sum(), rtol=1e-9)  # energy kept
-    # coded with a vanishing step, the closed loop (prediction included) gives x back
+    actual = _raht_prediction.level_means(x, *plan, depth)
     m = len(codes)
-    q, zero = np.zeros((m, 3), np.int64), np.zeros(m, np.uint8)
+    coeffs, q, zero = np.zeros((m, 3)), np.zeros((m, 3), np.int64), np.zeros(m, np.uint8)
     tiny = np.full(depth + 1, 1e-9)
-    rebuilt = _raht_prediction.descend(coeffs, *plan, depth, True, tiny, tiny, q, zero)
+    rebuilt = _raht_prediction.descend(coeffs, actual, *plan, depth, True, tiny, tiny, q, zero)
     np.testing.assert_allclose(rebuilt, x, atol=1e-6)
+    # and the decoder, from the dequantized residuals alone, rebuilds the same
+    decoded = _raht_prediction.descend(coeffs, np.zeros((0, 3)), *plan, depth, False, tiny, tiny, q, zero)
+    np.testing.assert_array_equal(decoded, rebuilt)
 
 
 def test_raht_of_two_siblings_by_hand():
-    x = np.array([[1.0, 0, 0], [3.0, 0, 0]])
-    codes = np.array([0, 1])
-    coeffs = _raht_prediction.forward(x, *_raht_prediction.plan(codes, 1), 1)
-    np.testing.assert_allclose(coeffs[:, 0], [4 / np.sqrt(2), 2 / np.sqrt(2)])
+    v = np.zeros((8, 3))
+    v[0, 0], v[1, 0] = 1.0, 3.0  # two children on the z axis, one voxel each
+    hi = np.zeros((7, 3))
+    assert _raht_prediction._block_forward(v, np.array([1, 1, 0, 0, 0, 0, 0, 0]), hi) == 1
+    np.testing.assert_allclose([v[0, 0], hi[0, 0]], [4 / np.sqrt(2), 2 / np.sqrt(2)])
 
 
 def test_a_short_fuzz_run_finds_nothing(data_dir):

@@ -36,9 +36,9 @@ def test_the_encoder_rebuilds_exactly_what_the_decoder_decodes(ricardo):
     codes, col, depth = ricardo
     n, step = len(codes), 16.0
     plan = _raht_prediction.plan(codes, depth)
-    coeffs = _raht_prediction.forward(_raht_kernels.to_ycbcr(col), *plan, depth)
-    q, zero = np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
-    rebuilt = _raht_prediction.descend(coeffs, *plan, depth, True, *_steps(depth, step), q, zero)
+    actual = _raht_prediction.level_means(_raht_kernels.to_ycbcr(col), *plan, depth)
+    coeffs, q, zero = np.zeros((n, 3)), np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
+    rebuilt = _raht_prediction.descend(coeffs, actual, *plan, depth, True, *_steps(depth, step), q, zero)
     data = _raht_prediction.encode(col, codes, depth, step, 2 * step, new_buffer(n // 2),
                                    *new_model(_raht_kernels.N_CONTEXTS))
     residuals, status = _raht_kernels.decode_coefficients(data, n, step, 2 * step,
@@ -50,21 +50,41 @@ def test_the_encoder_rebuilds_exactly_what_the_decoder_decodes(ricardo):
     assert np.abs(decoded.astype(int) - col).mean() < 6
 
 
+def _plain_raht(codes, col, depth):
+    """RAHT without prediction, block by block in the same order (the reference)."""
+    counts, off, weight, first, occ = plan = _raht_prediction.plan(codes, depth)
+    means = _raht_prediction.level_means(_raht_kernels.to_ycbcr(col), *plan, depth)
+    rows = [means[0] * np.sqrt(weight[0])]
+    for lv in range(depth):
+        for p in range(counts[lv]):
+            f = first[off[lv] + p]
+            e = first[off[lv] + p + 1] if p + 1 < counts[lv] else counts[lv + 1]
+            v, wt, hi = np.zeros((8, 3)), np.zeros(8, np.int64), np.zeros((7, 3))
+            slots = [c for c in range(8) if (occ[off[lv] + p] >> c) & 1]
+            for i, ci in zip(range(f, e), slots, strict=True):
+                wt[ci] = weight[off[lv + 1] + i]
+                v[ci] = means[off[lv + 1] + i] * np.sqrt(wt[ci])
+            k = _raht_prediction._block_forward(v, wt, hi)
+            rows += list(hi[:k])
+    return np.array(rows)
+
+
 def test_prediction_leaves_far_fewer_coefficients_to_code(ricardo):
     """The same transform and quantizer without prediction, side by side: prediction from the
     level above must remove a large share of the non-zero coefficients and of the bits."""
     codes, col, depth = ricardo
     n, step = len(codes), 16.0
-    plan = _raht_prediction.plan(codes, depth)
-    coeffs = _raht_prediction.forward(_raht_kernels.to_ycbcr(col), *plan, depth)
+    plain = _plain_raht(codes, col, depth)
     plain_q, plain_zero = np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
     row = np.empty(3, np.int64)
     for j in range(n):
-        plain_zero[j] = _raht_kernels.quantize(coeffs, j, step, 2 * step, row)
+        plain_zero[j] = _raht_kernels.quantize(plain, j, step, 2 * step, row)
         if not plain_zero[j]:
             plain_q[j] = row
-    q, zero = np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
-    _raht_prediction.descend(coeffs.copy(), *plan, depth, True, *_steps(depth, step), q, zero)
+    plan = _raht_prediction.plan(codes, depth)
+    actual = _raht_prediction.level_means(_raht_kernels.to_ycbcr(col), *plan, depth)
+    coeffs, q, zero = np.zeros((n, 3)), np.zeros((n, 3), np.int64), np.zeros(n, np.uint8)
+    _raht_prediction.descend(coeffs, actual, *plan, depth, True, *_steps(depth, step), q, zero)
     assert (zero == 0).sum() < 0.8 * (plain_zero == 0).sum()
 
     def size(qq, zz):
