@@ -68,11 +68,12 @@ def test_the_committed_ladder_carries_measured_layers():
 def test_measuring_the_layered_codec_gives_sizes_and_qualities_per_prefix():
     pytest.importorskip("codec.layered")
     rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.arange(24)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    shell = grid[np.abs(np.linalg.norm(grid - 11.5, axis=1) - 10) < 1.0]  # a sphere's shell
+    # a sphere's shell, 5000 points: big enough for two parts (a part needs ~384 bytes)
+    grid = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    shell = grid[np.abs(np.linalg.norm(grid - 15.5, axis=1) - 14) < 1.0]
     positions = (shell + 4).astype(np.float32)
     colors = np.clip(positions * 6 + rng.integers(0, 20, positions.shape), 0, 255).astype(np.uint8)
-    (stream,) = measure_layers([("ball", positions, colors, 5)], steps=(8,))
+    (stream,) = measure_layers([("ball", positions, colors, 6)], steps=(8,))
     assert stream.layers >= 2 and stream.lods[-1] == 0
     assert all(b > 0 for b in stream.sizes(0))
     assert stream.d1_psnr[-1] >= stream.d1_psnr[0] and stream.y_psnr[-1] > stream.y_psnr[0]
