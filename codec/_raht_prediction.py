@@ -71,29 +71,43 @@ _NEAR, _NEAR_FACE, _NEAR_MASK = _near_tables()
 def _children_near(nbrs, occ, first):
     """The face and edge neighbours (18 of the 27 slots; corners are left unset) of every
     child of a level's nodes, from the nodes' own: a child's neighbour is a child of its
-    parent or of one of the parent's face or edge neighbours."""
+    parent or of one of the parent's face or edge neighbours. Also how many of each child's
+    19 (itself and the 18) are occupied."""
     m = occ.shape[0]
     n = first[m - 1] + _POPCOUNT[occ[m - 1]] if m else 0
     out = np.empty((n, 27), np.int32)
+    near = np.empty(n, np.int64)
+    pocc = np.zeros(27, np.int64)
+    pfirst = np.zeros(27, np.int64)
     for p in range(m):
         o = occ[p]
+        pocc[13], pfirst[13] = o, first[p]
+        for t in range(18):  # the parent's face and edge neighbours, read once for all its children
+            s = _NEAR[t]
+            pn = nbrs[p, s]
+            if pn >= 0:
+                pocc[s] = occ[pn]
+                pfirst[s] = first[pn]
+            else:
+                pocc[s] = 0
         i = first[p]
         for ci in range(8):
             if not (o >> ci) & 1:
                 continue
+            c = 1
             for t in range(18):
                 s = _NEAR[t]
                 ps = _CN_SLOT[ci, s]
-                pn = p if ps == 13 else nbrs[p, ps]
+                po = pocc[ps]
+                nci = _CN_CHILD[ci, s]
                 r = -1
-                if pn >= 0:
-                    po = occ[pn]
-                    nci = _CN_CHILD[ci, s]
-                    if (po >> nci) & 1:
-                        r = first[pn] + _POPCOUNT[po & ((1 << nci) - 1)]
+                if (po >> nci) & 1:
+                    r = pfirst[ps] + _POPCOUNT[po & ((1 << nci) - 1)]
+                    c += 1
                 out[i, s] = r
+            near[i] = c
             i += 1
-    return out
+    return out, near
 
 
 @njit(cache=True, nogil=True)
@@ -266,6 +280,7 @@ def descend(coeffs, actual, counts, off, weight, first, occ, stop, encoding, yst
     for c in range(3):
         mean[0, c] = coeffs[0, c] / math.sqrt(weight[0])
     nbrs = np.full((1, 27), -1, np.int32)
+    nearc = np.ones(1, np.int64)
     v = np.zeros((8, 3))
     pm = np.zeros((8, 3))  # predicted child means
     wt = np.zeros(8, np.int64)
@@ -292,10 +307,7 @@ def descend(coeffs, actual, counts, off, weight, first, occ, stop, encoding, yst
                 tot += wt[ci]
                 ci += 1
             k = e - f - 1
-            near = 1
-            for s in range(18):
-                near += nbrs[p, _NEAR[s]] >= 0
-            if near >= MIN_NEIGHBOURS and k > 0:
+            if nearc[p] >= MIN_NEIGHBOURS and k > 0:
                 _predict(p, o, mean, cmean, nbrs, occ, first, base, pm, ptot)
             else:  # the parent's value: a flat block, whose high passes are zero
                 for ci in range(8):
@@ -350,7 +362,7 @@ def descend(coeffs, actual, counts, off, weight, first, occ, stop, encoding, yst
                         i += 1
             h += k
         if lv + 1 < stop:
-            nbrs = _children_near(nbrs, occ[base:base + m], first[base:base + m])
+            nbrs, nearc = _children_near(nbrs, occ[base:base + m], first[base:base + m])
         mean = cmean
     return mean
 
