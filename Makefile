@@ -22,8 +22,10 @@ test: $(STAMP) $(KCACHE) test-deps voice-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The codec figures of the README; with tmc3 built (make tmc3) G-PCC runs in the same run.
 bench: $(STAMP) $(KCACHE)
-	$(BIN)/holoport bench codec --repeats 9 --json docs/bench/codec.json --markdown docs/bench/codec.md --plot docs/bench/codec.png
+	$(BIN)/holoport bench codec --repeats 9 --json docs/bench/codec.json --markdown docs/bench/codec.md \
+	  --plot docs/bench/codec.png $(if $(wildcard $(TMC3)),--gpcc $(TMC3))
 
 # MPEG G-PCC's reference encoder, to run beside ours: holoport bench codec --gpcc $(TMC3).
 # Built from its public source outside the repository; never committed (docs/codec.md).

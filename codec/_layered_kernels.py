@@ -43,7 +43,7 @@ from codec._entropy import (
     reserve,
 )
 from codec._neighbour_kernels import child_neighbours, root_tables
-from codec._occupancy_kernels import decode_node, encode_node, level_nodes
+from codec._occupancy_kernels import SCRATCH_ROWS, decode_node, encode_node, level_nodes
 from codec._raht_kernels import _BUCKETS, _CH_CTX, _CLASSES, _UNARY, _class, _zero_ctx
 
 _BLOCK = 1024  # coefficients coded between two checks of the output buffer's room
@@ -134,7 +134,7 @@ def encode_geometry(flat, offs, depth, counts, probs, wcounts, fcounts, weights)
         return buf[:0], ends
     par = flat[offs[0]:offs[1]]
     nbrs, neg, masks = root_tables(par, 0)
-    scratch = np.empty((4, 8), np.int64)
+    scratch = np.empty((SCRATCH_ROWS, 8), np.int64)
     for level in range(depth):
         chi = flat[offs[level + 1]:offs[level + 2]]
         occ = np.zeros(par.shape[0], np.int64)
@@ -173,7 +173,7 @@ def decode_geometry(buf, ends, stop, expect, counts, probs, wcounts, fcounts, we
     offs[1] = 1
     par = flat[0:1]
     nbrs, neg, masks = root_tables(par, 0)
-    scratch = np.empty((4, 8), np.int64)
+    scratch = np.empty((SCRATCH_ROWS, 8), np.int64)
     for level in range(stop):
         a = 0 if level == 0 else ends[level - 1]
         sub = buf[a:ends[level]]
