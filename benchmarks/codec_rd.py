@@ -2,8 +2,8 @@
 
 For every PLY in --data (default: the MVUB frames in ../shared/data) each codec encodes the
 frame on its own integer grid and decodes it. The octree codec runs losslessly and at
-several colour steps (RAHT) in one slice, and losslessly and at step 16 in two slices
-(faster, slightly larger); the baseline voxelizes on the frame's grid; Draco runs at
+several colour steps (RAHT), in one slice and in two (geometry on both cores: faster,
+slightly larger); the baseline voxelizes on the frame's grid; Draco runs at
 compression levels 1 and 7 in two ways:
 
 - codec "draco": Draco's own command-line tools, as their users run them (found on PATH or
@@ -98,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed rounds before them (steady state, as in a stream)")
     parser.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
-                        help="octree colour steps to run besides lossless (default 8 16 24 32 48)")
+                        help="octree colour steps to run besides lossless, in one slice and in two "
+                             f"(default {' '.join(map(str, DEFAULT_STEPS))})")
     parser.add_argument("--no-draco", action="store_true", help="skip Draco (both ways)")
     parser.add_argument("--layers", action="store_true",
                         help="compare the layered stream with the single-layer octree stream instead")
@@ -303,9 +304,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="holoport-draco-") as work:
         for path in track(paths, description="benchmarking frames"):
             frame = Frame(path)
-            cases = [octree_case(frame, step) for step in [1, *args.steps]]
-            # two slices: geometry on both cores too (a little larger)
-            cases += [octree_case(frame, step, slices=2) for step in (1, 16)]
+            # one slice and two (geometry on both cores too, a little larger), every step
+            cases = [octree_case(frame, step, slices) for slices in (1, 2) for step in [1, *args.steps]]
             cases.append(baseline_case(frame))
             cases += [draco_cli_case(frame, tools, level, Path(work)) for level in ((1, 7) if tools else ())]
             cases += [dracopy_case(frame, level) for level in ((1, 7) if dracopy else ())]

@@ -46,7 +46,7 @@ def test_codec_benchmark_writes_json_markdown_and_plot(mvub_frames, tmp_path):
     assert "draco_encoder" in stderr and "DracoPy" in stderr
     configs = {(r["codec"], r["params"]) for r in records}
     assert {("octree", "lossless slices=1"), ("octree", "step=16 slices=1"),
-            ("octree", "lossless slices=2"), ("baseline", "bits=8 zstd=3"),
+            ("octree", "lossless slices=2"), ("octree", "step=16 slices=2"), ("baseline", "bits=8 zstd=3"),
             ("DracoPy", "level=1 bits=8"), ("DracoPy", "level=7 bits=8")} <= configs
     assert "draco" not in {r["codec"] for r in records}
     for r in records:
