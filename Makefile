@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 KERNELS := $(wildcard capture/_*.py codec/_*.py render/_*.py)
 KCACHE  := $(VENV)/.kernels
 
-.PHONY: demo test lint bench tmc3 system-deps test-deps voice-deps clean
+.PHONY: demo test lint bench bench-unseen tmc3 system-deps test-deps voice-deps clean
 
 demo: $(STAMP) $(KCACHE) voice-deps
 	$(BIN)/holoport demo
@@ -26,6 +26,15 @@ lint: $(STAMP)
 bench: $(STAMP) $(KCACHE)
 	$(BIN)/holoport bench codec --repeats 9 --json docs/bench/codec.json --markdown docs/bench/codec.md \
 	  --plot docs/bench/codec.png $(if $(wildcard $(TMC3)),--gpcc $(TMC3))
+
+# The same on frames of other sensors the codec was not tuned on (benchmarks/grid_frames.py):
+# Kinect v1, a rendered RGB-D frame, TUM; at 9 and 10 bits. Against tmc3 when built.
+UNSEEN ?= $(HOME)/.cache/holoport/unseen-frames
+bench-unseen: $(STAMP) $(KCACHE)
+	$(BIN)/python -m benchmarks.grid_frames --out $(UNSEEN) --bits 9
+	$(BIN)/python -m benchmarks.grid_frames --out $(UNSEEN) --bits 10
+	$(BIN)/holoport bench codec --data $(UNSEEN) --no-draco --repeats 3 --json docs/bench/codec-unseen.json \
+	  --markdown docs/bench/codec-unseen.md $(if $(wildcard $(TMC3)),--gpcc $(TMC3))
 
 # MPEG G-PCC's reference encoder, to run beside ours: holoport bench codec --gpcc $(TMC3).
 # Built from its public source outside the repository; never committed (docs/codec.md).

@@ -13,6 +13,7 @@ as a percentage (negative: fewer bits than the reference at equal quality).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,19 +66,27 @@ def published(readme: Path) -> dict[str, GpccFrame]:
 
 
 def bd_rate(rate: list[float], psnr: list[float], ref_rate: list[float], ref_psnr: list[float]
-            ) -> tuple[float | None, float, float]:
+            ) -> tuple[float | None, float | None, float | None]:
     """(BD-rate % of (rate, psnr) against the reference, low and high end of the common PSNR
-    range). None when the curves share no range or either has fewer than two points."""
+    range). None when the curves share no range or either has fewer than two points with a
+    finite PSNR (a frame of one colour decodes losslessly at every step: no curve, no
+    range)."""
     from scipy.interpolate import PchipInterpolator
 
     def curve(r, p):
+        pairs = [(a, b) for a, b in zip(r, p, strict=True) if b is not None and math.isfinite(b)]
+        if not pairs:
+            return None, None
+        r, p = (np.asarray(v, float) for v in zip(*pairs, strict=True))
         order = np.argsort(p)
-        p, r = np.asarray(p, float)[order], np.log10(np.asarray(r, float)[order])
+        p, r = p[order], np.log10(r[order])
         keep = np.concatenate([[True], np.diff(p) > 0])  # a flat stretch is not a function
         return p[keep], r[keep]
 
     p1, r1 = curve(rate, psnr)
     p2, r2 = curve(ref_rate, ref_psnr)
+    if p1 is None or p2 is None:
+        return None, None, None
     lo, hi = max(p1[0], p2[0]), min(p1[-1], p2[-1])
     if len(p1) < 2 or len(p2) < 2 or hi <= lo:
         return None, lo, hi

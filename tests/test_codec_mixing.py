@@ -85,6 +85,11 @@ def test_bd_rate_of_a_curve_against_itself_and_against_a_scaled_copy():
     bd, lo, hi = gpcc_reference.bd_rate(rate, [p + 1 for p in psnr], rate, psnr)
     assert bd < 0 and (lo, hi) == (35.29, 44.02)
     assert gpcc_reference.bd_rate([1, 2], [10, 11], [1, 2], [20, 21])[0] is None
+    # a frame of one colour decodes losslessly at every step (PSNR inf or null): no curve
+    assert gpcc_reference.bd_rate([1.0, 0.9], [math.inf, None], rate, psnr) == (None, None, None)
+    assert gpcc_reference.bd_rate([], [], rate, psnr) == (None, None, None)
+    # the points without a finite PSNR are left out, the rest still make a curve
+    assert gpcc_reference.bd_rate([*rate, 9.0], [*psnr, math.inf], rate, psnr)[0] == pytest.approx(0, abs=1e-9)
 
 
 def test_the_codec_benchmark_compares_with_g_pcc_per_frame(mvub_frames, tmp_path):
