@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.tool_process import Run, run
+from capture.ply import write_ply
 
 __all__ = ["DracoTools", "Run", "decode", "encode", "find_tools", "write_positions_ply"]
 
@@ -92,7 +93,4 @@ def decode(tools: DracoTools, drc: Path, ply: Path) -> Run:
 
 def write_positions_ply(positions: np.ndarray, path: Path) -> None:
     """A binary PLY of float32 x y z only: what Draco's geometry alone costs."""
-    xyz = np.ascontiguousarray(positions, dtype="<f4")
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
-    path.write_bytes(header.encode("ascii") + xyz.tobytes())
+    write_ply(path, positions)

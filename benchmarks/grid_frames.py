@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capture.ply import write_ply
 from codec._voxel_kernels import cell_centres, voxelize
 from holoport.data import data_root
 
@@ -44,17 +45,6 @@ def grid_frame(positions: np.ndarray, colors: np.ndarray, bits: int) -> tuple[np
                                lo, cell, bits)
     grid = np.floor(cell_centres(codes, np.zeros(3), 1.0)).astype(np.float32)
     return grid, means
-
-
-def write_ply(path: Path, positions: np.ndarray, colors: np.ndarray) -> None:
-    """Binary PLY in the MVUB frames' layout: float x y z, uchar red green blue."""
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(positions)}\n"
-              "property float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-    rows = np.empty(len(positions), dtype=[("p", "<f4", 3), ("c", "u1", 3)])
-    rows["p"], rows["c"] = positions, colors
-    path.write_bytes(header.encode() + rows.tobytes())
 
 
 def sources(root: Path, max_depth: float):

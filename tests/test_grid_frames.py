@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks import grid_frames
-from capture.ply import read_ply
+from capture.ply import read_ply, write_ply
 
 
 def test_a_cloud_lands_on_its_bounding_cube_cells_merged_and_colours_averaged(tmp_path):
@@ -19,11 +19,14 @@ def test_a_cloud_lands_on_its_bounding_cube_cells_merged_and_colours_averaged(tm
     assert by_cell[(15, 7, 3)] == (255, 255, 255)  # the far corner is the last cell, not outside
     assert by_cell[(8, 8, 8)] == (0, 0, 0)
     path = tmp_path / "f.ply"
-    grid_frames.write_ply(path, grid, means)
+    write_ply(path, grid, means)
     back_pos, back_col = read_ply(path)
     order = np.lexsort(grid.T)
     back = np.lexsort(back_pos.T)
     assert np.array_equal(back_pos[back], grid[order]) and np.array_equal(back_col[back], means[order])
+    write_ply(path, grid)  # positions only (what Draco's geometry alone costs)
+    assert b"red" not in path.read_bytes()[:300]
+    assert np.array_equal(np.sort(read_ply(path)[0], axis=0), np.sort(grid, axis=0))
 
 
 def test_the_shared_sensors_become_integer_frames_the_benchmark_reads(data_dir, tmp_path):
