@@ -31,6 +31,7 @@ bench: $(STAMP) $(KCACHE)
 # Kinect v1, a rendered RGB-D frame, TUM; at 9 and 10 bits. Against tmc3 when built.
 UNSEEN ?= $(HOME)/.cache/holoport/unseen-frames
 bench-unseen: $(STAMP) $(KCACHE)
+	rm -rf $(UNSEEN)
 	$(BIN)/python -m benchmarks.grid_frames --out $(UNSEEN) --bits 9
 	$(BIN)/python -m benchmarks.grid_frames --out $(UNSEEN) --bits 10
 	$(BIN)/holoport bench codec --data $(UNSEEN) --no-draco --repeats 3 --json docs/bench/codec-unseen.json \
@@ -38,6 +39,7 @@ bench-unseen: $(STAMP) $(KCACHE)
 
 # MPEG G-PCC's reference encoder, to run beside ours: holoport bench codec --gpcc $(TMC3).
 # Built from its public source outside the repository; never committed (docs/codec.md).
+# Needs git, cmake and a C++ compiler (Debian: apt-get install git cmake g++).
 TMC13_DIR ?= $(HOME)/.cache/holoport/tmc13
 TMC13_TAG ?= release-v23.0-rc2
 TMC3      := $(TMC13_DIR)/build/tmc3/tmc3

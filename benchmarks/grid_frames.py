@@ -57,7 +57,7 @@ def sources(root: Path, max_depth: float):
     person = root / "pointclouds" / "kinect" / "person.pcd"
     if person.exists():
         p = np.asarray(o3d.io.read_point_cloud(str(person)).points)
-        p = p[np.isfinite(p).all(axis=1) & (p[:, 2] < max_depth)]
+        p = p[np.isfinite(p).all(axis=1) & (p[:, 2] > 0.2) & (p[:, 2] < max_depth)]  # as the RGB-D frames
         yield "kinect-person", p.astype(np.float32), np.full((len(p), 3), 128, np.uint8)
     for folder, frames, name in (("slambook", (0, 2, 4), "slambook"), ("redwood-synthetic", (0,), "redwood"),
                                  ("tum", (0,), "tum")):
